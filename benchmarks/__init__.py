@@ -1,0 +1,1 @@
+"""Benchmarks (runnable as ``python -m benchmarks.<name>``) and their shared fake endpoint."""

@@ -1,0 +1,275 @@
+"""A local OpenAI-compatible endpoint for benchmarks and tests (aiohttp.web).
+
+It serves at most ``max_concurrency`` completions at once (the others queue, like a real
+server's batch slots), each taking ``uniform(lo, hi)`` seconds, so its capacity is
+``max_concurrency / mean latency`` requests per second. ``latency=(0, 0)`` answers at once
+(to measure a client's own overhead). It counts requests and records how many were in flight.
+
+Tests script failures through the last message's content: a content starting with ``@@``
+followed by a JSON object, e.g. ``@@{"status": 429, "times": 2, "retry_after": "0.2"}``
+(the first 2 attempts of that exact content get a 429, then 200), ``@@{"status": 400,
+"message": "bad"}`` (every attempt), ``@@{"sleep": 5}`` (answer after 5 s).
+
+Run standalone: ``python -m benchmarks.fake_endpoint --latency 0.2,0.3`` prints
+``LISTENING http://127.0.0.1:PORT/v1`` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from aiohttp import web
+
+__all__ = ["EndpointThread", "endpoint_process", "make_app"]
+
+_STATS = web.AppKey("stats", dict)
+_CFG = web.AppKey("cfg", dict)
+
+
+def _new_stats() -> dict:
+    return {"requests": 0, "completions": 0, "in_flight": 0, "max_in_flight": 0,
+            "busy_s": 0.0, "first_start": None, "last_end": None, "attempts": {}, "service_s": 0.0}
+
+
+def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3),
+             logprobs: bool = True, model: str = "fake-teacher") -> web.Application:
+    """Build the endpoint. ``app[_STATS]`` holds the counters also served at ``GET /stats``."""
+    app = web.Application()
+    app[_STATS] = _new_stats()
+    app[_CFG] = {"latency": latency, "logprobs": logprobs, "model": model}
+    lo, hi = latency
+    gate = asyncio.Semaphore(max_concurrency)  # created lazily-bound; aiohttp runs one loop
+    stats = app[_STATS]
+    uniform, perf = random.uniform, time.perf_counter
+
+    async def chat(request: web.Request) -> web.Response:
+        t0 = perf()
+        stats["requests"] += 1
+        stats["in_flight"] += 1
+        if stats["in_flight"] > stats["max_in_flight"]:
+            stats["max_in_flight"] = stats["in_flight"]
+        if stats["first_start"] is None:
+            stats["first_start"] = t0
+        try:
+            body = json.loads(await request.read())
+            messages = body.get("messages") or []
+            content = str(messages[-1].get("content", "")) if messages else ""
+            if content.startswith("@@"):
+                scripted = await _scripted(content, stats)
+                if scripted is not None:
+                    return scripted
+            async with gate:
+                s0 = perf()
+                if hi > 0:
+                    await asyncio.sleep(uniform(lo, hi))
+                stats["service_s"] += perf() - s0
+            text = "Answer: " + content[:160]
+            reply = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model", model),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": len(content) // 4 + 1,
+                          "completion_tokens": len(text) // 4 + 1,
+                          "total_tokens": (len(content) + len(text)) // 4 + 2},
+            }
+            if logprobs and body.get("logprobs"):
+                words = text.split()
+                reply["choices"][0]["logprobs"] = {
+                    "content": [{"token": w, "logprob": -0.01 * (i + 1), "bytes": None, "top_logprobs": []}
+                                for i, w in enumerate(words)]
+                }
+            stats["completions"] += 1
+            return web.Response(body=json.dumps(reply).encode(), content_type="application/json")
+        finally:
+            end = perf()
+            stats["in_flight"] -= 1
+            stats["busy_s"] += end - t0
+            stats["last_end"] = end
+
+    async def models(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        if auth == "Bearer bad-key":
+            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
+        return web.json_response({"object": "list", "data": [{"id": model, "object": "model"}]})
+
+    async def get_stats(request: web.Request) -> web.Response:
+        out = {k: v for k, v in stats.items() if k != "attempts"}
+        return web.json_response(out)
+
+    async def reset_stats(request: web.Request) -> web.Response:
+        stats.clear()
+        stats.update(_new_stats())
+        return web.json_response({"ok": True})
+
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/stats", get_stats)
+    app.router.add_post("/stats/reset", reset_stats)
+    return app
+
+
+async def _scripted(content: str, stats: dict) -> web.Response | None:
+    """Apply a ``@@{json}`` directive; None means 'answer normally now'."""
+    end = content.find("}") + 1
+    spec = json.loads(content[2:end])
+    attempts = stats["attempts"]
+    attempts[content] = n = attempts.get(content, 0) + 1
+    if "sleep" in spec and n <= spec.get("times", 10**9):
+        await asyncio.sleep(float(spec["sleep"]))
+    status = spec.get("status")
+    if status and n <= spec.get("times", 10**9):
+        headers = {"Retry-After": str(spec["retry_after"])} if "retry_after" in spec else None
+        message = spec.get("message", f"scripted {status}")
+        return web.json_response({"error": {"message": message, "type": "scripted"}},
+                                 status=int(status), headers=headers)
+    return None
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    return sock
+
+
+async def _start(app: web.Application, sock: socket.socket) -> web.AppRunner:
+    # Short shutdown so that a test's deliberately hanging handler does not delay teardown.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
+    await runner.setup()
+    await web.SockSite(runner, sock, backlog=1024).start()
+    return runner
+
+
+class EndpointThread:
+    """The endpoint on a background thread with its own event loop (for tests).
+
+    ``base_url`` ends in ``/v1``; ``stats`` is the live counter dict. Use as a context manager.
+    """
+
+    def __init__(self, **app_kwargs):
+        self._kwargs = app_kwargs
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, name="fake-endpoint", daemon=True)
+        self.app: web.Application | None = None
+        self.base_url = ""
+
+    def _main(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        sock = _free_socket()
+        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+        async def boot() -> web.AppRunner:
+            self.app = make_app(**self._kwargs)
+            return await _start(self.app, sock)
+
+        runner = loop.run_until_complete(boot())
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    @property
+    def stats(self) -> dict:
+        """Live counters: requests, completions, max_in_flight, busy_s, first_start, last_end."""
+        return self.app[_STATS]
+
+    def start(self) -> EndpointThread:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    def __enter__(self) -> EndpointThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@contextmanager
+def endpoint_process(latency: tuple[float, float] = (0.2, 0.3), max_concurrency: int = 64,
+                     logprobs: bool = True):
+    """Start the endpoint in a separate process (so its CPU is not the client's) and yield
+    its base URL; the process is terminated on exit."""
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "benchmarks.fake_endpoint", "--latency", f"{latency[0]},{latency[1]}",
+           "--max-concurrency", str(max_concurrency)]
+    if not logprobs:
+        cmd.append("--no-logprobs")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(root))
+    try:
+        line = proc.stdout.readline().strip()
+        if not line.startswith("LISTENING "):
+            raise RuntimeError(f"fake endpoint failed to start: {line!r}")
+        yield line.split(" ", 1)[1]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def fetch_stats(base_url: str) -> dict:
+    """``GET /stats`` of a running endpoint (blocking, stdlib only)."""
+    import urllib.request
+
+    root = base_url.rsplit("/v1", 1)[0]
+    with urllib.request.urlopen(root + "/stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def reset_stats(base_url: str) -> None:
+    """Zero the counters of a running endpoint."""
+    import urllib.request
+
+    root = base_url.rsplit("/v1", 1)[0]
+    urllib.request.urlopen(urllib.request.Request(root + "/stats/reset", method="POST"), timeout=10).read()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--latency", default="0.2,0.3", help="'lo,hi' seconds, or '0'")
+    ap.add_argument("--max-concurrency", type=int, default=64)
+    ap.add_argument("--no-logprobs", action="store_true")
+    args = ap.parse_args(argv)
+    parts = [float(x) for x in args.latency.split(",")]
+    latency = (parts[0], parts[-1])
+
+    async def serve() -> None:
+        sock = _free_socket()
+        app = make_app(args.max_concurrency, latency, not args.no_logprobs)
+        await _start(app, sock)
+        print(f"LISTENING http://127.0.0.1:{sock.getsockname()[1]}/v1", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

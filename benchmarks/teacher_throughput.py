@@ -1,0 +1,187 @@
+"""Teacher-request throughput: distillflow vs plain distilabel, on the same local endpoint.
+
+The endpoint (``benchmarks/fake_endpoint.py``, its own process) serves 64 requests at once with
+uniform 0.2–0.3 s latency, so its capacity is Z = 64 / 0.25 = 256 req/s. Both clients send the
+same N prompts; the ratio to Z is what matters. Then the distillflow path's own overhead:
+records/s against a zero-latency endpoint and peak memory for ``--overhead-n`` prompts
+(measured in a subprocess so that earlier runs do not inflate its peak RSS).
+
+    python -m benchmarks.teacher_throughput            # N=5000, overhead-n=100000
+    python -m benchmarks.teacher_throughput --quick    # N=500, overhead-n=5000 (CI smoke)
+
+The last line printed is ``distillflow_rps=X distilabel_rps=Y capacity_rps=Z``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script as well as with -m
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.fake_endpoint import endpoint_process, fetch_stats, reset_stats  # noqa: E402
+
+MODEL = "fake-teacher"
+CONCURRENCY = 64
+LATENCY = (0.2, 0.3)
+PARAMS = {"temperature": 0.7, "max_tokens": 64}
+
+
+def make_prompts(n: int) -> list[str]:
+    """Distinct prompts of realistic length (~200 characters)."""
+    return [
+        f"Question {i}: explain, in two or three sentences, why topic number {i % 997} matters "
+        f"to a student learning distributed systems, and give one concrete example ({i})."
+        for i in range(n)
+    ]
+
+
+# ------------------------------------------------------------------------------------------
+# (a) distillflow. TODO(engine): switch this to the full pipeline (distillflow.run) once the
+# engine exists; until then it calls the request layer exactly as engine/ledger.py does:
+# keys -> cache lookup -> client.run over the misses -> cache.put per answer.
+# ------------------------------------------------------------------------------------------
+def run_distillflow(base_url: str, prompts: list[str], workdir: Path) -> int:
+    """Generate one answer per prompt through distillflow; returns the number of answers."""
+    from distillflow.engine.cache import RequestCache, request_key
+    from distillflow.engine.client import ChatRequest, OpenAICompatibleClient
+
+    cache = RequestCache(Path(workdir) / "cache" / "requests.sqlite")
+    try:
+        requests = []
+        for i, prompt in enumerate(prompts):
+            messages = [{"role": "user", "content": prompt}]
+            key = request_key("openai_compatible", MODEL, base_url, PARAMS, messages, 0)
+            requests.append(ChatRequest(key=key, messages=messages, params=PARAMS, meta={"row": i}))
+        hits = cache.get_many([r.key for r in requests])
+        results = dict(hits)
+        misses = [r for r in requests if r.key not in hits]
+        failures = []
+
+        def on_result(res) -> None:
+            if res.error:
+                failures.append(res)
+            else:
+                cache.put(res)
+                results[res.key] = res
+
+        client = OpenAICompatibleClient(base_url, MODEL, api_key="x", concurrency=CONCURRENCY)
+        client.run(misses, on_result, should_stop=lambda: False)
+        if failures:
+            raise RuntimeError(f"{len(failures)} requests failed, e.g. {failures[0].error}")
+        return len(results)
+    finally:
+        cache.close()
+
+
+# ------------------------------------------------------------------------------------------
+# (b) plain distilabel: TextGeneration + OpenAILLM in a local Pipeline.
+# ------------------------------------------------------------------------------------------
+def run_distilabel(base_url: str, prompts: list[str], workdir: Path, batch_size: int = 64) -> int:
+    """Generate one answer per prompt with distilabel 1.5.3 as its docs suggest."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
+    from distilabel.models import OpenAILLM
+    from distilabel.pipeline import Pipeline
+    from distilabel.steps import LoadDataFromDicts
+    from distilabel.steps.tasks import TextGeneration
+
+    with Pipeline(name="bench-distilabel", cache_dir=str(Path(workdir) / "distilabel-cache")) as pipeline:
+        load = LoadDataFromDicts(data=[{"instruction": p} for p in prompts], batch_size=batch_size)
+        gen = TextGeneration(
+            llm=OpenAILLM(model=MODEL, base_url=base_url, api_key="x",
+                          generation_kwargs={"max_new_tokens": PARAMS["max_tokens"],
+                                             "temperature": PARAMS["temperature"]}),
+            input_batch_size=batch_size,
+        )
+        load >> gen
+    distiset = pipeline.run(use_cache=False)
+    return len(distiset["default"]["train"])
+
+
+def _child(args: argparse.Namespace) -> None:
+    """Subprocess entry: run one client against ``--base-url`` and print a JSON line."""
+    import resource
+
+    prompts = make_prompts(args.n)
+    # Imports are not what we measure: load them before the clock starts, for both clients.
+    if args.child == "distillflow":
+        import distillflow.engine.cache, distillflow.engine.client  # noqa: E401,F401
+    else:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import distilabel.models, distilabel.pipeline, distilabel.steps.tasks  # noqa: E401,F401
+    with tempfile.TemporaryDirectory(prefix="df-bench-") as tmp:
+        t0 = time.perf_counter()
+        fn = run_distillflow if args.child == "distillflow" else run_distilabel
+        done = fn(args.base_url, prompts, Path(tmp))
+        wall = time.perf_counter() - t0
+    maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"done": done, "wall_s": wall, "maxrss_mb": maxrss_mb}), flush=True)
+
+
+def _run_child(kind: str, base_url: str, n: int) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.teacher_throughput", "--child", kind,
+           "--base-url", base_url, "--n", str(n)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} child failed with exit code {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _measure(kind: str, base_url: str, n: int) -> tuple[float, dict]:
+    reset_stats(base_url)
+    res = _run_child(kind, base_url, n)
+    stats = fetch_stats(base_url)
+    if res["done"] != n:
+        raise RuntimeError(f"{kind}: {res['done']} answers for {n} prompts")
+    return n / res["wall_s"], {**res, "server_requests": stats["requests"],
+                               "server_max_in_flight": stats["max_in_flight"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="teacher request throughput benchmark")
+    ap.add_argument("--n", type=int, default=5000, help="prompts per client (default 5000)")
+    ap.add_argument("--overhead-n", type=int, default=100_000, help="prompts for the overhead/memory run")
+    ap.add_argument("--quick", action="store_true", help="n=500, overhead-n=5000 (CI smoke)")
+    ap.add_argument("--skip-distilabel", action="store_true", help="report distilabel_rps=0.0")
+    ap.add_argument("--child", choices=["distillflow", "distilabel"], help=argparse.SUPPRESS)
+    ap.add_argument("--base-url", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return _child(args)
+    if args.quick:
+        args.n, args.overhead_n = 500, 5000
+
+    capacity = CONCURRENCY / ((LATENCY[0] + LATENCY[1]) / 2)
+    print(f"endpoint: {CONCURRENCY} concurrent, latency uniform{LATENCY} s, capacity {capacity:.1f} req/s; "
+          f"{os.cpu_count()} CPUs", flush=True)
+    with endpoint_process(latency=LATENCY, max_concurrency=CONCURRENCY) as url:
+        df_rps, df = _measure("distillflow", url, args.n)
+        print(f"distillflow  n={args.n}: {df_rps:7.1f} req/s ({df_rps / capacity:.0%} of capacity) "
+              f"wall {df['wall_s']:.2f}s, server saw {df['server_requests']} requests, "
+              f"max {df['server_max_in_flight']} in flight", flush=True)
+        if args.skip_distilabel:
+            dl_rps = 0.0
+        else:
+            dl_rps, dl = _measure("distilabel", url, args.n)
+            print(f"distilabel   n={args.n}: {dl_rps:7.1f} req/s ({dl_rps / capacity:.0%} of capacity) "
+                  f"wall {dl['wall_s']:.2f}s, server saw {dl['server_requests']} requests, "
+                  f"max {dl['server_max_in_flight']} in flight", flush=True)
+    with endpoint_process(latency=(0.0, 0.0), max_concurrency=CONCURRENCY) as url:
+        ov_rps, ov = _measure("distillflow", url, args.overhead_n)
+        print(f"overhead     n={args.overhead_n}: {ov_rps:7.1f} records/s against a zero-latency endpoint "
+              f"(client and endpoint share the CPUs), peak RSS {ov['maxrss_mb']:.0f} MiB", flush=True)
+    print(f"distillflow_rps={df_rps:.1f} distilabel_rps={dl_rps:.1f} capacity_rps={capacity:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

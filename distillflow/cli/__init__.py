@@ -1,0 +1,141 @@
+"""The `distillflow` command line.
+
+    distillflow validate pipelines/quickstart.yaml
+    distillflow run pipelines/quickstart.yaml --out runs/quickstart
+
+Exit codes: 0 ok, 2 invalid pipeline or usage, 1 runtime failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from distillflow.cli._common import console, handle_errors
+
+app = typer.Typer(
+    name="distillflow",
+    help="Declarative, resumable black-box distillation: teachers -> judges -> curation -> review -> training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+@handle_errors
+def validate(pipeline: Path = typer.Argument(..., help="Pipeline YAML")):
+    """Check a pipeline statically (no network): schema, graph, columns. Lists every problem at once."""
+    from distillflow.api import load
+
+    spec = load(pipeline)
+    console.print(f"[green]ok[/] {pipeline}: pipeline '{spec.name}', {len(spec.teachers)} teacher(s), {len(spec.steps)} step(s)")
+
+
+@app.command()
+@handle_errors
+def preflight(pipeline: Path = typer.Argument(..., help="Pipeline YAML")):
+    """Check the pipeline can run here: env vars set, endpoints reachable, models listed."""
+    from distillflow.api import load
+    from distillflow.engine.providers import preflight_teacher
+
+    spec = load(pipeline)
+    failed = 0
+    for t in spec.teachers:
+        ok, detail = preflight_teacher(t)
+        failed += not ok
+        console.print(f"{'[green]ok[/]  ' if ok else '[red]FAIL[/]'} teacher {t.name}: {detail}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def run(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir or runs/<name>)"),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore caches and ask the teachers again"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars"),
+):
+    """Run a pipeline; re-running the same command resumes from the cache."""
+    from distillflow.api import load
+    from distillflow.api import run as run_api
+
+    spec = load(pipeline)
+    result = run_api(spec, out=out, progress=progress, fresh=fresh)
+    m = result.manifest
+    console.print(
+        f"[bold green]done[/] {m['curated']} curated, {m['rejected']} rejected, {m['heldout']} held out "
+        f"— est. cost ${m['cost_usd']:.4f} — {result.out_dir}",
+        highlight=False,
+    )
+    if m["status"] == "budget_exhausted":
+        console.print(f"[yellow]budget reached[/]: generation stopped before ${spec.budget.max_cost_usd}; "
+                      "raise budget.max_cost_usd and run again to continue (answers are cached)")
+
+
+@app.command()
+@handle_errors
+def graph(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write .mmd, .svg or .png (svg/png need graphviz `dot`)"),
+):
+    """Print the pipeline DAG as mermaid text (or render it with graphviz)."""
+    from distillflow.api import load
+    from distillflow.engine.validate import validate as _validate
+    from distillflow.graphviz import render
+
+    g = _validate(load(pipeline))
+    if output is None or output.suffix in (".mmd", ".md", ""):
+        text = g.mermaid()
+        if output is None:
+            console.print(text, highlight=False, markup=False)
+        else:
+            output.write_text(text + "\n")
+        return
+    render(g, output)
+    console.print(f"wrote {output}")
+
+
+@app.command()
+@handle_errors
+def init(path: Path = typer.Argument(Path("pipeline.yaml"), help="Where to write the starter"), force: bool = typer.Option(False, "--force")):
+    """Write a commented starter pipeline YAML."""
+    from distillflow.errors import UsageError
+
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists — choose another path or pass --force")
+    text = (Path(__file__).resolve().parent.parent / "templates" / "starter.yaml").read_text()
+    path.write_text(text)
+    console.print(f"wrote {path} — edit it, then `distillflow validate {path}`")
+
+
+# Integrations mount their commands from their own modules (absent ones are skipped).
+for _mod, _name, _kind in (
+    ("distillflow.cli.review", "review", "group"),
+    ("distillflow.cli.train", "train", "command"),
+    ("distillflow.cli.evaluate", "eval", "command"),
+    ("distillflow.cli.report", "report", "command"),
+):
+    try:
+        _m = importlib.import_module(_mod)
+    except ModuleNotFoundError as _e:
+        if _e.name != _mod:
+            raise
+        continue
+    if _kind == "group":
+        app.add_typer(_m.app, name=_name)
+    else:
+        app.command(name=_name)(getattr(_m, "command"))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

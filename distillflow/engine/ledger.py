@@ -1,0 +1,152 @@
+"""Tokens, cost and budget per teacher; and the one place that talks to teachers with the cache.
+
+    ledger = Ledger(max_cost_usd=5.0)
+    results, failures = ask(ctx, teacher, requests, step_id)   # cache first, then the endpoint
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TeacherStats:
+    requests: int = 0  # answers used in this run (cached + new)
+    cached: int = 0  # answers taken from the cache (not paid again)
+    new: int = 0  # answers received in this invocation
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class Ledger:
+    max_cost_usd: float | None = None
+    teachers: dict[str, TeacherStats] = field(default_factory=dict)
+    budget_hit: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def spent(self) -> float:
+        return sum(t.cost_usd for t in self.teachers.values())
+
+    def add(self, name: str, input_tokens: int, output_tokens: int, cost: float, cached: bool) -> None:
+        with self._lock:
+            s = self.teachers.setdefault(name, TeacherStats())
+            s.requests += 1
+            s.cached += int(cached)
+            s.new += int(not cached)
+            s.input_tokens += input_tokens
+            s.output_tokens += output_tokens
+            s.cost_usd += cost
+
+    def fail(self, name: str) -> None:
+        with self._lock:
+            self.teachers.setdefault(name, TeacherStats()).failed += 1
+
+    def snapshot(self) -> dict:
+        return {n: dict(s.__dict__) for n, s in self.teachers.items()}
+
+    def since(self, snap: dict) -> dict:
+        """Per-teacher usage added since `snap` (stored with a step's cached output)."""
+        out = {}
+        for n, s in self.teachers.items():
+            before = snap.get(n, {})
+            d = {k: v - before.get(k, 0) for k, v in s.__dict__.items()}
+            if any(d.values()):
+                out[n] = d
+        return out
+
+    def replay(self, usage: dict) -> None:
+        """Count a cached step's usage again (as cached answers: nothing is paid twice)."""
+        with self._lock:
+            for n, d in usage.items():
+                s = self.teachers.setdefault(n, TeacherStats())
+                s.requests += d.get("requests", 0)
+                s.cached += d.get("requests", 0)
+                s.input_tokens += d.get("input_tokens", 0)
+                s.output_tokens += d.get("output_tokens", 0)
+                s.cost_usd += d.get("cost_usd", 0.0)
+
+    def to_dict(self) -> dict:
+        return {
+            n: {**s.__dict__, "cost_usd": round(s.cost_usd, 6)} for n, s in sorted(self.teachers.items())
+        }
+
+
+def cost_of(teacher, input_tokens: int, output_tokens: int) -> float:
+    p = teacher.price
+    return (input_tokens * p.input_per_1m + output_tokens * p.output_per_1m) / 1e6
+
+
+def estimate_cost(teacher, messages: list[dict], max_tokens: int | None) -> float:
+    """Upper-bound cost of one request before sending it (chars/4 prompt tokens + max_tokens)."""
+    chars = sum(len(m.get("content") or "") for m in messages)
+    return cost_of(teacher, chars // 4 + 8, max_tokens or 512)
+
+
+_OUTAGE_MARKERS = ("timeout", "timed out", "connect", "connection", "http 5", "status 5", "429", "rate limit", "server disconnected")
+
+
+def is_outage(error: str) -> bool:
+    """Transient failures (after retries) stop the run; permanent ones reject just that record."""
+    e = error.lower()
+    return any(m in e for m in _OUTAGE_MARKERS)
+
+
+def ask(ctx, teacher, requests: list, step_id: str, label: str | None = None):
+    """Answer `requests` for `teacher`: cached answers first, the rest from the endpoint.
+
+    Returns (results: dict[key, ChatResult], failures: dict[key, ChatResult]). New answers are
+    written to the cache as they arrive, so an interrupted run never pays for them again.
+    Stops dispatching when the budget would be exceeded (ctx.ledger.budget_hit = True).
+    """
+    ledger: Ledger = ctx.ledger
+    name = label or teacher.name
+    hits = ctx.cache.get_many([r.key for r in requests]) if requests else {}
+    results = dict(hits)
+    for res in hits.values():
+        ledger.add(name, res.input_tokens, res.output_tokens, cost_of(teacher, res.input_tokens, res.output_tokens), True)
+    ctx.reporter.advance(step_id, len(hits), ledger.spent)
+    misses = [r for r in requests if r.key not in hits]
+    failures: dict = {}
+    if not misses:
+        return results, failures
+    est = max(estimate_cost(teacher, r.messages, r.params.get("max_tokens")) for r in misses[:100])
+    state = {"dispatched": 0, "completed": 0}
+
+    def stream():
+        for r in misses:
+            state["dispatched"] += 1
+            yield r
+
+    def should_stop() -> bool:
+        if ctx.stop_event.is_set():
+            return True
+        if ledger.max_cost_usd is None or est == 0:
+            return False
+        inflight = state["dispatched"] - state["completed"]
+        if ledger.spent + (inflight + 1) * est > ledger.max_cost_usd:
+            ledger.budget_hit = True
+            return True
+        return False
+
+    def on_result(res) -> None:
+        state["completed"] += 1
+        if res.error:
+            failures[res.key] = res
+            ledger.fail(name)
+        else:
+            ctx.cache.put(res)
+            results[res.key] = res
+            ledger.add(name, res.input_tokens, res.output_tokens, cost_of(teacher, res.input_tokens, res.output_tokens), False)
+        ctx.reporter.advance(step_id, 1, ledger.spent)
+
+    client = ctx.client(teacher)
+    try:
+        client.run(stream(), on_result, should_stop)
+    finally:
+        ctx.cache.flush()
+    return results, failures

@@ -1,0 +1,88 @@
+"""One exception family for distillflow.
+
+User mistakes (invalid YAML, missing env vars, unreachable endpoints) raise a subclass of
+``DistillflowError``; the CLI prints ``str(err)`` without a traceback and exits with ``err.exit_code``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DistillflowError(Exception):
+    """Base class. ``exit_code`` 2 = invalid pipeline/usage, 1 = runtime failure."""
+
+    exit_code = 1
+
+
+@dataclass
+class Problem:
+    """One problem in a pipeline definition, located by its YAML path (``steps[2].where``)."""
+
+    path: str
+    message: str
+    line: int | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = self.path or "<root>"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        text = f"{where}: {self.message}"
+        if self.hint:
+            text += f" — {self.hint}"
+        return text
+
+
+class SpecError(DistillflowError):
+    """An invalid pipeline: carries *every* problem found, so users fix them all in one pass."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem], source: str | None = None):
+        self.problems = list(problems)
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        n = len(self.problems)
+        head = f"{n} error{'s' if n != 1 else ''} in {self.source or 'pipeline'}:"
+        return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+
+class UsageError(DistillflowError):
+    """Bad command-line usage or a bad argument from Python (wrong path, bad option)."""
+
+    exit_code = 2
+
+
+class ConfigurationError(DistillflowError):
+    """The pipeline is valid but cannot run here: a missing env var, an unreachable endpoint."""
+
+    exit_code = 1
+
+
+class TeacherError(DistillflowError):
+    """A teacher kept failing after retries (outage, auth). Answers already received are cached."""
+
+    exit_code = 1
+
+
+class BudgetExceeded(DistillflowError):
+    """Raised internally when ``max_cost_usd`` would be exceeded; generation stops cleanly."""
+
+    exit_code = 1
+
+
+class MissingDependencyError(DistillflowError, ImportError):
+    """An optional dependency is missing; the message carries the pip command that fixes it."""
+
+    exit_code = 1
+
+
+def did_you_mean(word: str, choices) -> str | None:
+    """Return ``"did you mean 'x'?"`` for the closest choice, or None."""
+    import difflib
+
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"did you mean '{match[0]}'?" if match else None

@@ -1,0 +1,243 @@
+"""YAML front door: text -> validated PipelineSpec, with every problem located by path and line.
+
+    spec = load_spec("pipelines/quickstart.yaml")
+    spec.name                      # "quickstart"
+    load_spec("name: [")           # SpecError: "<root> (line 1): ..."
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from distillflow.errors import Problem, SpecError, did_you_mean
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Map each YAML path (tuple of keys/indices) to its 1-based line, via the composed node tree."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node, path):
+        if node is None:
+            return
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value
+                lines[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+                lines[path + (key,)] = k.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    walk(root, ())
+    return lines
+
+
+def format_path(loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    """Drop pydantic's discriminator tags and wrapper names so paths read like the YAML."""
+    from distillflow.spec.models import STEP_KINDS
+
+    out: list = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and i >= 2 and loc[i - 2] == "steps" and isinstance(loc[i - 1], int) and part in STEP_KINDS:
+            continue
+        if isinstance(part, str) and ("[" in part or part.startswith("function-")):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
+    """The pydantic model class that owns the key at the end of ``loc`` (for did-you-mean)."""
+    from distillflow.spec.models import PipelineSpec, STEP_KINDS, StepSpec  # noqa: F401
+
+    model: Any = PipelineSpec
+    node: Any = data
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _unwrap(field.annotation, node)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(ann, node):
+    """Find the model class inside Optional[...] / list[...] / discriminated unions."""
+    origin = typing.get_origin(ann)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(ann)[0], node)
+    if origin in (list, tuple):
+        item = node[0] if isinstance(node, list) and node else node
+        return _unwrap(typing.get_args(ann)[0], item if isinstance(item, dict) else None) if typing.get_args(ann) else None
+    if origin in (typing.Union, types.UnionType):
+        models = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        nested = [_unwrap(a, node) for a in typing.get_args(ann) if typing.get_origin(a) is not None]
+        models += [m for m in nested if m]
+        if isinstance(node, dict) and "kind" in node:
+            for m in models:
+                kind = m.model_fields.get("kind")
+                if kind is not None and node["kind"] in typing.get_args(kind.annotation):
+                    return m
+        return models[0] if len(models) == 1 else None
+    return ann
+
+
+def _problem_from_error(err: dict, data: Any, lines: dict) -> Problem:
+    loc = _clean_loc(tuple(err["loc"]))
+    path = format_path(loc)
+    line = _line_for(loc, lines)
+    etype = err["type"]
+    hint = None
+    if etype == "extra_forbidden":
+        model = _model_at(loc, data)
+        key = loc[-1] if loc else "?"
+        if model is not None:
+            hint = did_you_mean(key, model.model_fields.keys())
+            allowed = ", ".join(model.model_fields)
+            hint = hint or f"allowed keys: {allowed}"
+        return Problem(path, f"unknown key '{key}'", line, hint)
+    if etype == "union_tag_invalid":
+        from distillflow.spec.models import STEP_KINDS
+
+        tag = (err.get("ctx") or {}).get("tag", "?")
+        hint = did_you_mean(tag, STEP_KINDS) or f"known kinds: {', '.join(STEP_KINDS)}"
+        return Problem(format_path(loc + ("kind",)), f"unknown step kind '{tag}'", _line_for(loc + ("kind",), lines), hint)
+    if etype == "union_tag_not_found":
+        return Problem(path, "a step needs a 'kind' (e.g. kind: generate)", line)
+    if etype == "literal_error":
+        expected = (err.get("ctx") or {}).get("expected", "")
+        choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+        hint = did_you_mean(err.get("input"), choices)
+        return Problem(path, f"'{err.get('input')}' is not one of {expected}", line, hint)
+    if etype == "missing":
+        return Problem(path, "required key is missing", _line_for(loc[:-1], lines))
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return Problem(path, msg, line, hint)
+
+
+def _line_for(loc: tuple, lines: dict) -> int | None:
+    loc = tuple(loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def parse_yaml(text: str, source: str = "pipeline") -> tuple[dict, dict]:
+    """Parse YAML text into a mapping + line map, or raise SpecError with the line."""
+    if not text.strip():
+        raise SpecError([Problem("", "the file is empty", 1, "run `distillflow init` for a commented starter")], source)
+    if "\t" in text:
+        for i, line in enumerate(text.splitlines(), 1):
+            stripped = line.lstrip(" ")
+            if stripped.startswith("\t"):
+                raise SpecError(
+                    [Problem("", "tab character used for indentation", i, "YAML indents with spaces; replace tabs by spaces")],
+                    source,
+                )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        what = (e.problem or "invalid YAML").strip()
+        ctx = f" ({e.context.strip()} at line {e.context_mark.line + 1})" if e.context and e.context_mark else ""
+        raise SpecError([Problem("", f"invalid YAML: {what}{ctx}", line, "check quotes, colons and indentation")], source) from None
+    except yaml.YAMLError as e:
+        raise SpecError([Problem("", f"invalid YAML: {e}", None)], source) from None
+    if data is None:
+        raise SpecError([Problem("", "the file has no content (only comments?)", 1, "run `distillflow init` for a starter")], source)
+    if not isinstance(data, dict):
+        raise SpecError(
+            [Problem("", f"the top level must be a mapping (name:, source:, teachers:, steps:), not a {type(data).__name__}", 1)],
+            source,
+        )
+    return data, _line_map(text)
+
+
+def validate_data(data: dict, lines: dict | None = None, source: str = "pipeline", base_dir: Path | None = None):
+    """dict -> PipelineSpec, collecting schema errors and graph errors, raising one SpecError."""
+    from distillflow.spec.models import PipelineSpec
+
+    lines = lines or {}
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as e:
+        problems = [_problem_from_error(err, data, lines) for err in e.errors()]
+        # pydantic reports one error per union member sometimes; keep the unique ones
+        seen, unique = set(), []
+        for p in problems:
+            if str(p) not in seen:
+                seen.add(str(p))
+                unique.append(p)
+        raise SpecError(unique, source) from None
+    spec._lines = lines  # type: ignore[attr-defined]
+    spec._base_dir = base_dir  # type: ignore[attr-defined]
+    return spec
+
+
+def load_spec(path_or_text: str | Path, *, check_graph: bool = True):
+    """Load a pipeline from a YAML file path (or YAML text) and validate schema + graph.
+
+    Raises SpecError listing every problem with its path and line.
+    """
+    p = Path(path_or_text) if not (isinstance(path_or_text, str) and "\n" in path_or_text) else None
+    if p is not None and p.suffix in (".yaml", ".yml", "") and p.exists():
+        text, source, base = p.read_text(encoding="utf-8"), str(p), p.resolve().parent
+    elif p is not None and p.suffix in (".yaml", ".yml") and not p.exists():
+        raise SpecError([Problem("", f"file not found: {p}", None, "check the path, or run `distillflow init` to create one")], str(p))
+    else:
+        text, source, base = str(path_or_text), "pipeline", Path.cwd()
+    data, lines = parse_yaml(text, source)
+    spec = validate_data(data, lines, source, base)
+    if check_graph:
+        from distillflow.graph import build_graph
+
+        build_graph(spec, source=source)
+    return spec
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper, value):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def dump_yaml(data: dict) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)

@@ -1,0 +1,28 @@
+"""The `review:` section: human review of curated records in Argilla.
+
+    review:
+      dataset: qa-review
+      workspace: distillflow
+      mode: optional        # optional: unreviewed records train; required: only accepted ones
+      sample: 200           # push a stratified sample (by teacher and score band), or all
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ReviewSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = Field(None, description="Argilla dataset name (default: the pipeline name).")
+    workspace: str = Field("distillflow", description="Argilla workspace.")
+    mode: str = Field("optional", pattern="^(optional|required)$", description="optional | required")
+    sample: int | None = Field(None, ge=1, description="Push a stratified sample of this size (default: all).")
+    score_column: str | None = Field(None, description="Judge score column used for suggestions and strata.")
+    accept_threshold: float | None = Field(
+        None, description="Judge score at or above which the judge 'accepts' (for judge/human agreement)."
+    )
+    auto_push: bool = Field(True, description="Push automatically at the end of `distillflow run`.")
+    vectors: bool = Field(False, description="Add embedding vectors for similarity browsing.")
+    seed: int = 0

@@ -1,0 +1,1 @@
+"""distillflow's own curation and judging steps (pure functions over rows)."""
