@@ -108,6 +108,7 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
 
     async def get_stats(request: web.Request) -> web.Response:
         out = {k: v for k, v in stats.items() if k != "attempts"}
+        out["cpu_s"] = time.process_time()  # the endpoint's own CPU, to tell who is busy
         return web.json_response(out)
 
     async def reset_stats(request: web.Request) -> web.Response:

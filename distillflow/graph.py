@@ -156,13 +156,13 @@ def build_graph(
             if name not in teacher_names:
                 prob(loc, f"unknown teacher '{name}'", did_you_mean(name, teacher_names) or f"teachers: {', '.join(teacher_names)}")
 
-    order = _toposort(nodes, problems, lines)
-    if order is None:
-        raise SpecError(problems, source)
+    order = _toposort(nodes, problems, lines)  # on a cycle: the acyclic part, so other checks still run
 
     # column flow
     for nid in order:
         node = nodes[nid]
+        if any(p not in order for p in node.parents):
+            continue
         if node.step is None:
             node.columns_out = _source_columns(spec) | (extra_source_columns or set())
             continue
@@ -194,8 +194,8 @@ def build_graph(
                 prob(loc, f"unknown column '{col}'", hint or f"columns here: {', '.join(sorted(available))}")
         node.columns_out = available | adds
 
-    leaves = [n for n in order if n != SOURCE and not any(n in nodes[m].parents for m in order)]
-    unreachable = [n for n in order if n == SOURCE and not any(SOURCE in nodes[m].parents for m in order)]
+    leaves = [n for n in order if n != SOURCE and not any(n in nodes[m].parents for m in nodes)]
+    unreachable = [n for n in order if n == SOURCE and not any(SOURCE in nodes[m].parents for m in nodes)]
     if unreachable:
         prob(("steps",), "no step reads from the source")
     if len(leaves) > 1:
@@ -206,12 +206,13 @@ def build_graph(
         )
     if not any(nodes[n].step is not None and nodes[n].step.kind in ("generate", "distilabel") for n in order):
         prob(("steps",), "no step generates answers", "add a step with `kind: generate`")
+    problems.sort(key=lambda p: p.line or 0)
     if problems:
         raise SpecError(problems, source)
     return Graph(nodes, order, leaves[0] if leaves else order[-1])
 
 
-def _toposort(nodes: dict[str, Node], problems: list[Problem], lines) -> list[str] | None:
+def _toposort(nodes: dict[str, Node], problems: list[Problem], lines) -> list[str]:
     from distillflow.spec.loader import _line_for
 
     indeg = {n: 0 for n in nodes}
@@ -239,7 +240,6 @@ def _toposort(nodes: dict[str, Node], problems: list[Problem], lines) -> list[st
                 "a step cannot (indirectly) read its own output",
             )
         )
-        return None
     return order
 
 

@@ -8,8 +8,8 @@ import sys
 import typer
 from rich.console import Console
 
-err_console = Console(stderr=True)
-console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+console = Console(soft_wrap=True)
 
 
 def handle_errors(fn):

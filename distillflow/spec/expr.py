@@ -21,15 +21,13 @@ Grammar (lowest precedence first)::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Iterator
 
 from distillflow.errors import DistillflowError, did_you_mean
 
-__all__ = [
-    "Expr", "Literal", "Column", "ListExpr", "Call", "Neg", "Not", "BoolOp", "Compare",
-    "ExprSyntaxError", "ExprEvalError", "parse", "FUNCTIONS",
-]
+__all__ = ["Expr", "Literal", "Column", "ListExpr", "Call", "Neg", "Not", "BoolOp", "Compare",
+           "ExprSyntaxError", "ExprEvalError", "parse", "FUNCTIONS"]
 
 _MAX_DEPTH = 100  # recursion guard: "((((((" x 10_000 must be a syntax error, not a crash
 
@@ -122,12 +120,8 @@ def _tokenize(text: str) -> list[_Tok]:
             value = float(raw) if any(c in raw for c in ".eE") else int(raw)
             toks.append(_Tok("number", value, i, raw))
         elif kind == "name":
-            if raw in _KEYWORDS:
-                toks.append(_Tok("kw", raw, i, raw))
-            elif raw in _CONSTANTS:
-                toks.append(_Tok("const", _CONSTANTS[raw], i, raw))
-            else:
-                toks.append(_Tok("name", raw, i, raw))
+            sub = "kw" if raw in _KEYWORDS else "const" if raw in _CONSTANTS else "name"
+            toks.append(_Tok(sub, _CONSTANTS[raw] if sub == "const" else raw, i, raw))
         elif kind in ("op", "punct"):
             toks.append(_Tok(kind, raw, i, raw))
         i = m.end()
@@ -165,7 +159,11 @@ class Expr:
         raise NotImplementedError
 
     def children(self) -> tuple[Expr, ...]:
-        return ()
+        out: list[Expr] = []
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out.extend(value if isinstance(value, tuple) else [value] if isinstance(value, Expr) else [])
+        return tuple(out)
 
     def walk(self) -> Iterator[Expr]:
         """Yield this node and every descendant, left to right."""
@@ -214,9 +212,6 @@ class Column(Expr):
 class ListExpr(Expr):
     items: tuple[Expr, ...]
 
-    def children(self) -> tuple[Expr, ...]:
-        return self.items
-
     def evaluate(self, row: dict) -> Any:
         return [item.evaluate(row) for item in self.items]
 
@@ -228,25 +223,20 @@ def _where(node: Expr) -> str:
     return f"column '{node.name}'" if isinstance(node, Column) else f"'{node}'"
 
 
-def _fn_len(value: Any, node: Expr) -> Any:
-    if isinstance(value, (str, list, tuple, dict)):
-        return len(value)
-    raise ExprEvalError(f"len() needs a string or list, but {_where(node)} is {type(value).__name__} {_short(value)}")
+def _type_error(what: str, node: Expr, value: Any) -> ExprEvalError:
+    return ExprEvalError(f"{what}, but {_where(node)} is {type(value).__name__} {_short(value)}")
 
 
-def _fn_lower(value: Any, node: Expr) -> Any:
-    if isinstance(value, str):
-        return value.lower()
-    raise ExprEvalError(f"lower() needs a string, but {_where(node)} is {type(value).__name__} {_short(value)}")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _fn_abs(value: Any, node: Expr) -> Any:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return abs(value)
-    raise ExprEvalError(f"abs() needs a number, but {_where(node)} is {type(value).__name__} {_short(value)}")
-
-
-FUNCTIONS = {"len": _fn_len, "lower": _fn_lower, "abs": _fn_abs}
+# name -> (accepts value?, implementation, what it needs): the whole function library.
+FUNCTIONS = {
+    "len": (lambda v: isinstance(v, (str, list, tuple, dict)), len, "len() needs a string or list"),
+    "lower": (lambda v: isinstance(v, str), str.lower, "lower() needs a string"),
+    "abs": (_is_number, abs, "abs() needs a number"),
+}
 
 
 @dataclass(frozen=True)
@@ -254,13 +244,14 @@ class Call(Expr):
     func: str
     arg: Expr
 
-    def children(self) -> tuple[Expr, ...]:
-        return (self.arg,)
-
     def evaluate(self, row: dict) -> Any:
         value = self.arg.evaluate(row)
-        # None propagates so `len(response) > 10` is simply false on a missing response.
-        return None if value is None else FUNCTIONS[self.func](value, self.arg)
+        if value is None:  # None propagates: `len(response) > 10` is just false when missing
+            return None
+        accepts, fn, need = FUNCTIONS[self.func]
+        if not accepts(value):
+            raise _type_error(need, self.arg, value)
+        return fn(value)
 
     def __str__(self) -> str:
         return f"{self.func}({self.arg})"
@@ -271,16 +262,11 @@ class Neg(Expr):
     operand: Expr
     precedence = 5
 
-    def children(self) -> tuple[Expr, ...]:
-        return (self.operand,)
-
     def evaluate(self, row: dict) -> Any:
         value = self.operand.evaluate(row)
-        if value is None:
-            return None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return -value
-        raise ExprEvalError(f"unary '-' needs a number, but {_where(self.operand)} is {type(value).__name__} {_short(value)}")
+        if value is None or _is_number(value):
+            return None if value is None else -value
+        raise _type_error("unary '-' needs a number", self.operand, value)
 
     def __str__(self) -> str:
         return "-" + self._wrap(self.operand, 5)
@@ -290,9 +276,6 @@ class Neg(Expr):
 class Not(Expr):
     operand: Expr
     precedence = 3
-
-    def children(self) -> tuple[Expr, ...]:
-        return (self.operand,)
 
     def evaluate(self, row: dict) -> bool:
         return not self.operand.evaluate(row)
@@ -310,9 +293,6 @@ class BoolOp(Expr):
     def precedence(self) -> int:  # type: ignore[override]
         return 1 if self.op == "or" else 2
 
-    def children(self) -> tuple[Expr, ...]:
-        return self.operands
-
     def evaluate(self, row: dict) -> bool:
         if self.op == "and":
             return all(bool(o.evaluate(row)) for o in self.operands)
@@ -329,9 +309,6 @@ class Compare(Expr):
     left: Expr
     right: Expr
     precedence = 4
-
-    def children(self) -> tuple[Expr, ...]:
-        return (self.left, self.right)
 
     def evaluate(self, row: dict) -> bool:
         a, b = self.left.evaluate(row), self.right.evaluate(row)
@@ -391,12 +368,12 @@ class _Parser:
     def _is(self, kind: str, value: Any = None) -> bool:
         return self.tok.kind == kind and (value is None or self.tok.value == value)
 
+    def fail(self, message: str, pos: int) -> ExprSyntaxError:
+        return ExprSyntaxError(message.replace("@", f"at column {pos + 1}"), pos, self.text)
+
     def error(self, tok: _Tok, expected: str | None = None) -> ExprSyntaxError:
         what = "end of expression" if tok.kind == "eof" else f"'{tok.text}'"
-        msg = f"unexpected {what} at column {tok.pos + 1}"
-        if expected:
-            msg += f" (expected {expected})"
-        return ExprSyntaxError(msg, tok.pos, self.text)
+        return self.fail(f"unexpected {what} @" + (f" (expected {expected})" if expected else ""), tok.pos)
 
     def _expect(self, kind: str, value: str, expected: str) -> _Tok:
         if not self._is(kind, value):
@@ -405,7 +382,7 @@ class _Parser:
 
     def parse(self) -> Expr:
         if self.tok.kind == "eof":
-            raise ExprSyntaxError("empty expression", 0, self.text)
+            raise self.fail("empty expression", 0)
         node = self.or_expr()
         if self.tok.kind != "eof":
             raise self.error(self.tok, "an operator such as 'and', 'or', '=='")
@@ -414,7 +391,7 @@ class _Parser:
     def _enter(self) -> None:
         self.depth += 1
         if self.depth > _MAX_DEPTH:
-            raise ExprSyntaxError(f"expression nested too deeply at column {self.tok.pos + 1}", self.tok.pos, self.text)
+            raise self.fail("expression nested too deeply @", self.tok.pos)
 
     def or_expr(self) -> Expr:
         return self._boolop("or", self.and_expr)
@@ -456,9 +433,7 @@ class _Parser:
             return left
         node = Compare(op, left, self.operand())
         if self.tok.kind == "op" or self._is("kw", "in"):
-            raise ExprSyntaxError(
-                f"chained comparison at column {self.tok.pos + 1}: write 'a < b and b < c'", self.tok.pos, self.text
-            )
+            raise self.fail("chained comparison @: write 'a < b and b < c'", self.tok.pos)
         return node
 
     def operand(self) -> Expr:
@@ -477,7 +452,7 @@ class _Parser:
             self._next()
             inner = self.operand()
             # Fold "-3" into a literal so str(parse("x > -3")) stays "x > -3".
-            if isinstance(inner, Literal) and isinstance(inner.value, (int, float)) and not isinstance(inner.value, bool):
+            if isinstance(inner, Literal) and _is_number(inner.value):
                 return Literal(-inner.value)
             return Neg(inner)
         if self._is("punct", "("):
@@ -501,18 +476,12 @@ class _Parser:
                 return Column(tok.value)
             if tok.value not in FUNCTIONS:
                 hint = did_you_mean(tok.value, FUNCTIONS)
-                raise ExprSyntaxError(
-                    f"unknown function '{tok.value}' at column {tok.pos + 1} "
-                    f"(available: {', '.join(sorted(FUNCTIONS))})" + (f" — {hint}" if hint else ""),
-                    tok.pos,
-                    self.text,
-                )
+                known = ", ".join(sorted(FUNCTIONS))
+                raise self.fail(f"unknown function '{tok.value}' @ (available: {known})" + (f" — {hint}" if hint else ""), tok.pos)
             self._next()
             arg = self.or_expr()
             if self._is("punct", ","):
-                raise ExprSyntaxError(
-                    f"{tok.value}() takes one argument, got more at column {self.tok.pos + 1}", self.tok.pos, self.text
-                )
+                raise self.fail(f"{tok.value}() takes one argument, got more @", self.tok.pos)
             self._expect("punct", ")", "')'")
             return Call(tok.value, arg)
         raise self.error(tok, "a column, a literal, '(' or '['")

@@ -137,7 +137,7 @@ def _problem_from_error(err: dict, data: Any, lines: dict) -> Problem:
         hint = did_you_mean(err.get("input"), choices)
         return Problem(path, f"'{err.get('input')}' is not one of {expected}", line, hint)
     if etype == "missing":
-        return Problem(path, "required key is missing", _line_for(loc[:-1], lines))
+        return Problem(path, f"required key '{loc[-1]}' is missing" if loc else "required key is missing", _line_for(loc[:-1], lines))
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
@@ -200,6 +200,7 @@ def validate_data(data: dict, lines: dict | None = None, source: str = "pipeline
             if str(p) not in seen:
                 seen.add(str(p))
                 unique.append(p)
+        unique.sort(key=lambda p: (p.line or 0))
         raise SpecError(unique, source) from None
     spec._lines = lines  # type: ignore[attr-defined]
     spec._base_dir = base_dir  # type: ignore[attr-defined]

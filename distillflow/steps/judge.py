@@ -301,7 +301,8 @@ def _task(kind: str, key: tuple) -> Any:
             extra = {"rubrics": {rubric: rubric_text}} if rubric_text is not None else {}
             task = PrometheusEval(name=_TASK_NAME, llm=llm, mode="absolute", rubric=rubric, reference=with_ref, **extra)
     except Exception as err:  # pydantic/distilabel validation: report it as a config mistake
-        raise UsageError(f"cannot configure distilabel {DISTILABEL_JUDGES[kind]}: {err}") from err
+        detail = err.errors()[0].get("msg", str(err)) if hasattr(err, "errors") else str(err)
+        raise UsageError(f"cannot configure distilabel {DISTILABEL_JUDGES[kind]}: {detail}") from err
     finally:
         _GlobalPipelineManager.set_pipeline(current)
     task.load()
@@ -340,6 +341,13 @@ def _task_for(task_name: str, row: dict, params: dict) -> tuple[str, Any, dict]:
 
     rubric = params.get("rubric", "helpfulness")
     key = (rubric, None) if rubric in _DEFAULT_RUBRICS else ("custom", resolve_rubric(rubric))
+    # Same check PrometheusEval's validator makes, but with a message that fits on one line.
+    if key[1] is not None and not re.match(r"^\[.*?\]\n(?:Score [1-4]: .*?\n){4}(?:Score 5: .*?)", key[1], re.M):
+        names = ", ".join([*_DEFAULT_RUBRICS, *(n for n in RUBRICS if n not in _DEFAULT_RUBRICS)])
+        raise UsageError(
+            "prometheus judge: a custom rubric must read '[criteria]' then lines 'Score 1: ...' to "
+            f"'Score 5: ...'; or use a named rubric: {names}"
+        )
     ref_col = params.get("reference_column")
     reference = row.get(ref_col) if ref_col else None
     with_ref = reference not in (None, "")  # rows without a reference use the no-reference template

@@ -114,22 +114,28 @@ def resolve_verifier(name_or_path: str | Verifier) -> Verifier:
 
 
 def check_params(fn: Verifier, params: dict | None, name: str | None = None) -> None:
-    """Fail once, before any row, when ``params`` do not fit the verifier's signature."""
+    """Fail once, before any row, when ``params`` do not fit the verifier's signature.
+
+    >>> check_params(regex, {"patern": "x"})  # UsageError: unknown parameter 'patern' — did you mean 'pattern'?
+    """
     label = name or getattr(fn, "__name__", repr(fn))
+    params = params or {}
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return  # builtins without a signature: nothing to check
+    kinds = inspect.Parameter
+    accepted = [n for n, p in list(sig.parameters.items())[2:] if p.kind not in (kinds.VAR_KEYWORD, kinds.VAR_POSITIONAL)]
+    takes_any = any(p.kind is kinds.VAR_KEYWORD for p in sig.parameters.values())
+    listing = f"(accepted parameters: {', '.join(accepted) or 'none'})"
+    for key in params:
+        if key not in accepted and not takes_any:
+            hint = did_you_mean(key, accepted)
+            raise UsageError(f"verifier '{label}': unknown parameter '{key}' {listing}" + (f" — {hint}" if hint else ""))
     try:
-        sig.bind("", {}, **(params or {}))
+        sig.bind("", {}, **params)
     except TypeError as err:
-        accepted = [p for p in list(sig.parameters)[2:] if sig.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
-        unknown = [p for p in (params or {}) if p not in sig.parameters]
-        hint = did_you_mean(unknown[0], accepted) if unknown else None
-        raise UsageError(
-            f"verifier '{label}': {err} (accepted parameters: {', '.join(accepted) or 'none'})"
-            + (f" — {hint}" if hint else "")
-        ) from err
+        raise UsageError(f"verifier '{label}': {err} {listing}") from err
 
 
 def _outcome(result: Any) -> tuple[bool, str]:

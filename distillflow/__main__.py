@@ -1,0 +1,3 @@
+from distillflow.cli import main
+
+main()

@@ -1,0 +1,56 @@
+"""A run killed with SIGKILL mid-generation resumes without asking the teacher again for answers it got."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from benchmarks.fake_endpoint import EndpointThread
+from conftest import ROOT, pipeline_yaml
+
+
+def _cached(db) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as con:
+            return con.execute("select count(*) from sqlite_master").fetchone()[0] and con.execute(
+                "select count(*) from " + con.execute("select name from sqlite_master where type='table'").fetchone()[0]
+            ).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill9_then_resume_does_not_pay_twice(tmp_path):
+    n = 60
+    rows = "".join(f'\n    - {{question: "Question {i}?", answer: "{i}"}}' for i in range(n))
+    with EndpointThread(latency=(0.2, 0.3)) as ep:
+        text = pipeline_yaml(ep.base_url, "  - kind: generate\n", rows=rows).replace(
+            "    price:", "    concurrency: 4\n    price:")
+        path = tmp_path / "p.yaml"
+        path.write_text(text)
+        out = tmp_path / "run"
+        cmd = [sys.executable, "-m", "distillflow", "run", str(path), "--out", str(out), "--no-progress"]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        db = out / "cache" / "requests.sqlite"
+        deadline = time.time() + 60
+        while _cached(db) < 12 and time.time() < deadline:
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(0.3)
+        first_requests = ep.stats["requests"]
+        cached = _cached(db)
+        assert 12 <= cached < n, cached
+        assert first_requests - cached <= 4 + 1  # at most the window was in flight at kill time
+
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        second = ep.stats["requests"] - first_requests
+        assert second == n - cached  # only the answers it never received
+        assert _cached(db) == n

@@ -1,0 +1,152 @@
+"""End-to-end runs against a local OpenAI-compatible endpoint: outputs, provenance, resume, budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import distillflow as df
+from conftest import pipeline_yaml
+from distillflow.errors import TeacherError
+
+STEPS = """  - kind: generate
+    num_generations: 2
+  - kind: verify
+    check: contains
+    reference: reference
+  - kind: filter
+    where: "verify_pass and len(response) > 3"
+"""
+
+
+def _requests(ep) -> int:
+    return ep.stats["requests"]
+
+
+def test_run_writes_dataset_with_provenance(endpoint, write_yaml, tmp_path):
+    spec = df.load(write_yaml(pipeline_yaml(endpoint.base_url, STEPS)))
+    res = df.run(spec, out=tmp_path / "run", progress=False)
+    out = res.out_dir
+    for f in ("data/curated.jsonl", "data/curated.parquet", "data/rejected.jsonl", "manifest.json", "README.md", "pipeline.yaml"):
+        assert (out / f).exists(), f
+    assert (out / "distiset" / "curated").exists()
+    m = json.loads((out / "manifest.json").read_text())
+    # 4 prompts x 2 generations; the fake teacher echoes the question, so only 'Say hi' contains its reference
+    assert m["counts"]["generate"] == {"kind": "generate", "in": 4, "out": 8, "rejected": 0}
+    assert m["curated"] == 2 and m["rejected"] == 6
+    assert m["teachers"]["teacher"]["requests"] == 8 and m["cost_usd"] > 0
+    row = res.curated[0]
+    assert row["prompt"] == "Say hi" and row["response"] == "Answer: Say hi"
+    prov = row["provenance"]
+    assert prov["teacher"]["model"] == "fake-teacher" and prov["teacher"]["params"]["temperature"] == 0.5
+    assert prov["verifiers"]["verify"]["pass"] is True and prov["filters_passed"] == ["filter"]
+    assert prov["tokens"]["output"] > 0 and prov["source"]["row"] == 1
+    rej = res.rejected[0]
+    assert rej["rejected_by"] == "filter" and "verify_pass" in rej["reason"]
+    card = (out / "README.md").read_text()
+    assert "Teachers and their declared terms" in card and "fake-teacher" in card
+    lines = (out / "data" / "curated.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["id"] == row["id"]
+
+
+def test_changing_a_filter_reruns_only_that_step(endpoint, write_yaml, tmp_path):
+    path = write_yaml(pipeline_yaml(endpoint.base_url, STEPS))
+    df.run(df.load(path), out=tmp_path / "run", progress=False)
+    before = _requests(endpoint)
+    path.write_text(path.read_text().replace("len(response) > 3", "len(response) > 1000"))
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert _requests(endpoint) == before  # no teacher call for the cached generation
+    assert res.manifest["curated"] == 0
+    assert res.manifest["teachers"]["teacher"]["cached"] == 8
+
+
+def test_budget_cap_stops_cleanly_and_resumes(endpoint, write_yaml, tmp_path):
+    text = pipeline_yaml(endpoint.base_url, "  - kind: generate\n    num_generations: 4\n",
+                         extra="budget: {max_cost_usd: 0.0008}")
+    text = text.replace("input_per_1m: 1.0, output_per_1m: 2.0", "input_per_1m: 1.0, output_per_1m: 10.0")
+    path = write_yaml(text)
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert res.manifest["status"] == "budget_exhausted"
+    assert 0 < res.manifest["curated"] < 16
+    assert res.manifest["cost_usd"] <= 0.0008
+    got = res.manifest["curated"]
+    before = _requests(endpoint)
+    path.write_text(text.replace("max_cost_usd: 0.0008", "max_cost_usd: 1.0"))
+    res2 = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert res2.manifest["status"] == "complete" and res2.manifest["curated"] == 16
+    assert _requests(endpoint) - before == 16 - got  # answers already received are not bought again
+
+
+def test_outage_keeps_received_answers(endpoint, write_yaml, tmp_path):
+    rows = """
+    - {question: "What is 2+2?", answer: "4"}
+    - {question: '@@{"status": 503, "retry_after": 0}', answer: "x"}
+    - {question: "Say hi", answer: "hi"}"""
+    text = pipeline_yaml(endpoint.base_url, "  - kind: generate\n", rows=rows).replace(
+        "    price:", "    max_retries: 1\n    price:")
+    path = write_yaml(text)
+    with pytest.raises(TeacherError) as info:
+        df.run(df.load(path), out=tmp_path / "run", progress=False)
+    msg = str(info.value)
+    assert "failed 1 request(s)" in msg and "run the same command to resume" in msg and "503" in msg
+    before = _requests(endpoint)
+    path.write_text(text.replace("""    - {question: '@@{"status": 503, "retry_after": 0}', answer: "x"}\n""", ""))
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert res.manifest["curated"] == 2 and _requests(endpoint) == before
+
+
+def test_permanent_error_rejects_only_that_record(endpoint, write_yaml, tmp_path):
+    rows = """
+    - {question: '@@{"status": 400, "message": "prompt too long"}', answer: "x"}
+    - {question: "Say hi", answer: "hi"}"""
+    path = write_yaml(pipeline_yaml(endpoint.base_url, "  - kind: generate\n", rows=rows))
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert res.manifest["curated"] == 1
+    assert res.rejected[0]["rejected_by"] == "generate" and "prompt too long" in res.rejected[0]["reason"]
+
+
+def test_logprobs_become_filterable_columns(endpoint, write_yaml, tmp_path):
+    steps = "  - kind: generate\n  - kind: filter\n    where: 'logprob_min > -0.035'\n"
+    text = pipeline_yaml(endpoint.base_url, steps).replace("max_tokens: 32}", "max_tokens: 32, logprobs: true}")
+    res = df.run(df.load(write_yaml(text)), out=tmp_path / "run", progress=False)
+    # fake teacher: token i has logprob -0.01*(i+1); 'Answer: Say hi' has 3 tokens -> min -0.03
+    assert [r["prompt"] for r in res.curated] == ["Say hi"]
+    assert res.curated[0]["logprob_mean"] == pytest.approx(-0.02)
+
+
+def test_multi_teacher_best_of_and_branch_merge(endpoint, write_yaml, tmp_path):
+    second = f"""  - name: second
+    provider: openai
+    base_url: {endpoint.base_url}
+    model: fake-teacher
+    params: {{temperature: 0.9, max_tokens: 32}}"""
+    steps = """  - kind: generate
+    num_generations: 2
+  - {id: check, kind: verify, check: contains, reference: reference}
+  - {id: grade, kind: judge, teacher: teacher, after: [generate]}
+  - {id: best, kind: best_of, by: check_pass, after: [check, grade]}
+"""
+    res = df.run(df.load(write_yaml(pipeline_yaml(endpoint.base_url, steps, teacher_extra=second))), out=tmp_path / "r", progress=False)
+    m = res.manifest
+    assert m["counts"]["generate"]["out"] == 4 * 2 * 2
+    assert m["counts"]["best"]["out"] == 4 and m["counts"]["best"]["rejected"] == 12
+    assert {r["teacher"] for r in res.rejected} == {"teacher", "second"}
+    kept = res.curated[0]
+    assert "check_pass" in kept and "grade_status" in kept  # both branches' columns merged
+    assert set(kept["provenance"]["verifiers"]) == {"check"} and set(kept["provenance"]["judges"]) == {"grade"}
+
+
+def test_source_options_heldout_system_prompt_dedup(endpoint, write_yaml, tmp_path):
+    rows = "".join(f'\n    - {{question: "Question number {i}?", answer: "{i}"}}' for i in range(10))
+    rows += '\n    - {question: "Question number 3?", answer: "3"}'
+    text = pipeline_yaml(endpoint.base_url, "  - kind: generate\n  - {kind: dedup, method: exact, columns: [response]}\n", rows=rows)
+    text = text.replace("  columns:", "  system_prompt: Be brief.\n  shuffle: true\n  seed: 1\n  heldout: {size: 3, seed: 0}\n  columns:")
+    res = df.run(df.load(write_yaml(text)), out=tmp_path / "r", progress=False)
+    assert len(res.heldout) == 3 and res.manifest["heldout"] == 3
+    assert res.manifest["counts"]["source"]["rejected"] == 1  # the duplicate prompt, with its reason
+    assert any(r["reason"] == "duplicate prompt" for r in res.rejected)
+    held = {r["prompt"] for r in res.heldout}
+    assert not held & {r["prompt"] for r in res.curated}
+    assert res.curated[0]["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert (res.out_dir / "data" / "heldout.jsonl").read_text().count("\n") == 3
