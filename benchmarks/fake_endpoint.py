@@ -184,6 +184,11 @@ class EndpointThread:
         self._ready.set()
         loop.run_forever()
         loop.run_until_complete(runner.cleanup())
+        # Handlers still sleeping (a test's deliberate hang) are cancelled, not destroyed.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
     @property

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = 100
 
     train_stream = demo.iter_training_problems(args.seed)
-    val_problems = demo.sample_problems(512, seed=args.seed + 1000, heldout=False)
+    val_problems = demo.sample_problems(400, seed=args.seed + 1000, heldout=True)
     val_batch = make_batch(tok, vocab, val_problems)
     report_problems = demo.sample_problems(200, seed=12345, heldout=True)
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     greedy = generate_accuracy(model, tok, report_problems, temperature=None)
     sampled = generate_accuracy(model, tok, report_problems, temperature=0.8, seed=args.seed)
     report = {
-        "task": "3-digit addition, user 'What is A+B?', assistant 'SUM' (normal digit order)",
+        "task": "2-digit addition, user 'What is A+B?', assistant 'SUM' (normal digit order)",
         "parameters": n_params,
         "layers": args.layers,
         "hidden": args.hidden,

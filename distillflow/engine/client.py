@@ -189,7 +189,10 @@ class OpenAICompatibleClient:
 
         connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        from yarl import URL  # aiohttp's own dependency; a parsed URL skips re-parsing per request
+
         url, api_key_env, perf = self.url, self.api_key_env, time.perf_counter
+        target = URL(url)
         client_error = aiohttp.ClientError
 
         async with aiohttp.ClientSession(
@@ -201,7 +204,7 @@ class OpenAICompatibleClient:
                 data = self._payload(req)
                 t0 = perf()
                 try:
-                    async with post(url, data=data) as resp:
+                    async with post(target, data=data) as resp:
                         raw = await resp.read()
                         status = resp.status
                         retry_after = resp.headers.get("Retry-After") if status != 200 else None

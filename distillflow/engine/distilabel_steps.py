@@ -20,9 +20,10 @@ from distillflow.errors import Problem, SpecError, did_you_mean
 @functools.lru_cache(maxsize=1)
 def registry() -> dict[str, type]:
     """Public distilabel step and task classes by name (no module paths in YAML)."""
-    import distilabel.steps as S
-    import distilabel.steps.tasks as T
-    from distilabel.steps.base import _Step
+    with _quiet():
+        import distilabel.steps as S
+        import distilabel.steps.tasks as T
+        from distilabel.steps.base import _Step
 
     out: dict[str, type] = {}
     for mod in (S, T):
@@ -112,7 +113,8 @@ def instantiate(step, ctx=None, path: str = "step"):
         llm._ctx = ctx
         kwargs["llm"] = llm
     try:
-        return cls(**kwargs)
+        with _quiet():
+            return cls(**kwargs)
     except ValidationError as e:
         problems = []
         for err in e.errors():
@@ -123,6 +125,28 @@ def instantiate(step, ctx=None, path: str = "step"):
         raise SpecError(problems) from None
     except TypeError as e:
         raise SpecError([Problem(f"{path}.params", str(e), None)]) from None
+
+
+class _quiet:
+    """Silence distilabel's 'created outside a Pipeline context' notices: we run steps directly."""
+
+    def __enter__(self):
+        import logging
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore")
+        self._loggers = [logging.getLogger(n) for n in ("distilabel", "distilabel.step")]
+        self._levels = [lg.level for lg in self._loggers]
+        for lg in self._loggers:
+            lg.setLevel(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc):
+        for lg, lv in zip(self._loggers, self._levels):
+            lg.setLevel(lv)
+        self._w.__exit__(*exc)
 
 
 def _cols(spec_cols) -> tuple[set[str], set[str]]:

@@ -160,9 +160,12 @@ def run_step(ctx: RunContext, step, rows: list[dict]) -> tuple[list[dict], list[
         return run_reward_step(ctx, step, rows)
     ctx.reporter.step_start(step.id, kind, len(rows))
     if kind == "verify":
+        import inspect
+
         fn = ctx.objects.get(step.id) or verify.resolve_verifier(step.check)
         params = dict(step.params)
-        if step.reference:
+        sig = inspect.signature(fn).parameters
+        if step.reference and ("reference_column" in sig or any(p.kind == p.VAR_KEYWORD for p in sig.values())):
             params["reference_column"] = step.reference
         out = verify.verify_rows(rows, step.id, fn, params), []
     elif kind == "filter":

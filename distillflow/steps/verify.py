@@ -158,7 +158,7 @@ def verify_rows(
 
     >>> out = verify_rows(rows, "valid_json", "json_valid")
     >>> out[0]["valid_json_pass"], out[0]["provenance"]["verifiers"]["valid_json"]
-    (False, {'pass': False, 'detail': 'invalid JSON: Expecting value (line 1, column 1)'})
+    (False, {'pass': False, 'detail': 'invalid JSON: Expecting value: line 1 column 1 (char 0)'})
     """
     func = resolve_verifier(fn)
     params = dict(params or {})
