@@ -41,9 +41,10 @@ def validate(pipeline: Path = typer.Argument(..., help="Pipeline YAML")):
 def preflight(pipeline: Path = typer.Argument(..., help="Pipeline YAML")):
     """Check the pipeline can run here: env vars set, endpoints reachable, models listed."""
     from distillflow.api import load
-    from distillflow.engine.providers import preflight_teacher
+    from distillflow.engine.providers import preflight_teacher, resolve_local_models
 
     spec = load(pipeline)
+    resolve_local_models(spec, pipeline.resolve().parent)
     failed = 0
     for t in spec.teachers:
         ok, detail = preflight_teacher(t)

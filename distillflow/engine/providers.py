@@ -19,6 +19,24 @@ DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
 _NEEDS_KEY = {"openai": True, "anthropic": True, "hf_endpoint": False}
 
 
+LOCAL_MODEL_PROVIDERS = ("transformers", "vllm", "transformers_serve")
+
+
+def resolve_local_models(spec, base_dir) -> None:
+    """Relative model directories are relative to the YAML file, like every path in it.
+
+    `transformers serve` pins a served model to the absolute path it was started with, so the
+    resolved path is also the model id sent to it.
+    """
+    from pathlib import Path
+
+    for t in spec.teachers:
+        if t.provider in LOCAL_MODEL_PROVIDERS and not Path(t.model).is_absolute() and base_dir is not None:
+            candidate = (Path(base_dir) / t.model).resolve()
+            if candidate.exists():
+                t.model = str(candidate)
+
+
 def base_url(teacher) -> str | None:
     return (teacher.base_url or DEFAULT_BASE_URLS.get(teacher.provider) or "").rstrip("/") or None
 
@@ -127,6 +145,17 @@ def preflight_teacher(teacher) -> tuple[bool, str]:
         key = api_key(teacher)
     except ConfigurationError as e:
         return False, str(e)
+    if teacher.provider == "transformers_serve":
+        # `transformers serve` lists only Hub-cache models in /v1/models; /health tells readiness
+        import urllib.request
+
+        root = base_url(teacher).rsplit("/v1", 1)[0]
+        try:
+            with urllib.request.urlopen(root + "/health", timeout=10) as r:
+                ok = r.status == 200
+        except OSError as e:
+            return False, f"teacher '{teacher.name}': {root} is not reachable ({e}) — start `transformers serve MODEL_DIR --port PORT`"
+        return ok, f"{root}/health answered"
     if teacher.provider in OPENAI_COMPATIBLE:
         from distillflow.engine.client import list_models
 

@@ -194,11 +194,12 @@ def run_pipeline(spec, out_dir=None, reporter=None, objects: dict | None = None,
     """Run `spec` into `out_dir`, resuming from its caches. See module docstring."""
     from distillflow.engine.cache import RequestCache
     from distillflow.engine.outputs import write_outputs
-    from distillflow.engine.providers import missing_env
+    from distillflow.engine.providers import missing_env, resolve_local_models
     from distillflow.engine.source import load_source
     from distillflow.engine.validate import describe_step_factory, source_columns
 
     base_dir = Path(getattr(spec, "_base_dir", None) or Path.cwd())
+    resolve_local_models(spec, base_dir)
     objects = {**(getattr(spec, "_objects", None) or {}), **(objects or {})}
     graph = build_graph(spec, describe=describe_step_factory(objects), extra_source_columns=source_columns(spec, base_dir))
     used = set()
