@@ -8,7 +8,8 @@ server's batch slots), each taking ``uniform(lo, hi)`` seconds, so its capacity 
 Tests script failures through the last message's content: a content starting with ``@@``
 followed by a JSON object, e.g. ``@@{"status": 429, "times": 2, "retry_after": "0.2"}``
 (the first 2 attempts of that exact content get a 429, then 200), ``@@{"status": 400,
-"message": "bad"}`` (every attempt), ``@@{"sleep": 5}`` (answer after 5 s).
+"message": "bad"}`` (every attempt), ``@@{"sleep": 5}`` (answer after 5 s),
+``@@{"body": "not json"}`` (a malformed 200).
 
 Run standalone: ``python -m benchmarks.fake_endpoint --latency 0.2,0.3`` prints
 ``LISTENING http://127.0.0.1:PORT/v1`` once it accepts connections.
@@ -131,6 +132,8 @@ async def _scripted(content: str, stats: dict) -> web.Response | None:
     attempts[content] = n = attempts.get(content, 0) + 1
     if "sleep" in spec and n <= spec.get("times", 10**9):
         await asyncio.sleep(float(spec["sleep"]))
+    if "body" in spec:  # a raw (malformed) body, 200 unless told otherwise
+        return web.Response(text=spec["body"], status=int(spec.get("status", 200)))
     status = spec.get("status")
     if status and n <= spec.get("times", 10**9):
         headers = {"Retry-After": str(spec["retry_after"])} if "retry_after" in spec else None

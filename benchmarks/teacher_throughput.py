@@ -2,7 +2,9 @@
 
 The endpoint (``benchmarks/fake_endpoint.py``, its own process) serves 64 requests at once with
 uniform 0.2–0.3 s latency, so its capacity is Z = 64 / 0.25 = 256 req/s. Both clients send the
-same N prompts; the ratio to Z is what matters. Then the distillflow path's own overhead:
+same N prompts; the ratio to Z is what matters. A bare aiohttp window (no cache, keys or
+retries) runs too, as a reference for what the transport reaches under the machine's current
+load: other processes on a 2-core machine lower every number here. Then the distillflow path's own overhead:
 records/s against a zero-latency endpoint and peak memory for ``--overhead-n`` prompts
 (measured in a subprocess so that earlier runs do not inflate its peak RSS).
 
@@ -107,6 +109,36 @@ def run_distilabel(base_url: str, prompts: list[str], workdir: Path, batch_size:
     return len(distiset["default"]["train"])
 
 
+# ------------------------------------------------------------------------------------------
+# (c) reference: bare aiohttp, a 64-slot window and nothing else (no cache, no keys, no
+# retries). It shows what the transport reaches on this machine under its current load, so
+# distillflow's number can be read against it when other processes compete for the CPUs.
+# ------------------------------------------------------------------------------------------
+def run_bare_aiohttp(base_url: str, prompts: list[str], workdir: Path) -> int:
+    """Send every prompt with a bare aiohttp 64-slot window; returns the number of answers."""
+    import asyncio
+
+    import aiohttp
+
+    async def main() -> int:
+        it = iter(prompts)
+        done = 0
+        url = base_url.rstrip("/") + "/chat/completions"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
+            async def worker() -> None:
+                nonlocal done
+                for prompt in it:
+                    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], **PARAMS}
+                    async with session.post(url, json=body) as resp:
+                        data = await resp.json()
+                    done += bool(data["choices"][0]["message"]["content"])
+
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return done
+
+    return asyncio.run(main())
+
+
 def _child(args: argparse.Namespace) -> None:
     """Subprocess entry: run one client against ``--base-url`` and print a JSON line."""
     import resource
@@ -114,13 +146,15 @@ def _child(args: argparse.Namespace) -> None:
     prompts = make_prompts(args.n)
     # Imports are not what we measure: load them before the clock starts, for both clients.
     if args.child == "distillflow":
-        import distillflow.engine.cache, distillflow.engine.client  # noqa: E401,F401
+        import aiohttp, distillflow.engine.cache, distillflow.engine.client  # noqa: E401,F401
+    elif args.child == "bare":
+        import aiohttp  # noqa: F401
     else:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import distilabel.models, distilabel.pipeline, distilabel.steps.tasks  # noqa: E401,F401
     with tempfile.TemporaryDirectory(prefix="df-bench-") as tmp:
         t0 = time.perf_counter()
-        fn = run_distillflow if args.child == "distillflow" else run_distilabel
+        fn = {"distillflow": run_distillflow, "distilabel": run_distilabel, "bare": run_bare_aiohttp}[args.child]
         done = fn(args.base_url, prompts, Path(tmp))
         wall = time.perf_counter() - t0
     maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -131,8 +165,10 @@ def _run_child(kind: str, base_url: str, n: int) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.teacher_throughput", "--child", kind,
            "--base-url", base_url, "--n", str(n)]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, stdout=subprocess.PIPE, text=True)
+    # stderr is kept apart (distilabel's progress bars and warnings) and shown only on failure.
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
         raise RuntimeError(f"{kind} child failed with exit code {proc.returncode}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -153,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--overhead-n", type=int, default=100_000, help="prompts for the overhead/memory run")
     ap.add_argument("--quick", action="store_true", help="n=500, overhead-n=5000 (CI smoke)")
     ap.add_argument("--skip-distilabel", action="store_true", help="report distilabel_rps=0.0")
-    ap.add_argument("--child", choices=["distillflow", "distilabel"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["distillflow", "distilabel", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--base-url", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -163,12 +199,15 @@ def main(argv: list[str] | None = None) -> None:
 
     capacity = CONCURRENCY / ((LATENCY[0] + LATENCY[1]) / 2)
     print(f"endpoint: {CONCURRENCY} concurrent, latency uniform{LATENCY} s, capacity {capacity:.1f} req/s; "
-          f"{os.cpu_count()} CPUs", flush=True)
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     with endpoint_process(latency=LATENCY, max_concurrency=CONCURRENCY) as url:
         df_rps, df = _measure("distillflow", url, args.n)
         print(f"distillflow  n={args.n}: {df_rps:7.1f} req/s ({df_rps / capacity:.0%} of capacity) "
               f"wall {df['wall_s']:.2f}s, server saw {df['server_requests']} requests, "
               f"max {df['server_max_in_flight']} in flight", flush=True)
+        bare_rps, bare = _measure("bare", url, args.n)
+        print(f"bare aiohttp n={args.n}: {bare_rps:7.1f} req/s ({bare_rps / capacity:.0%} of capacity) "
+              f"reference: the transport alone under this machine's current load", flush=True)
         if args.skip_distilabel:
             dl_rps = 0.0
         else:

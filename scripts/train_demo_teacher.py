@@ -1,20 +1,29 @@
 #!/usr/bin/env python
-"""Train the offline demo's teacher: a ~1M-parameter Llama that adds 3-digit numbers.
+"""Train the offline demo's teacher: a ~1M-parameter Llama that adds 2-digit numbers.
 
-Plain PyTorch on CPU (2 cores: about 5 minutes). The result is a standard Hugging Face model
-directory (safetensors + character tokenizer + chat template + generation config) that
-``AutoModelForCausalLM``, distilabel's ``TransformersLLM`` and ``transformers serve`` load:
+Plain PyTorch on CPU (800-1000 steps of 128 examples; a few minutes on 2 idle cores). The result
+is a standard Hugging Face model directory (safetensors + character tokenizer + chat template +
+generation config) that ``AutoModelForCausalLM``, distilabel's ``TransformersLLM`` and
+``transformers serve`` load:
 
-    user:      What is 352+417?
-    assistant: 769
+    user:      What is 35+47?
+    assistant: 82
 
-The answer is trained in normal order (no digit reversal). Training never sees a problem
-for which ``distillflow.testing.demo.is_heldout`` is true; the final report (greedy and
-temperature-0.8 exact match on 200 held-out problems) is written next to the model as
-``training_report.json``.
+The answer is trained in normal (human-readable) digit order. Training never sees a problem for
+which ``distillflow.testing.demo.is_heldout`` is true.
+
+A realistic, imperfect teacher: a share of the training answers (``--label-noise``, 12% by
+default) are plausible mistakes — a forgotten carry (35+47 -> 72) or one digit off by one. The
+model learns them as low-probability alternatives: greedy decoding stays almost always right,
+while temperature sampling sometimes produces one of those mistakes, which is exactly what the
+demo's verify-then-filter step has to catch.
+
+The final report (greedy, T=0.8 and T=1.0 exact match on 200 held-out problems, training time)
+is printed and written next to the model as ``training_report.json``.
 
     python scripts/train_demo_teacher.py                  # -> distillflow/demo_models/teacher
-    python scripts/train_demo_teacher.py --minutes 3 --out /tmp/teacher
+    python scripts/train_demo_teacher.py --threads 1      # on a busy machine (far faster there)
+    python scripts/train_demo_teacher.py --steps 300 --out /tmp/teacher
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import argparse
 import json
 import math
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -38,19 +48,34 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from distillflow.testing import demo  # noqa: E402
 
 
-def encode_example(tok, vocab, a: int, b: int) -> tuple[list[int], list[int]]:
+def plausible_mistake(a: int, b: int, rng: random.Random) -> str:
+    """A wrong answer a careless adder might give: a forgotten carry, or one digit off by one."""
+    right = a + b
+    if (a % 10) + (b % 10) >= 10 and rng.random() < 0.5:
+        return str((a // 10 + b // 10) * 10 + (a % 10 + b % 10) % 10)  # 35+47 -> 72
+    while True:
+        digits = list(str(right))
+        i = rng.randrange(len(digits))
+        digits[i] = str((int(digits[i]) + rng.choice((-1, 1))) % 10)
+        wrong = "".join(digits)
+        if wrong[0] != "0" and wrong != str(right):
+            return wrong
+
+
+def encode_example(tok, vocab, a: int, b: int, answer: str | None = None) -> tuple[list[int], list[int]]:
     """Token ids of the full conversation and the labels (answer + ``<|end|>`` only)."""
     prompt = (
         [vocab["<|user|>"]]
         + [vocab[c] for c in demo.format_question(a, b)]
         + [vocab["<|end|>"], vocab["<|assistant|>"]]
     )
-    answer = [vocab[c] for c in str(a + b)] + [vocab["<|end|>"]]
-    return prompt + answer, [-100] * len(prompt) + answer
+    target = [vocab[c] for c in (answer if answer is not None else str(a + b))] + [vocab["<|end|>"]]
+    return prompt + target, [-100] * len(prompt) + target
 
 
-def make_batch(tok, vocab, problems) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    seqs = [encode_example(tok, vocab, a, b) for a, b in problems]
+def make_batch(tok, vocab, problems, answers=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    answers = answers or [None] * len(problems)
+    seqs = [encode_example(tok, vocab, a, b, ans) for (a, b), ans in zip(problems, answers)]
     width = max(len(ids) for ids, _ in seqs)
     pad = vocab["<|pad|>"]
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
@@ -95,7 +120,7 @@ def generate_accuracy(model, tok, problems, *, temperature: float | None, seed: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=demo.demo_teacher_path())
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (the learning-rate schedule)")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (the learning-rate schedule)")
     p.add_argument("--minutes", type=float, default=10.0, help="wall-clock cap; stops early if reached")
     p.add_argument("--target", type=float, default=0.985, help="stop early at this validation exact match")
     p.add_argument("--layers", type=int, default=4)
@@ -103,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label-noise", type=float, default=0.12, help="share of training answers replaced by a plausible mistake")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = p.parse_args(argv)
 
@@ -112,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     vocab = tok.get_vocab()
 
     # The hand-built training sequences must be exactly what the chat template renders.
-    a, b = 352, 417
+    a, b = 35, 47
     rendered = tok.apply_chat_template(
         [{"role": "user", "content": demo.format_question(a, b)}, {"role": "assistant", "content": str(a + b)}],
         tokenize=True,
@@ -130,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = 100
 
     train_stream = demo.iter_training_problems(args.seed)
+    noise_rng = random.Random(args.seed + 1)
     val_problems = demo.sample_problems(400, seed=args.seed + 1000, heldout=True)
     val_batch = make_batch(tok, vocab, val_problems)
     report_problems = demo.sample_problems(200, seed=12345, heldout=True)
@@ -148,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, labels, _ = make_batch(tok, vocab, [next(train_stream) for _ in range(args.batch)])
+        problems = [next(train_stream) for _ in range(args.batch)]
+        answers = [
+            plausible_mistake(a, b, noise_rng) if noise_rng.random() < args.label_noise else None for a, b in problems
+        ]
+        ids, labels, _ = make_batch(tok, vocab, problems, answers)
         # right padding + causal attention: real tokens never attend to the padding, which
         # carries no loss, so no attention mask is needed (it would only slow the step down)
         loss = model(input_ids=ids, labels=labels).loss
@@ -171,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     greedy = generate_accuracy(model, tok, report_problems, temperature=None)
     sampled = generate_accuracy(model, tok, report_problems, temperature=0.8, seed=args.seed)
+    sampled_t1 = generate_accuracy(model, tok, report_problems, temperature=1.0, seed=args.seed)
     report = {
         "task": "2-digit addition, user 'What is A+B?', assistant 'SUM' (normal digit order)",
         "parameters": n_params,
@@ -183,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_problems": len(report_problems),
         "greedy_exact_match": greedy,
         "t0.8_exact_match": sampled,
+        "t1.0_exact_match": sampled_t1,
+        "label_noise": args.label_noise,
+        "answer_order": "normal",
         "history": history,
     }
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2), flush=True)

@@ -10,6 +10,7 @@ at most ~50 commits per second instead of 250.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -112,8 +113,6 @@ class RequestCache:
         self._armed_at = time.monotonic()
         delay = max(0.001, delay)
         try:
-            import asyncio
-
             loop = asyncio.get_running_loop()
         except RuntimeError:
             t = threading.Timer(delay, self.flush)

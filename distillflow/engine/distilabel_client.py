@@ -104,7 +104,7 @@ def _result_from_output(req: ChatRequest, output: dict, elapsed: float) -> ChatR
     if req.params.get("logprobs") and output.get("logprobs"):
         # distilabel keeps top-k distributions per position, not the sampled token's logprob;
         # the first (most likely) entry per position is the closest it offers.
-        lps = [float(pos[0]["logprob"]) for pos in output["logprobs"][0] if pos]
+        lps = [float(pos[0]["logprob"]) for pos in output["logprobs"][0] if pos] or None
     return ChatResult(req.key, generations[0], int(inp or 0), int(outp or 0), lps, None, None,
                       elapsed, False, req.meta)
 

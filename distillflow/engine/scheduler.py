@@ -232,6 +232,9 @@ async def run_window(
                 except PermanentError as exc:
                     result = make_error(req, str(exc), perf() - t0)
                     break
+                except Exception as exc:  # e.g. an unserializable message: fail this request only
+                    result = make_error(req, f"{type(exc).__name__}: {exc}", perf() - t0)
+                    break
                 if count_tokens and usage_of is not None:
                     limiter.correct(est, usage_of(result))
                 if tries:

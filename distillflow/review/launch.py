@@ -28,7 +28,7 @@ def _migrate() -> None:
     import alembic.config
     from argilla_server.database import ALEMBIC_CONFIG_FILE
 
-    alembic.config.main(argv=["-c", ALEMBIC_CONFIG_FILE, "-raiseerr", "upgrade", "head"])
+    alembic.config.main(argv=["-c", ALEMBIC_CONFIG_FILE, "upgrade", "head"])
 
 
 def _create_default_user() -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: DeepSpeed templates shipped in axolotl_configs/ (``train.deepspeed`` may also be a .json path).
+DEEPSPEED_STAGES = ("zero1", "zero2", "zero3", "zero3_offload")
 
 
 class _Spec(BaseModel):
@@ -19,33 +22,126 @@ class _Spec(BaseModel):
 
 
 class TrainSpec(_Spec):
-    base_model: str = Field(description="Student base model: a local directory or a Hub id.")
-    adapter: Literal["full", "lora", "qlora"] = "full"
-    sequence_len: int = Field(2048, ge=16)
-    sample_packing: bool = False
-    num_epochs: float = Field(3, gt=0)
-    learning_rate: float = Field(2e-5, gt=0)
-    micro_batch_size: int = Field(1, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    gpus_per_node: int = Field(1, ge=0, description="0 = CPU.")
-    nodes: int = Field(1, ge=1)
-    deepspeed: Literal["zero1", "zero2", "zero3", "zero3_offload"] | None = None
-    fsdp: bool = False
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Fine-tune a student on the curated dataset with Axolotl (optionally DeepSpeed ZeRO or FSDP)."""
+
+    base_model: str = Field(description="Student base model: a local directory (relative to the pipeline YAML) or a Hub id.")
+    adapter: Literal["full", "lora", "qlora"] = Field("full", description="full fine-tune, LoRA or QLoRA (4-bit base).")
+    template: str | None = Field(
+        None, description="Your own Axolotl YAML template (path); default: axolotl_configs/<adapter>.yaml."
+    )
+    chat_template: str = Field(
+        "tokenizer_default_fallback_chatml",
+        description="Axolotl chat_template: the tokenizer's own, falling back to ChatML when it has none.",
+    )
+    sequence_len: int = Field(2048, ge=16, description="Maximum tokens per example (longer ones are dropped).")
+    sample_packing: bool = Field(False, description="Pack several short examples into one sequence.")
+    num_epochs: float = Field(3, gt=0, description="Passes over the curated dataset.")
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak learning rate (cosine schedule); default: the template's (2e-5 full, 2e-4 LoRA/QLoRA)."
+    )
+    micro_batch_size: int = Field(1, ge=1, description="Examples per GPU per forward pass.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Recompute activations: less memory, ~30% slower; default: the template's (on for QLoRA)."
+    )
+    lora_r: int = Field(16, ge=1, description="LoRA rank (adapter: lora/qlora).")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (adapter: lora/qlora).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout (adapter: lora/qlora).")
+    gpus_per_node: int = Field(1, ge=0, description="GPUs per node; 0 = one CPU process (no DeepSpeed/FSDP).")
+    nodes: int = Field(1, ge=1, description="Number of machines.")
+    deepspeed: str | None = Field(
+        None, description="DeepSpeed ZeRO: zero1 | zero2 | zero3 | zero3_offload, or the path of your own JSON."
+    )
+    fsdp: bool = Field(False, description="Shard with PyTorch FSDP2 instead of DeepSpeed (axolotl_configs/fsdp.yaml).")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Training precision; auto = bf16 on GPUs, fp32 on CPU."
+    )
     val_set_size: float = Field(0.0, ge=0, lt=1, description="Fraction of the curated data used for eval loss.")
-    output_dir: str | None = Field(None, description="Default: RUN_DIR/train/output.")
-    push_to_hub: str | None = Field(None, description="Hub repo id for the trained student.")
-    launcher: Literal["accelerate", "torchrun", "python"] = "accelerate"
-    python: str | None = Field(None, description="Python of an environment with axolotl (default: this one).")
-    main_process_ip: str | None = None
-    main_process_port: int = 29500
-    machine_rank: int = 0
+    seed: int = Field(42, description="Seed for data shuffling and initialisation of new weights.")
+    output_dir: str | None = Field(None, description="Where the student is saved. Default: RUN_DIR/train/output.")
+    push_to_hub: str | None = Field(None, description="Hub repo id for the trained student (token from HF_TOKEN).")
+    launcher: Literal["accelerate", "torchrun", "python"] = Field(
+        "accelerate", description="accelerate launch | torchrun | python (one process)."
+    )
+    python: str | None = Field(
+        None, description="Python of an environment with axolotl (default: this one)."
+    )
+    preprocess: bool = Field(True, description="Run `axolotl preprocess` (tokenise once) before training.")
+    main_process_ip: str | None = Field(None, description="Address of node 0 (multi-node).")
+    main_process_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port on node 0 (multi-node).")
+    machine_rank: int = Field(0, ge=0, description="This node's rank; `distillflow train --machine-rank` overrides it.")
+    gpu_memory_gb: float | None = Field(
+        None, gt=0, description="Per-GPU memory for the preflight fit check when planning on a machine without the GPUs."
+    )
     overrides: dict[str, Any] = Field(default_factory=dict, description="Free-form Axolotl keys, applied last.")
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed_name(cls, v):
+        if v is not None and v not in DEEPSPEED_STAGES and not v.endswith(".json"):
+            from distillflow.errors import did_you_mean
+
+            hint = did_you_mean(v, DEEPSPEED_STAGES)
+            raise ValueError(
+                f"unknown DeepSpeed config '{v}': use one of {', '.join(DEEPSPEED_STAGES)} or a path to a .json file"
+                + (f" — {hint}" if hint else "")
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self):
+        problems = []
+        if self.deepspeed and self.fsdp:
+            problems.append("deepspeed and fsdp cannot be used together — keep one")
+        if self.gpus_per_node == 0 and (self.deepspeed or self.fsdp):
+            problems.append("DeepSpeed and FSDP need GPUs — set gpus_per_node >= 1, or remove deepspeed/fsdp for CPU training")
+        if self.gpus_per_node == 0 and self.adapter == "qlora":
+            problems.append("QLoRA needs a CUDA GPU (bitsandbytes 4-bit) — set gpus_per_node >= 1, or use adapter: lora on CPU")
+        if self.gpus_per_node == 0 and self.nodes > 1:
+            problems.append("CPU training (gpus_per_node: 0) runs on one node — set nodes: 1")
+        if self.nodes > 1 and not self.main_process_ip:
+            problems.append("multi-node training needs main_process_ip (the address of node 0)")
+        if self.machine_rank >= self.nodes:
+            problems.append(f"machine_rank {self.machine_rank} must be below nodes ({self.nodes})")
+        if self.launcher == "python" and self.gpus_per_node * self.nodes > 1:
+            problems.append("launcher: python runs one process — use accelerate or torchrun for several GPUs")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def world_size(self) -> int:
+        """Training processes in total (1 on CPU)."""
+        return max(1, self.gpus_per_node) * self.nodes
+
+    def global_batch(self) -> int:
+        """Examples per optimizer step: micro batch x accumulation x GPUs x nodes."""
+        return self.micro_batch_size * self.gradient_accumulation_steps * self.world_size()
 
 
 class EvalSpec(_Spec):
-    metrics: list[str] = Field(default_factory=lambda: ["verifier"], description="verifier | judge | winrate")
-    verifier: str | None = Field(None, description="Verify step id whose check is reused for exact match.")
-    judge: str | None = Field(None, description="Judge step id reused for judge score / win-rate.")
-    max_prompts: int | None = Field(None, ge=1)
+    """Retention evaluation on the held-out prompts (`distillflow eval RUN_DIR`).
+
+        eval:
+          metrics: [verifier, judge, winrate]
+          max_prompts: 200
+    """
+
+    metrics: list[Literal["verifier", "exact_match", "judge", "winrate"]] | None = Field(
+        None,
+        description="verifier | exact_match | judge | winrate (default: verifier when the pipeline has a verify "
+        "step, else exact_match when held-out rows have the reference column; judge and winrate when it has a judge step).",
+    )
+    verifier: str | None = Field(None, description="Verify step id whose check is reused (default: the first verify step).")
+    judge: str | None = Field(None, description="Judge step id whose teacher and rubric are reused (default: the first judge step).")
+    teacher: str | None = Field(None, description="Teacher to compare against (default: the pipeline's first teacher).")
+    reference: str = Field("reference", description="Column with the expected answer, for exact_match.")
+    max_prompts: int | None = Field(None, ge=1, description="Evaluate on at most this many held-out prompts.")
+    max_tokens: int | None = Field(None, ge=1, description="Answer length cap for every model (default: the teacher's max_tokens).")
+    backend: Literal["local", "serve"] = Field(
+        "local", description="How students answer: local transformers (batched, greedy) or `transformers serve`."
+    )
+    batch_size: int = Field(16, ge=1, description="Prompts per generate() call (backend local).")
+    seed: int = Field(0, description="Seed of the answer order shown to the pairwise judge.")
     lm_eval_tasks: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks, if installed.")
+    lm_eval_limit: int | None = Field(None, ge=1, description="Examples per lm-evaluation-harness task.")
+    lm_eval_include: str | None = Field(None, description="Directory of custom lm-evaluation-harness task YAMLs.")

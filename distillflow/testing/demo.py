@@ -2,10 +2,12 @@
 
 The quickstart distils a *real* skill without any hub: a ~1M-parameter teacher
 (``distillflow/demo_models/teacher/``, trained by ``scripts/train_demo_teacher.py``) answers
-3-digit additions. The conversation format is::
+2-digit additions (both operands 10..99). The conversation format is::
 
-    user:      What is 352+417?
-    assistant: 769
+    user:      What is 35+47?
+    assistant: 82
+
+rendered by the chat template as ``<|user|>What is 35+47?<|end|><|assistant|>82<|end|>``.
 
 The answer is written in normal (human-readable) order: no digit reversal anywhere, so a
 verifier compares ``response.strip()`` with ``str(a + b)``.
@@ -86,12 +88,12 @@ def is_heldout(a: int, b: int) -> bool:
 
 
 def format_question(a: int, b: int) -> str:
-    """The user message for ``a + b`` (``What is 352+417?``)."""
+    """The user message for ``a + b`` (``What is 35+47?``)."""
     return f"What is {a}+{b}?"
 
 
 def parse_question(text: str) -> tuple[int, int] | None:
-    """``(a, b)`` from ``What is 352+417?`` / ``352+417=`` / ``352 + 417``; None otherwise."""
+    """``(a, b)`` from ``What is 35+47?`` / ``35+47=`` / ``35 + 47``; None otherwise."""
     m = _QUESTION_RE.match(text or "")
     return (int(m.group(1)), int(m.group(2))) if m else None
 
@@ -182,7 +184,13 @@ def llama_config_kwargs(tokenizer: Any, *, layers: int, hidden: int, heads: int 
 
 
 def save_model_dir(model: Any, tokenizer: Any, path: Path, *, max_new_tokens: int = 8) -> None:
-    """``save_pretrained`` model + tokenizer + a generation config that stops at ``<|end|>``."""
+    """``save_pretrained`` model + tokenizer + a generation config that stops at ``<|end|>``.
+
+    The generation config samples (``do_sample: true``, plain temperature 1.0, no top-k), like
+    published chat models: ``transformers serve`` only honours a request's ``temperature`` when
+    the model samples by default (it turns sampling *off* for ``temperature: 0``). Pass
+    ``do_sample=False`` to ``generate`` for greedy decoding.
+    """
     from transformers import GenerationConfig
 
     path.mkdir(parents=True, exist_ok=True)
@@ -191,7 +199,10 @@ def save_model_dir(model: Any, tokenizer: Any, path: Path, *, max_new_tokens: in
         eos_token_id=model.config.eos_token_id,
         pad_token_id=model.config.pad_token_id,
         max_new_tokens=max_new_tokens,
-        do_sample=False,
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
     )
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)

@@ -112,6 +112,12 @@ def test_should_stop_stops_dispatch(ep):
     assert out2 == []
 
 
+def test_an_unsendable_request_fails_alone(ep):
+    bad = ChatRequest("bad", [{"role": "user", "content": object()}], {})
+    results = {r.key: r for r in run(fast_client(ep), [bad, req(1)])}
+    assert "TypeError" in results["bad"].error and results["1"].error is None
+
+
 # -- retries ------------------------------------------------------------------------------------
 def test_429_honors_retry_after_then_succeeds(ep):
     content = '@@{"status": 429, "times": 2, "retry_after": "0.2"}'
@@ -144,6 +150,13 @@ def test_400_is_not_retried_and_carries_server_message(ep):
     content = '@@{"status": 400, "message": "maximum context length exceeded"}'
     [res] = run(fast_client(ep), [req(0, content)])
     assert "HTTP 400" in res.error and "maximum context length exceeded" in res.error
+    assert attempts(ep, content) == 1
+
+
+def test_malformed_200_is_a_permanent_error(ep):
+    content = '@@{"body": "<html>proxy error</html>"}'
+    [res] = run(fast_client(ep), [req(0, content)])
+    assert "invalid chat completion" in res.error and "proxy error" in res.error
     assert attempts(ep, content) == 1
 
 

@@ -1,0 +1,50 @@
+"""The `serve` backend: students answer through the real `transformers serve` (OpenAI-compatible)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PIPELINE = """name: served
+source:
+  kind: inline
+  columns: {{prompt: question, reference: answer}}
+  rows: [{{question: q, answer: a}}]
+  heldout: {{size: 1}}
+teachers:
+  - {{name: teacher, provider: openai, base_url: "{url}", model: fake-teacher, params: {{max_tokens: 8}}}}
+steps:
+  - kind: generate
+eval: {{max_tokens: 6, metrics: [exact_match]}}
+"""
+
+
+def test_serve_backend_matches_local_generation(endpoint, tmp_path):
+    from distillflow.evaluate import evaluate_run
+    from distillflow.testing.tiny import build_tiny_chat_model
+
+    student = build_tiny_chat_model(tmp_path / "student", seed=3)
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "pipeline.yaml").write_text(PIPELINE.format(url=endpoint.base_url))
+    prompts = ["Repeat: apple", "What is 2+2?", "Say hi"]
+    refs = ["Answer: Repeat: apple", "4", "Answer: Say hi"]  # the fake teacher matches 2 of 3 exactly
+    rows = [{"prompt_id": f"p{i}", "prompt": p, "reference": r, "messages": [{"role": "user", "content": p}]}
+            for i, (p, r) in enumerate(zip(prompts, refs))]
+    (run / "data" / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    served = evaluate_run(run, student=student, backend="serve")
+    served_answers = [json.loads(x)["answers"]["student"] for x in (run / "eval" / "answers.jsonl").read_text().splitlines()]
+    local = evaluate_run(run, student=student, backend="local")
+    local_answers = [json.loads(x)["answers"]["student"] for x in (run / "eval" / "answers.jsonl").read_text().splitlines()]
+
+    assert served["settings"]["backend"] == "serve" and "base" not in served["models"]
+    assert served["notes"] == ["no base student: set train.base_model in the pipeline or pass --base DIR"]
+    (m,) = served["metrics"]
+    assert m["id"] == "exact_match" and m["values"]["teacher"] == pytest.approx(2 / 3)
+    assert len(served_answers) == 3 and all(isinstance(a, str) for a in served_answers)
+    assert served_answers == local_answers  # both greedy over the same chat template
+    assert local["metrics"][0]["values"] == m["values"]

@@ -1,0 +1,93 @@
+"""distillflow.testing.demo: the arithmetic task, its character tokenizer, student and teacher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distillflow.testing import demo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_questions_parse_and_verify():
+    assert demo.format_question(35, 47) == "What is 35+47?"
+    assert demo.parse_question("What is 35+47?") == (35, 47)
+    assert demo.parse_question("35 + 47 =") == (35, 47)
+    assert demo.parse_question("Say hi") is None
+    assert demo.check_answer("What is 35+47?", " 82\n")
+    assert not demo.check_answer("What is 35+47?", "28")
+    assert not demo.check_answer("Say hi", "hi")
+
+
+def test_split_is_disjoint_and_deterministic():
+    held = demo.sample_problems(300, seed=1, heldout=True)
+    train = demo.sample_problems(300, seed=1, heldout=False)
+    assert held == demo.sample_problems(300, seed=1, heldout=True)
+    assert len(set(held)) == 300 and not set(held) & set(train)
+    assert all(demo.is_heldout(a, b) for a, b in held)
+    lo, hi = demo.OPERAND_RANGE
+    stream = demo.iter_training_problems(0)
+    assert not any(demo.is_heldout(*next(stream)) for _ in range(2000))
+    share = sum(demo.is_heldout(a, b) for a in range(lo, hi + 1) for b in range(lo, hi + 1)) / (hi - lo + 1) ** 2
+    assert 0.12 < share < 0.18
+
+
+def test_char_tokenizer_round_trips():
+    tok = demo.build_char_tokenizer()
+    for text in ["What is 35+47?", "Hello, world!\n\tA ~ {x}  ", "82"]:
+        ids = tok(text)["input_ids"]
+        assert len(ids) == len(text)
+        assert tok.decode(ids, skip_special_tokens=True) == text
+    chat = [{"role": "user", "content": "What is 35+47?"}, {"role": "assistant", "content": "82"}]
+    assert tok.apply_chat_template(chat, tokenize=False) == "<|user|>What is 35+47?<|end|><|assistant|>82<|end|>"
+    enc = tok.apply_chat_template(chat, return_assistant_tokens_mask=True, return_dict=True)
+    answer = [i for i, m in zip(enc["input_ids"], enc["assistant_masks"]) if m]
+    assert tok.decode(answer) == "82<|end|>"
+
+
+def test_demo_student(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = demo.build_demo_student(tmp_path / "student")
+    assert demo.build_demo_student(path) == path  # idempotent
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
+    teacher_tok = AutoTokenizer.from_pretrained(demo.demo_teacher_path())
+    assert tok.get_vocab() == teacher_tok.get_vocab()
+    assert tok.chat_template == teacher_tok.chat_template
+
+
+def test_demo_prompts_file_is_held_out():
+    path = ROOT / "pipelines" / "data" / "arithmetic_prompts.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) >= 500
+    assert len({r["question"] for r in rows}) == len(rows)
+    for r in rows:
+        a, b = demo.parse_question(r["question"])
+        assert r["answer"] == str(a + b) and demo.is_heldout(a, b)
+
+
+def test_demo_teacher_is_small_and_good():
+    """The committed teacher: < 10 MB, and it adds held-out 2-digit numbers (greedy)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = demo.demo_teacher_path()
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    assert size < 10_000_000
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    problems = demo.sample_problems(100, seed=7, heldout=True)
+    chats = [[{"role": "user", "content": demo.format_question(a, b)}] for a, b in problems]
+    enc = tok.apply_chat_template(chats, add_generation_prompt=True, return_tensors="pt", padding=True, return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=6)
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    correct = sum(t.strip() == str(a + b) for (a, b), t in zip(problems, texts))
+    assert correct >= 85, f"teacher answered {correct}/100 held-out problems"
+    report = json.loads((path / "training_report.json").read_text())
+    assert report["greedy_exact_match"] >= 0.9
