@@ -15,7 +15,7 @@ def load(path):
     from distillflow.engine.validate import validate
     from distillflow.spec.loader import load_spec
 
-    spec = load_spec(path, check_graph=False)
+    spec = load_spec(path)
     validate(spec, source=str(path) if not isinstance(path, str) or "\n" not in path else "pipeline")
     return spec
 
@@ -41,6 +41,12 @@ def run(pipeline, out=None, progress: bool = True, fresh: bool = False, objects:
         result = run_pipeline(spec, out_dir=out, reporter=reporter, objects=objects, fresh=fresh)
     finally:
         reporter.close()
+    if spec.review is not None:
+        from distillflow.review.push import auto_push
+
+        note = auto_push(result.out_dir)  # never raises: a failed push does not undo a finished run
+        if note:
+            result.notes.append(note)
     return result
 
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 import distillflow as df
-from conftest import pipeline_yaml
+from tests.support import pipeline_yaml
 from distillflow.errors import UsageError
 from distillflow.spec.loader import load_spec
 

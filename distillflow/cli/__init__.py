@@ -74,6 +74,8 @@ def run(
         f"— est. cost ${m['cost_usd']:.4f} — {result.out_dir}",
         highlight=False,
     )
+    for note in result.notes:
+        console.print(note, highlight=False)
     if m["status"] == "budget_exhausted":
         console.print(f"[yellow]budget reached[/]: generation stopped before ${spec.budget.max_cost_usd}; "
                       "raise budget.max_cost_usd and run again to continue (answers are cached)")

@@ -46,7 +46,7 @@ class _Progress:
 
         self.enabled = enabled
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[count]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=console, transient=False, disable=not enabled)
         self.task = None
         self.loss = None
@@ -60,11 +60,11 @@ class _Progress:
 
     def __call__(self, name: str, kind: str, data) -> None:
         if kind == "start":
-            console.print(f"[bold]$[/] {data.shell()}", highlight=False, markup=False, soft_wrap=True)
-            self.task = self.progress.add_task(name, total=None)
+            console.print(f"$ {data.shell()}", style="bold", highlight=False, markup=False, soft_wrap=True)
+            self.task = self.progress.add_task(name, total=None, count="")
         elif kind == "step" and self.task is not None:
             step, total = data
-            self.progress.update(self.task, completed=step, total=total,
+            self.progress.update(self.task, completed=step, total=total, count=f"step {step}/{total}",
                                  description=f"{name}" + (f" loss {self.loss:.4f}" if self.loss is not None else ""))
         elif kind == "metrics":
             if isinstance(data.get("loss"), float):
@@ -85,10 +85,14 @@ class _Progress:
 @handle_errors
 def command(
     run_dir: Path = typer.Argument(..., help="Run directory made by `distillflow run`"),
-    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML whose train: section to use (default: RUN_DIR/pipeline.yaml)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Write and validate the files, print the commands, run nothing"),
-    accept_terms: bool = typer.Option(False, "--accept-terms", help="Train even though a teacher's declared terms forbid it (disclosed in the model card)"),
-    machine_rank: Optional[int] = typer.Option(None, "--machine-rank", help="This node's rank, for multi-node runs (overrides train.machine_rank)"),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="Pipeline YAML whose train: section to use (default: RUN_DIR/pipeline.yaml)"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Write and validate the files, print the commands, run nothing"),
+    accept_terms: bool = typer.Option(
+        False, "--accept-terms", help="Train even though a teacher's declared terms forbid it (disclosed in the model card)"),
+    machine_rank: Optional[int] = typer.Option(
+        None, "--machine-rank", help="This node's rank, for multi-node runs (overrides train.machine_rank)"),
     main_process_ip: Optional[str] = typer.Option(None, "--main-process-ip", help="Address of node 0, for multi-node runs"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar while training"),
 ):
@@ -103,10 +107,21 @@ def command(
     if dry_run:
         console.print("dry run: run the commands above yourself, or drop --dry-run", highlight=False)
         return
-    with _Progress(progress and console.is_terminal) as bar:
-        result = launch(plan, accept_terms=accept_terms, on_event=bar)
+    try:
+        with _Progress(progress and console.is_terminal) as bar:
+            result = launch(plan, accept_terms=accept_terms, on_event=bar)
+    except KeyboardInterrupt:
+        # handle_errors' message is about the teacher cache; training has its own way to continue
+        console.print(f"\ninterrupted — training stopped; logs in {plan.train_dir / 'logs'}. Run the same command to "
+                      "start again (train.overrides: {auto_resume_from_checkpoints: true} continues from the last "
+                      "saved checkpoint).", highlight=False)
+        raise typer.Exit(130) from None
     if result.exit_code != 0:
+        from distillflow.train.launch import log_tail
+
         failed = next(reversed(result.logs))
+        for line in log_tail(result.logs[failed]):
+            console.print(f"  {line}", style="dim", highlight=False, markup=False, soft_wrap=True)
         console.print(f"[red]{failed} failed[/] (exit {result.exit_code}) — the full log is {result.logs[failed]}",
                       highlight=False)
         code = result.exit_code

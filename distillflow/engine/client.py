@@ -80,6 +80,7 @@ class ChatResult:
     latency_s: float
     cached: bool = False
     meta: dict = field(default_factory=dict)
+    transient: bool = False  # the error was retryable and retries ran out (an outage, not a bad request)
 
 
 def _error_result(req: ChatRequest, message: str, elapsed: float) -> ChatResult:

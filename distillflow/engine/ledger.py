@@ -87,13 +87,9 @@ def estimate_cost(teacher, messages: list[dict], max_tokens: int | None) -> floa
     return cost_of(teacher, chars // 4 + 8, max_tokens or 512)
 
 
-_OUTAGE_MARKERS = ("timeout", "timed out", "connect", "connection", "http 5", "status 5", "429", "rate limit", "server disconnected")
-
-
-def is_outage(error: str) -> bool:
-    """Transient failures (after retries) stop the run; permanent ones reject just that record."""
-    e = error.lower()
-    return any(m in e for m in _OUTAGE_MARKERS)
+def is_outage(result) -> bool:
+    """Retryable failures that outlived their retries stop the run; permanent ones reject one record."""
+    return bool(getattr(result, "transient", False))
 
 
 def ask(ctx, teacher, requests: list, step_id: str, label: str | None = None):

@@ -25,7 +25,7 @@ def _request(teacher, messages, params, index, meta):
 
 
 def _raise_outage(teacher, failures, received: int, ctx) -> None:
-    outages = [f for f in failures.values() if is_outage(f.error or "")]
+    outages = [f for f in failures.values() if is_outage(f)]
     if outages:
         raise TeacherError(
             f"teacher '{teacher.name}' failed {len(outages)} request(s) after retries (last error: {outages[-1].error}). "

@@ -55,6 +55,7 @@ class RunResult:
     rejected: list[dict]
     heldout: list[dict]
     manifest: dict
+    notes: list[str] = field(default_factory=list)  # messages for the user (e.g. the review push)
 
 
 def _h(*parts) -> str:
@@ -193,7 +194,7 @@ def run_step(ctx: RunContext, step, rows: list[dict]) -> tuple[list[dict], list[
 def run_pipeline(spec, out_dir=None, reporter=None, objects: dict | None = None, fresh: bool = False) -> RunResult:
     """Run `spec` into `out_dir`, resuming from its caches. See module docstring."""
     from distillflow.engine.cache import RequestCache
-    from distillflow.engine.outputs import write_outputs
+    from distillflow.engine.write import write_outputs
     from distillflow.engine.providers import missing_env, resolve_local_models
     from distillflow.engine.source import load_source
     from distillflow.engine.validate import describe_step_factory, source_columns

@@ -225,6 +225,7 @@ async def run_window(
                 except TransientError as exc:
                     if tries >= retry.max_retries:
                         result = make_error(req, f"{exc} (gave up after {tries + 1} attempts)", perf() - t0)
+                        result.transient = True
                         break
                     await sleep(retry.delay(tries, exc.retry_after))
                     tries += 1

@@ -202,7 +202,7 @@ def ask_teacher(ctx: _EvalContext, teacher, conversations: list[list[dict]], par
     reqs = [ChatRequest(request_key(teacher.provider, teacher.model, base_url(teacher) or "", params, msgs, 0),
                         msgs, dict(params), {"i": i}) for i, msgs in enumerate(conversations)]
     results, failures = ask(ctx, teacher, reqs, "eval", label=label)
-    outages = [f for f in failures.values() if is_outage(f.error or "")]
+    outages = [f for f in failures.values() if is_outage(f)]
     if outages:
         raise TeacherError(
             f"teacher '{teacher.name}' failed {len(outages)} evaluation request(s) after retries "

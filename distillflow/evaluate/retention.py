@@ -54,7 +54,11 @@ def _load(run_dir: Path, config: Path | None):
             raise UsageError(f"pipeline file {path} not found: check the --config path")
         raise UsageError(f"{run_dir} is not a distillflow run directory (no pipeline.yaml): "
                          f"run `distillflow run PIPELINE.yaml --out {run_dir}` first, or pass --config PIPELINE.yaml")
-    return load_spec(path), path.resolve().parent
+    from distillflow.engine.providers import resolve_local_models
+
+    spec, base = load_spec(path), path.resolve().parent
+    resolve_local_models(spec, base)  # local teacher directories are relative to the YAML, as in `run`
+    return spec, base
 
 
 def _step(spec, kind: str, step_id: str | None, field: str):
@@ -198,7 +202,6 @@ def evaluate_run(
     Arguments override the pipeline's ``eval:`` section. Returns the results dict that is also
     written to ``RUN_DIR/eval/results.json``.
     """
-    from distillflow.evaluate import metrics as M
     from distillflow.evaluate.answer import _EvalContext, ask_teacher, materialize_model
     from distillflow.spec.train import EvalSpec
 
@@ -254,56 +257,32 @@ def evaluate_run(
 
     conversations = [r["messages"] for r in rows]
     started = time.time()
-    answers = _answer_students(models, conversations, max_tokens, es, log)
-
     ctx = _EvalContext(eval_dir / "cache")
     try:
-        log(f"asking teacher '{tname}' ({tspec.model}) the same prompts")
+        # the teacher first: an unreachable endpoint fails in seconds, before minutes of student answers
+        log(f"asking teacher '{tname}' ({tspec.model}) the held-out prompts")
         t0 = time.perf_counter()
-        answers["teacher"] = ask_teacher(ctx, tspec, conversations, tparams, label=tname)
-        models["teacher"] = {"label": LABELS["teacher"], "name": tname, "model": tspec.model,
-                             "provider": tspec.provider, "seconds": round(time.perf_counter() - t0, 3),
-                             "answered": sum(a is not None for a in answers["teacher"])}
+        teacher_answers = ask_teacher(ctx, tspec, conversations, tparams, label=tname)
+        teacher_info = {"label": LABELS["teacher"], "name": tname, "model": tspec.model, "provider": tspec.provider,
+                        "seconds": round(time.perf_counter() - t0, 3),
+                        "answered": sum(a is not None for a in teacher_answers)}
+        answers = _answer_students(models, conversations, max_tokens, es, log)
+        answers["teacher"], models["teacher"] = teacher_answers, teacher_info
         keys = [k for k in MODEL_KEYS if k in answers]
         per_row: list[dict] = [{"prompt_id": r.get("prompt_id"), "prompt": r.get("prompt"),
                                 "reference": r.get(es.reference), "answers": {k: answers[k][i] for k in keys},
                                 "scores": {}} for i, r in enumerate(rows)]
         out_metrics: list[dict] = []
-
         for mid in metric_ids:
-            if mid in ("verifier", "exact_match"):
-                if mid == "verifier":
-                    check, params, ref = verify_step.check, verify_step.params, verify_step.reference
-                    label = f"verifier pass rate ({verify_step.id}: {check})"
-                else:
-                    check, params, ref = "exact_match", {}, es.reference
-                    label = "exact match"
-                values, n = {}, {}
-                for k in keys:
-                    res = M.verifier_scores(rows, answers[k], check, params, ref)
-                    for i, r in enumerate(res):
-                        per_row[i]["scores"].setdefault(mid, {})[k] = r["pass"]
-                    values[k] = sum(r["pass"] for r in res) / len(res)
-                    n[k] = len(res)
-                out_metrics.append(_metric(mid, label, "rate", (0, 1), values, n))
+            if mid == "verifier":
+                out_metrics.append(_rate_metric(mid, f"verifier pass rate ({verify_step.id}: {verify_step.check})",
+                                                verify_step.check, verify_step.params, verify_step.reference,
+                                                rows, answers, keys, per_row))
+            elif mid == "exact_match":
+                out_metrics.append(_rate_metric(mid, "exact match", "exact_match", {}, es.reference,
+                                                rows, answers, keys, per_row))
             elif mid == "judge":
-                jt = spec.teacher(judge_step.teacher)
-                jparams = _judge_params(jt)
-                values, n = {}, {}
-                for k in keys:
-                    log(f"judging the {LABELS[k]}'s answers with '{jt.name}' ({judge_step.id})")
-                    msgs = [M.judge_messages(r, a, judge_step) for r, a in zip(rows, answers[k])]
-                    texts = ask_teacher(ctx, jt, msgs, jparams, label=f"{jt.name} (eval judge)")
-                    scores = M.judge_scores(rows, texts, judge_step)
-                    for i, s in enumerate(scores):
-                        per_row[i]["scores"].setdefault("judge", {})[k] = s
-                    values[k], n[k] = M.summarize(scores)
-                unscored = {k: len(rows) - n[k] for k in keys if n[k] < len(rows)}
-                note = f"unscored replies: {unscored}" if unscored else ""
-                what = judge_step.rubric if judge_step.backend == "rubric" else judge_step.backend
-                what = what if len(what) <= 24 else "custom rubric"
-                out_metrics.append(_metric("judge", f"judge score ({what}, by {jt.name})", "score", judge_step.scale,
-                                           values, n, note))
+                out_metrics.append(_judge_metric(ctx, spec, judge_step, rows, answers, keys, per_row, log))
             elif mid == "winrate":
                 out_metrics.append(_winrate(ctx, spec, judge_step, rows, answers, keys, es, per_row, log))
 
@@ -337,6 +316,41 @@ def evaluate_run(
         for r in per_row:
             fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
     return results
+
+
+def _rate_metric(mid, label, check, params, reference, rows, answers, keys, per_row) -> dict:
+    """Pass rate of a verifier check (the verify step's, or exact_match) for every model."""
+    from distillflow.evaluate import metrics as M
+
+    values, n = {}, {}
+    for k in keys:
+        res = M.verifier_scores(rows, answers[k], check, params, reference)
+        for i, r in enumerate(res):
+            per_row[i]["scores"].setdefault(mid, {})[k] = r["pass"]
+        values[k], n[k] = sum(r["pass"] for r in res) / len(res), len(res)
+    return _metric(mid, label, "rate", (0, 1), values, n)
+
+
+def _judge_metric(ctx, spec, judge_step, rows, answers, keys, per_row, log) -> dict:
+    """Mean score of the judge step (its teacher, rubric and parser) over every model's answers."""
+    from distillflow.evaluate import metrics as M
+    from distillflow.evaluate.answer import ask_teacher
+
+    jt = spec.teacher(judge_step.teacher)
+    values, n = {}, {}
+    for k in keys:
+        log(f"judging the {LABELS[k]}'s answers with '{jt.name}' ({judge_step.id})")
+        msgs = [M.judge_messages(r, a, judge_step) for r, a in zip(rows, answers[k])]
+        texts = ask_teacher(ctx, jt, msgs, _judge_params(jt), label=f"{jt.name} (eval judge)")
+        scores = M.judge_scores(rows, texts, judge_step)
+        for i, s in enumerate(scores):
+            per_row[i]["scores"].setdefault("judge", {})[k] = s
+        values[k], n[k] = M.summarize(scores)
+    unscored = {k: len(rows) - n[k] for k in keys if n[k] < len(rows)}
+    what = judge_step.rubric if judge_step.backend == "rubric" else judge_step.backend
+    what = what if len(what) <= 24 else "custom rubric"
+    return _metric("judge", f"judge score ({what}, by {jt.name})", "score", judge_step.scale, values, n,
+                   f"unscored judge replies: {unscored}" if unscored else "")
 
 
 def _judge_params(judge_teacher) -> dict:

@@ -119,7 +119,7 @@ def collect(run_dir: str | Path) -> RunData:
         from distillflow.spec.loader import load_spec
 
         try:
-            data.spec = load_spec(pipeline, check_graph=False)
+            data.spec = load_spec(pipeline)
             data.graph = build_graph(data.spec, source=str(pipeline))
         except DistillflowError as err:
             data.spec_error = str(err).splitlines()[0]

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-from typing import Any, Callable, Dict, List, Optional
+import zlib
+from typing import Callable, List, Optional
 from uuid import UUID
 
 from argilla_server._version import __version__ as SERVER_VERSION
@@ -35,16 +36,14 @@ if SERVER_VERSION != PINNED_VERSION:  # the overridden methods mirror 2.8.0's in
         f"found {SERVER_VERSION}: pip install 'argilla-server=={PINNED_VERSION}' in the server venv"
     )
 
-# One lock per document: Argilla builds a new engine per request, so the locks live in the module.
-_LOCKS: Dict[str, asyncio.Lock] = {}
+# Striped locks serialise read-modify-writes of one document; Argilla builds a new engine per
+# request, so they live in the module (one uvicorn worker, one event loop).
+_LOCKS = [asyncio.Lock() for _ in range(64)]
 _PAGE = 1000
 
 
-def _lock(doc_id: str) -> asyncio.Lock:
-    lock = _LOCKS.get(doc_id)
-    if lock is None:
-        lock = _LOCKS[doc_id] = asyncio.Lock()
-    return lock
+def _lock(key: str) -> asyncio.Lock:
+    return _LOCKS[zlib.crc32(key.encode()) % len(_LOCKS)]
 
 
 def _cosine(a: List[float], b: List[float]) -> float:

@@ -83,8 +83,8 @@ def _base_python() -> str:
     if sys.version_info[:2] == (3, 11):
         return sys.executable
     raise ConfigurationError(
-        f"argilla-server {SERVER_VERSION} needs Python 3.11 for its own venv and none was found — install python3.11, "
-        f"or set {PYTHON_ENV}=/path/to/python3.11"
+        f"no python3.11 found to build the argilla-server {SERVER_VERSION} venv (the version it is tested with) — "
+        f"install python3.11, or set {PYTHON_ENV}=/path/to/python"
     )
 
 

@@ -207,10 +207,11 @@ def validate_data(data: dict, lines: dict | None = None, source: str = "pipeline
     return spec
 
 
-def load_spec(path_or_text: str | Path, *, check_graph: bool = True):
-    """Load a pipeline from a YAML file path (or YAML text) and validate schema + graph.
+def load_spec(path_or_text: str | Path):
+    """Load a pipeline from a YAML file path (or YAML text) and validate its schema.
 
-    Raises SpecError listing every problem with its path and line.
+    Raises SpecError listing every problem with its path and line. The graph (edges, cycles,
+    columns) is checked one layer up: `distillflow.load` / `distillflow.graph.build_graph`.
     """
     p = Path(path_or_text) if not (isinstance(path_or_text, str) and "\n" in path_or_text) else None
     if p is not None and p.suffix in (".yaml", ".yml", "") and p.exists():
@@ -220,12 +221,7 @@ def load_spec(path_or_text: str | Path, *, check_graph: bool = True):
     else:
         text, source, base = str(path_or_text), "pipeline", Path.cwd()
     data, lines = parse_yaml(text, source)
-    spec = validate_data(data, lines, source, base)
-    if check_graph:
-        from distillflow.graph import build_graph
-
-        build_graph(spec, source=source)
-    return spec
+    return validate_data(data, lines, source, base)
 
 
 class _Dumper(yaml.SafeDumper):

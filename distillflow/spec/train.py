@@ -58,7 +58,9 @@ class TrainSpec(_Spec):
     )
     val_set_size: float = Field(0.0, ge=0, lt=1, description="Fraction of the curated data used for eval loss.")
     seed: int = Field(42, description="Seed for data shuffling and initialisation of new weights.")
-    output_dir: str | None = Field(None, description="Where the student is saved. Default: RUN_DIR/train/output.")
+    output_dir: str | None = Field(
+        None, description="Where the student is saved; relative paths are inside RUN_DIR. Default: RUN_DIR/train/output."
+    )
     push_to_hub: str | None = Field(None, description="Hub repo id for the trained student (token from HF_TOKEN).")
     launcher: Literal["accelerate", "torchrun", "python"] = Field(
         "accelerate", description="accelerate launch | torchrun | python (one process)."

@@ -101,8 +101,10 @@ def render_model_card(plan, outcome: Outcome) -> str:
         lines.append(f"| {t.name} | {t.provider} | `{t.model}` | {terms_text(t)} | {ex.by_teacher.get(t.name, 0)} |")
     forbidden = [t.name for t in spec.teachers if not t.terms.allows_training]
     if forbidden:
+        how = ("Training was run with `--accept-terms`: the operator took responsibility." if outcome.accepted_terms
+               else "Check that you have the right to use this model.")
         lines += ["", f"> **Warning:** the declared terms of {', '.join(forbidden)} do not allow training models on "
-                      "their outputs. Training was run with `--accept-terms`: the operator took responsibility."]
+                      f"their outputs. {how}"]
     lines += [
         "",
         "## Dataset",
@@ -136,7 +138,8 @@ def render_model_card(plan, outcome: Outcome) -> str:
         ("epochs", cfg.get("num_epochs")),
         ("learning rate", f"{cfg.get('learning_rate')} ({cfg.get('lr_scheduler', 'constant')})"),
         ("optimizer", cfg.get("optimizer")),
-        ("micro batch x accumulation x processes", f"{cfg.get('micro_batch_size')} x {cfg.get('gradient_accumulation_steps')} x {train.world_size()} = {global_batch}"),
+        ("micro batch x accumulation x processes",
+         f"{cfg.get('micro_batch_size')} x {cfg.get('gradient_accumulation_steps')} x {train.world_size()} = {global_batch}"),
         ("precision", "bf16" if cfg.get("bf16") else "fp16" if cfg.get("fp16") else "fp32"),
         ("gradient checkpointing", cfg.get("gradient_checkpointing")),
         ("sharding", _stage(cfg, train)),

@@ -160,7 +160,13 @@ def run_command(cmd: Command, log_path: Path, on_event: Callable[[str, object], 
     """
     parser = parser or LogParser()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **cmd.env}
+    env = dict(os.environ)
+    for k, v in cmd.env.items():
+        # telemetry defaults yield to a user who set them; the rest (CUDA_VISIBLE_DEVICES on CPU) is ours
+        if k in BASE_ENV:
+            env.setdefault(k, v)
+        else:
+            env[k] = v
     with log_path.open("ab") as log:
         log.write(f"$ {cmd.shell()}\n".encode())
         log.flush()
@@ -193,6 +199,16 @@ def run_command(cmd: Command, log_path: Path, on_event: Callable[[str, object], 
         except KeyboardInterrupt:
             _stop(proc)
             raise
+
+
+def log_tail(path: Path, n: int = 15) -> list[str]:
+    """The last ``n`` meaningful lines of a log (progress-bar redraws dropped): what a failure message shows."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    lines = [seg.rstrip() for seg in re.split(r"[\r\n]", text) if seg.strip() and not _BAR.match(seg)]
+    return lines[-n:]
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -170,9 +170,11 @@ def preflight(train, cfg: dict, rows: int, base_model: str, deepspeed: dict | No
     pf.warnings += mem.notes
     pf.gpu_capacity, pf.gpu_name = gpu_memory_bytes(train.gpu_memory_gb)
     if pf.gpu_capacity and mem.total > pf.gpu_capacity:
-        fixes = {"none": "use deepspeed: zero2 or zero3", "zero1": "use deepspeed: zero2 or zero3",
-                 "zero2": "use deepspeed: zero3", "zero3": "use deepspeed: zero3_offload, or more GPUs", "fsdp": "set fsdp_config.offload_params, or more GPUs"}.get(
-            stage, "use a smaller micro_batch_size, or more GPUs")
+        fixes = {
+            "none": "use deepspeed: zero2 or zero3", "zero1": "use deepspeed: zero2 or zero3",
+            "zero2": "use deepspeed: zero3", "zero3": "use deepspeed: zero3_offload, or more GPUs",
+            "fsdp": "set fsdp_config.offload_params, or more GPUs",
+        }.get(stage, "use more GPUs")
         pf.warnings.append(
             f"estimated {mem.total_gib:.1f} GiB per GPU exceeds the {pf.gpu_capacity / GIB:.1f} GiB available — "
             f"{fixes}; lower micro_batch_size; or set gradient_checkpointing: true")
@@ -198,13 +200,15 @@ def prepare(run_dir: str | Path, *, config: str | Path | None = None, accept_ter
     python = resolve_python(train, base_dir)
     train_dir = run_dir / "train"
     dataset_path = train_dir / "dataset.jsonl"
-    output_dir = Path(train.output_dir) if train.output_dir else train_dir / "output"
-    if train.output_dir and not output_dir.is_absolute():
-        output_dir = base_dir / output_dir
+    # A relative output_dir lives inside the run: the run directory is the unit users move and archive.
+    output_dir = run_dir / train.output_dir if train.output_dir else train_dir / "output"
     stats = export_dataset(spec, run_dir / "data" / "curated.jsonl", dataset_path)
     rendered = render(train, dataset_path=dataset_path, train_dir=train_dir, base_dir=base_dir, output_dir=output_dir,
                       rows=stats.rows)
     base_model = rendered.config["base_model"]
+    if not Path(base_model).exists():
+        warnings.append(f"train.base_model '{base_model}' is not a local directory: Axolotl will fetch it from the "
+                        "Hugging Face Hub (network or a filled HF cache needed on every node)")
     from distillflow.train.validate import validate
 
     ds_path = write_deepspeed(rendered, train_dir)

@@ -189,8 +189,8 @@ def render(train, *, dataset_path: Path, train_dir: Path, base_dir: Path | None,
         cfg.setdefault("lora_target_linear", True)
         if train.adapter == "qlora":
             put("load_in_4bit", True, "train.adapter")
-    elif cfg.get("adapter"):
-        put("adapter", None, "train.adapter")  # a user template's adapter must not contradict `adapter: full`
+    elif cfg.pop("adapter", None):
+        origins["adapter"] = "train.adapter"  # a user template's adapter must not contradict `adapter: full`
 
     precision = effective_precision(train)
     put("bf16", precision == "bf16", "train.precision")

@@ -4,7 +4,8 @@
     result.exit_code, result.outcome.final_loss    # 0, 0.41
     result.card_path                               # runs/qa/train/README.md
 
-Logs go to RUN_DIR/train/logs/<command>.log, every logged metric to RUN_DIR/train/metrics.jsonl.
+Logs go to RUN_DIR/train/logs/<command>.log, every logged metric to RUN_DIR/train/metrics.jsonl (and,
+in the HF Trainer's shape, RUN_DIR/train/trainer_state.json).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def launch(plan: TrainPlan, *, accept_terms: bool = False, on_event: EventCallba
         )
     outcome = Outcome(accepted_terms=accept_terms, hardware=hardware(plan.train))
     logs = plan.train_dir / "logs"
-    for stale in (plan.train_dir / "metrics.jsonl", *logs.glob("*.log")):
+    for stale in (plan.train_dir / "metrics.jsonl", plan.train_dir / "trainer_state.json", *logs.glob("*.log")):
         stale.unlink(missing_ok=True)  # a re-run must not mix its logs and metrics with the last one's
     parser = LogParser()
     for cmd in plan.commands:
@@ -135,9 +136,15 @@ def launch(plan: TrainPlan, *, accept_terms: bool = False, on_event: EventCallba
     outcome.metrics, outcome.summary = parser.metrics, parser.summary
     if plan.train.gpus_per_node:
         outcome.gpu_hours = outcome.seconds * plan.train.world_size() / 3600
+    history = parser.metrics + ([parser.summary] if parser.summary else [])
     with (plan.train_dir / "metrics.jsonl").open("w", encoding="utf-8") as fh:
-        for m in parser.metrics + ([parser.summary] if parser.summary else []):
+        for m in history:
             fh.write(json.dumps(m) + "\n")
+    # The HF Trainer only writes trainer_state.json inside checkpoints (none with save_strategy: "no");
+    # this one always exists, in the same shape, for readers such as `distillflow report`.
+    state = {"log_history": history, "global_step": parser.step, "max_steps": parser.total,
+             "written_by": "distillflow (parsed from the trainer's log)"}
+    (plan.train_dir / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
     result.outcome = outcome
     # Only node 0 writes the card: other nodes have no complete view of the run (and may share a disk).
     if result.exit_code == 0 and plan.train.machine_rank == 0:

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from conftest import pipeline_yaml
+from tests.support import pipeline_yaml
 from distillflow.cli import app
 
 runner = CliRunner()

@@ -10,7 +10,7 @@ import sys
 import time
 
 from benchmarks.fake_endpoint import EndpointThread
-from conftest import ROOT, pipeline_yaml
+from tests.support import ROOT, pipeline_yaml
 
 
 def _cached(db) -> int:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import distillflow as df
-from conftest import pipeline_yaml
+from tests.support import pipeline_yaml
 from distillflow.errors import TeacherError
 
 STEPS = """  - kind: generate

@@ -22,7 +22,7 @@ source:
     - {question: "Repeat: apple", answer: "apple"}
   heldout: {size: 1}
 teachers:
-  - {name: teacher, provider: openai, base_url: "http://127.0.0.1:9/v1", model: m}
+  - {name: teacher, provider: openai, base_url: "http://127.0.0.1:9/v1", model: m, max_retries: 0}
   - {name: grader, provider: openai, base_url: "http://127.0.0.1:9/v1", model: g}
 steps:
 %s
@@ -227,3 +227,16 @@ def test_models_are_found_where_distillflow_train_put_them(tmp_path):
     (run / "train" / "axolotl.yaml").write_text(f"base_model: {base}\noutput_dir: {out}\n")
     assert _resolve_base(spec, run, run, None) == str(base.resolve())
     assert _resolve_student(spec, run, run, None) == out
+
+
+def test_unreachable_teacher_fails_before_any_student_answers(tmp_path):
+    from distillflow.cli import app
+    from distillflow.errors import TeacherError
+
+    run = _run_dir(tmp_path)
+    (run / "train" / "output").mkdir(parents=True)
+    (run / "train" / "output" / "config.json").write_text("{}")  # never loaded: the teacher is asked first
+    with pytest.raises(TeacherError, match=r"teacher 'teacher' failed 1 evaluation request.*run `distillflow eval` again"):
+        evaluate_run(run)
+    res = CliRunner().invoke(app, ["eval", str(run)])
+    assert res.exit_code == 1 and "connection error" in res.output and "Traceback" not in res.output

@@ -80,6 +80,8 @@ def test_cpu_axolotl_train_from_a_real_pipeline_run(tmp_path):
 
     losses = [m["loss"] for m in map(json.loads, (train / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
     assert len(losses) >= 10, losses
+    state = json.loads((train / "trainer_state.json").read_text())
+    assert [e["loss"] for e in state["log_history"] if "loss" in e] == losses and state["global_step"] == len(losses)
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
 
     from transformers import AutoModelForCausalLM, AutoTokenizer

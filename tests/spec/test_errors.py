@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from distillflow.errors import SpecError
-from distillflow.spec.loader import load_spec
+from distillflow.api import load as load_spec
 
 GOOD = """name: ok
 source:

@@ -113,3 +113,49 @@ def test_model_card_discloses_terms_counts_and_loss(make_run):
     assert "| judge | judge |" in text and "Review mode: none" in text
     assert "first logged 3.0000, final 1.2500" in text and "| hardware | CPU (2 cores) |" in text
     assert "| sharding | none (single process) |" in text and "axolotl.cli.train" in text
+
+
+FAKE_PY = """#!/bin/sh
+# stands for another environment's python: validates (prints the check line), then fails to preprocess
+case "$*" in
+  *axolotl_check.py*) echo 'DISTILLFLOW_CHECK {"problems": [], "warnings": ["checked elsewhere"]}' ;;
+  *) echo "starting $*"; echo "Traceback: CUDA out of memory"; exit 3 ;;
+esac
+"""
+
+
+def test_other_env_python_validates_there_and_launch_failure_returns_its_code(make_run, tmp_path):
+    py = tmp_path / "env" / "bin" / "python"
+    py.parent.mkdir(parents=True)
+    py.write_text(FAKE_PY)
+    py.chmod(0o755)
+    run = make_run({"base_model": HUB, "gpus_per_node": 0, "python": str(py)})
+    r = _invoke(run)
+    assert r.exit_code == 3, r.output
+    assert "checked elsewhere" in r.output  # the validator ran with train.python
+    assert f"{py} -m axolotl.cli.preprocess" in r.output
+    assert "CUDA out of memory" in r.output and "preprocess failed (exit 3)" in r.output
+    assert (run / "train" / "logs" / "preprocess.log").is_file()
+    assert not (run / "train" / "logs" / "train.log").exists()  # stopped at the first failure
+    assert not (run / "train" / "README.md").exists()  # no card for a model that was not trained
+
+
+def test_other_env_python_that_cannot_validate_is_a_clear_error(make_run, tmp_path):
+    py = tmp_path / "bin" / "python"
+    py.parent.mkdir(parents=True)
+    py.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named axolotl' >&2\nexit 1\n")
+    py.chmod(0o755)
+    run = make_run({"base_model": HUB, "gpus_per_node": 0, "python": str(py)})
+    r = _invoke(run, "--dry-run")
+    assert r.exit_code == 1
+    assert "could not validate the config (exit 1)" in r.output and "No module named axolotl" in r.output
+    assert "axolotl[deepspeed]" in r.output
+
+
+def test_relative_output_dir_stays_inside_the_run(make_run):
+    run = make_run({"base_model": HUB, "gpus_per_node": 0, "output_dir": "student-v1"})
+    r = _invoke(run, "--dry-run")
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load((run / "train" / "axolotl.yaml").read_text())
+    assert cfg["output_dir"] == str((run / "student-v1").resolve())
+    assert "is not a local directory: Axolotl will fetch it from the Hugging Face Hub" in r.output

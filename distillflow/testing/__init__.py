@@ -1,0 +1,1 @@
+"""Utilities for tests and the offline demo: tiny local models, the `transformers serve` launcher."""
