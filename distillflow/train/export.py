@@ -10,6 +10,8 @@ Axolotl trains on the assistant turn only (``roles_to_train: [assistant]`` in th
 
 from __future__ import annotations
 
+from distillflow.engine.outputs import read_jsonl
+
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,13 +38,6 @@ class ExportStats:
             "excluded": dict(self.excluded),
             "review_mode": self.review_mode,
         }
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    # Not engine.outputs.read_jsonl: that module imports distilabel (lazily), which import-linter
-    # counts against train/ ("only engine and steps import distilabel").
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def review_decision(row: dict) -> str | None:

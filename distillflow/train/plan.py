@@ -211,6 +211,8 @@ def prepare(run_dir: str | Path, *, config: str | Path | None = None, accept_ter
                         "Hugging Face Hub (network or a filled HF cache needed on every node)")
     from distillflow.train.validate import validate
 
+    # A config from an earlier prepare must not outlive a failed validation of this one.
+    (train_dir / "axolotl.yaml").unlink(missing_ok=True)
     ds_path = write_deepspeed(rendered, train_dir)
     warnings += validate(rendered, train, hidden_size=hidden_size_of(base_model) or 4096,
                          python=None if python == sys.executable else python, lines=getattr(spec, "_lines", {}))

@@ -67,6 +67,8 @@ def test_accept_terms_allows_and_discloses(make_run):
 
 def test_invalid_override_exit_2_names_key(make_run):
     run = make_run({"base_model": HUB, "gpus_per_node": 0, "overrides": {"lerning_rate": 0.1}})
+    (run / "train").mkdir()
+    (run / "train" / "axolotl.yaml").write_text("# a valid config from an earlier prepare\n")
     r = _invoke(run, "--dry-run")
     assert r.exit_code == 2, r.output
     assert "train.overrides.lerning_rate" in r.output and "did you mean 'learning_rate'" in r.output
