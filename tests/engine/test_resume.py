@@ -54,3 +54,24 @@ def test_kill9_then_resume_does_not_pay_twice(tmp_path):
         second = ep.stats["requests"] - first_requests
         assert second == n - cached  # only the answers it never received
         assert _cached(db) == n
+
+
+def test_ctrl_c_exits_130_with_a_resume_hint(tmp_path):
+    rows = "".join(f'\n    - {{question: "Question {i}?", answer: "{i}"}}' for i in range(40))
+    with EndpointThread(latency=(0.2, 0.3)) as ep:
+        path = tmp_path / "p.yaml"
+        path.write_text(pipeline_yaml(ep.base_url, "  - kind: generate\n", rows=rows).replace(
+            "    price:", "    concurrency: 2\n    price:"))
+        out = tmp_path / "run"
+        cmd = [sys.executable, "-m", "distillflow", "run", str(path), "--out", str(out), "--no-progress"]
+        proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        db = out / "cache" / "requests.sqlite"
+        deadline = time.time() + 60
+        while _cached(db) < 4 and time.time() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "resume" in err and "Traceback" not in err
+    assert _cached(db) >= 4
