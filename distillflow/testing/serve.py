@@ -4,41 +4,45 @@
         requests.post(f"{srv.base_url}/chat/completions",
                       json={"model": srv.model, "messages": [...], "max_tokens": 8})
 
-What the server is (transformers 5.16.1, extra ``transformers[serving]``; verified by running it):
+What the server does (transformers 5.16.1, extra ``transformers[serving]``; every point below
+was checked by running it on CPU against the tiny model and the demo teacher):
 
 * Command: ``transformers serve [FORCE_MODEL] --host H --port P`` (FastAPI + uvicorn). We pass the
-  model directory as ``FORCE_MODEL``: the server loads it *before* it starts listening, so
-  ``GET /health`` answering 200 means the model is ready. Endpoints: ``POST /v1/chat/completions``
-  (streaming and not), ``POST /v1/completions``, ``POST /v1/responses``, ``GET /v1/models``,
-  ``GET /health``.
+  model directory as ``FORCE_MODEL``: the server loads it *before* it listens, so ``GET /health``
+  answering 200 means the model is ready. Endpoints: ``POST /v1/chat/completions`` (streaming
+  and not), ``POST /v1/completions``, ``POST /v1/responses``, ``GET /v1/models``, ``GET /health``.
 * Model id: with ``FORCE_MODEL`` the request's ``model`` must be exactly the string given on the
-  command line (here the resolved absolute path of the directory) or be omitted; anything else
-  is a 400 ("Server is pinned to ..."). The response's ``model`` field is that string plus
-  ``@main`` (e.g. ``/abs/path/teacher@main``). ``GET /v1/models`` lists only models in the
-  Hugging Face *cache*, never the forced local directory, so it is no readiness or naming oracle
-  (it can even fail when no cache directory exists): use ``/health``.
-* Sampling parameters honoured: ``temperature`` (``0`` means greedy), ``top_p``, ``max_tokens``,
-  ``stop`` (as stop strings), ``frequency_penalty`` (as repetition penalty), ``logit_bias``,
-  ``seed`` (sets the *global* torch seed before the request, so it only makes a single request
-  reproducible when nothing runs concurrently). Temperature sampling happens only when the
-  model's ``generation_config.json`` has ``do_sample: true`` — with ``do_sample: false`` every
-  request is greedy whatever its temperature. The distillflow tiny/demo models set
-  ``do_sample: true``. Without ``max_tokens`` the server raises the model's
-  ``max_new_tokens`` to at least 1024.
-* Accepted but **ignored** (the server logs a warning, no error): ``logprobs``, ``top_logprobs``
-  (no ``logprobs`` in the response: ``choices[0].logprobs`` is absent), ``n`` (always exactly one
-  choice: ask several times for several generations), ``max_completion_tokens`` (use
-  ``max_tokens``), ``presence_penalty``, ``response_format``, ``tool_choice``, ``user``,
-  ``stream_options`` and a few more. Fields unknown to the OpenAI schema are a 422.
-* ``usage`` (``prompt_tokens``, ``completion_tokens``, ``total_tokens``) is always returned;
-  ``finish_reason`` is ``stop`` or ``length``.
-* Concurrency: requests are accepted concurrently, but without ``--continuous-batching`` every
-  generation for a model runs on one inference thread, one request after the other (``N``
-  parallel requests take about ``N`` times one request). ``continuous_batching=True`` passes
-  ``--continuous-batching`` (paged attention, batches requests together).
+  command line — here the resolved absolute path of the directory, :attr:`TransformersServe.model`
+  — or be omitted; anything else is a 400 ("Server is pinned to '...'"). Responses name the
+  model ``<that path>@main``. (A path containing ``@`` would be split as ``id@revision``.)
+  ``GET /v1/models`` lists only models in the Hugging Face *cache*, never the forced directory,
+  and answers 500 when no cache directory exists (``CacheNotFound``): readiness is ``/health``.
+* Honoured per request: ``temperature`` (``0`` = greedy), ``top_p``, ``max_tokens``, ``stop``
+  (as stop strings), ``frequency_penalty`` (as a repetition penalty), ``logit_bias``, ``stream``,
+  and ``seed`` (it sets the *global* torch seed before generating: the same seed gives the same
+  sample when requests do not overlap). Temperature only samples when the model's
+  ``generation_config.json`` has ``do_sample: true`` — with ``do_sample: false`` every request is
+  greedy whatever its temperature; the distillflow tiny and demo models set ``do_sample: true``.
+  Without ``max_tokens`` the server raises the model's ``max_new_tokens`` to at least 1024.
+* Accepted but silently **ignored** (a warning in the server log, no error): ``logprobs`` and
+  ``top_logprobs`` (responses carry no logprobs, so logprob-based filters get ``None``), ``n``
+  (always exactly one choice — distilabel's ``OpenAILLM`` with ``num_generations=3`` sends
+  ``n=3`` and gets *one* generation back: send separate requests instead),
+  ``max_completion_tokens`` (use ``max_tokens``), ``presence_penalty``, ``response_format``,
+  ``tool_choice``, ``user``, ``stream_options``, ``parallel_tool_calls`` and a few more.
+  Fields unknown to the OpenAI schema (e.g. ``top_k``) are a 422.
+* Every response has ``usage`` (``prompt_tokens``, ``completion_tokens``, ``total_tokens``;
+  the completion count includes the EOS token) and ``finish_reason`` ``stop`` or ``length``.
+* Concurrency: concurrent requests are all accepted, but by default generation runs on one
+  inference thread per model, one request after another: 32 requests to the demo teacher took
+  10.0 s one at a time and 10.0 s sixteen at a time. ``continuous_batching=True`` adds
+  ``--continuous-batching`` (paged attention; works on CPU): the same 32 requests took 4.4 s
+  sixteen at a time (13 s one at a time). Caveat: with continuous batching the sampling
+  parameters (``temperature``, ``top_p``, ``stop``) of the *first* request are used for all
+  later ones; only ``max_tokens`` stays per request.
 
 :class:`TransformersServe` starts the CLI in its own process group with ``HF_HUB_OFFLINE=1``,
-waits for ``/health``, and on ``stop()`` terminates the whole group (SIGTERM, then SIGKILL), so no
+waits for ``/health``, and ``stop()`` terminates the whole group (SIGTERM, then SIGKILL), so no
 process outlives it. Server output goes to a log file (``log_path``) whose tail is quoted in
 every start-up error.
 """

@@ -86,6 +86,7 @@ review:
   workspace: distillflow
   mode: required
   vectors: true
+  auto_push: false   # the judge scores are set by hand below, then pushed by the tests
 """
         )
         df.run(df.load(base / "pipeline.yaml"), out=base / "run", progress=False)
@@ -124,6 +125,20 @@ def _server_ids(dataset) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- push
+
+
+def test_run_pushes_automatically_when_the_pipeline_has_review(argilla, run_dir, tmp_path):
+    import distillflow as df
+    from benchmarks.fake_endpoint import EndpointThread
+
+    text = (run_dir.parent / "pipeline.yaml").read_text()
+    text = text.replace("  auto_push: false", "  dataset: qa-auto")
+    with EndpointThread(latency=(0.0, 0.0)) as ep:
+        text = text.replace(text.split('base_url: "')[1].split('"')[0], ep.base_url)
+        (tmp_path / "p.yaml").write_text(text)
+        res = df.run(df.load(tmp_path / "p.yaml"), out=tmp_path / "run", progress=False)
+    assert res.notes and res.notes[0].startswith("review: pushed 6 new record(s)"), res.notes
+    assert len(list(_dataset("qa-auto").records())) == 6
 
 
 def test_push_creates_the_dataset_from_the_pipeline(argilla, run_dir):

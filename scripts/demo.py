@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""The offline demo (`make demo`): distil the shipped arithmetic teacher into a smaller student on CPU.
+
+Runs the real CLI, one subprocess per stage, for ``pipelines/quickstart.yaml``:
+
+    distillflow run PIPELINE --out runs/quickstart     # teacher samples -> verify -> filter -> dedup
+    distillflow train runs/quickstart                  # Axolotl, CPU, full fine-tune of the student
+    distillflow eval runs/quickstart                   # held-out exact match: base -> student -> teacher
+    distillflow report runs/quickstart                 # runs/quickstart/report.html
+
+``--ablation`` then does the same for ``pipelines/quickstart_unfiltered.yaml`` (no verify/filter:
+the student trains on the raw teacher samples, wrong answers included) into
+``runs/quickstart_unfiltered``. Its run starts from a copy of the quickstart's request cache, so
+both students see the *same* teacher samples and differ only by the filter (and no teacher call is
+paid twice). Finally a summary with the measured numbers and the wall time of every stage.
+
+    python scripts/demo.py                 # quickstart only
+    python scripts/demo.py --ablation      # + the unfiltered ablation (what `make demo` runs)
+    python scripts/demo.py --fresh         # delete the run directories first
+
+Everything is local: the teacher and the student live in ``distillflow/demo_models/``, the prompts in
+``pipelines/data/``; nothing is downloaded (``HF_HUB_OFFLINE=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINES = ROOT / "pipelines"
+ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "AXOLOTL_DO_NOT_TRACK": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TQDM_DISABLE": "1",
+}
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).with_name("distillflow")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "distillflow"]
+
+
+def stage(name: str, args: list[str], log_dir: Path, timings: dict, verbose: bool) -> None:
+    """Run one CLI stage; its output goes to LOG_DIR/<name>.log (and the terminal with --verbose)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    cmd = _cli() + args
+    print(f"\n==> {' '.join(['distillflow'] + args)}", flush=True)
+    env = {**os.environ, **ENV}
+    t0 = time.perf_counter()
+    with log.open("w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            fh.write(line)
+            if verbose:
+                sys.stdout.write(line)
+        rc = proc.wait()
+    timings[name] = time.perf_counter() - t0
+    if rc != 0:
+        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
+        print(tail, file=sys.stderr)
+        raise SystemExit(f"stage '{name}' failed (exit {rc}); full log: {log}")
+    print(f"    done in {timings[name]:.0f} s (log: {log.relative_to(ROOT)})", flush=True)
+
+
+def seed_cache(src_run: Path, dst_run: Path) -> bool:
+    """Copy SRC_RUN's request cache into DST_RUN (SQLite backup API: a consistent copy)."""
+    src = src_run / "cache" / "requests.sqlite"
+    if not src.is_file():
+        return False
+    dst = dst_run / "cache" / "requests.sqlite"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    return True
+
+
+def pipeline_demo(pipeline: Path, run_dir: Path, timings: dict, verbose: bool) -> dict:
+    rel = str(run_dir.relative_to(ROOT))
+    logs = ROOT / "runs" / "logs" / run_dir.name
+    stage("run", ["run", str(pipeline.relative_to(ROOT)), "--out", rel], logs, timings, verbose)
+    stage("train", ["train", rel], logs, timings, verbose)
+    stage("eval", ["eval", rel], logs, timings, verbose)
+    stage("report", ["report", rel], logs, timings, verbose)
+    return summarize(run_dir)
+
+
+def summarize(run_dir: Path) -> dict:
+    """The numbers of one finished run: curation counts, training loss, held-out exact match."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    metric = next(m for m in results["metrics"] if m["id"] in ("exact_match", "verifier"))
+    curated = sum(1 for _ in (run_dir / "data" / "curated.jsonl").open())
+    rejected_by: dict[str, int] = {}
+    rejected_path = run_dir / "data" / "rejected.jsonl"
+    if rejected_path.is_file():
+        for line in rejected_path.open():
+            step = json.loads(line).get("rejected_by", "?")
+            rejected_by[step] = rejected_by.get(step, 0) + 1
+    wrong_kept = 0
+    for line in (run_dir / "data" / "curated.jsonl").open():
+        row = json.loads(line)
+        wrong_kept += row["response"].strip() != str(row.get("reference", "")).strip()
+    losses = []
+    metrics_path = run_dir / "train" / "metrics.jsonl"
+    if metrics_path.is_file():
+        for line in metrics_path.open():
+            rec = json.loads(line)
+            if isinstance(rec.get("loss"), (int, float)):
+                losses.append(rec["loss"])
+    return {
+        "run_dir": str(run_dir),
+        "prompts": manifest.get("counts", {}).get("source"),
+        "heldout": results["heldout"],
+        "eval_prompts": results["prompts"],
+        "curated": curated,
+        "wrong_in_training_data": wrong_kept,
+        "rejected_by": rejected_by,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "metric": metric["label"],
+        "teacher": metric["values"].get("teacher"),
+        "base": metric["values"].get("base"),
+        "student": metric["values"].get("student"),
+        "retention": metric.get("retention"),
+        "report": str(run_dir / "report.html"),
+    }
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def print_summary(main: dict, timings: dict, ablation: dict | None, ab_timings: dict | None, total: float) -> None:
+    print("\n" + "=" * 72)
+    print("distillflow offline demo — 2-digit addition, teacher 1.06M params -> student 0.54M params (CPU)")
+    print("=" * 72)
+    print(f"training data      {main['curated']} curated examples (wrong answers kept: {main['wrong_in_training_data']}; "
+          f"rejected: {', '.join(f'{k} {v}' for k, v in sorted(main['rejected_by'].items())) or 'none'})")
+    if main["loss_first"] is not None:
+        print(f"training loss      {main['loss_first']:.3f} -> {main['loss_last']:.3f}")
+    print(f"held-out prompts   {main['eval_prompts']} (reserved before generation, never trained on)")
+    print(f"teacher            {_pct(main['teacher'])} exact match (greedy)")
+    print(f"student            {_pct(main['base'])} before training -> {_pct(main['student'])} after")
+    print(f"retention          {_pct(main['retention'])} of the teacher's accuracy")
+    if ablation is not None:
+        print(f"ablation           trained on verified samples: {_pct(main['student'])}  |  "
+              f"on raw samples ({ablation['curated']} examples, {ablation['wrong_in_training_data']} wrong): "
+              f"{_pct(ablation['student'])}")
+    print("wall time          " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+          + (f"; ablation: " + ", ".join(f"{k} {v:.0f} s" for k, v in ab_timings.items()) if ab_timings else "")
+          + f"; total {total / 60:.1f} min")
+    print(f"report             {main['report']}")
+    if ablation is not None:
+        print(f"ablation report    {ablation['report']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ablation", action="store_true", help="also train a student on the unfiltered teacher samples")
+    p.add_argument("--fresh", action="store_true", help="delete runs/quickstart* first (otherwise cached stages are reused)")
+    p.add_argument("--verbose", "-v", action="store_true", help="stream every stage's output")
+    p.add_argument("--json", type=Path, help="also write the summary numbers to this JSON file")
+    args = p.parse_args(argv)
+
+    started = time.perf_counter()
+    runs = ROOT / "runs"
+    main_dir, ab_dir = runs / "quickstart", runs / "quickstart_unfiltered"
+    if args.fresh:
+        for d in (main_dir, ab_dir):
+            shutil.rmtree(d, ignore_errors=True)
+
+    # the student ships in the repo; rebuild it (random init, seed 0) only if it went missing
+    sys.path.insert(0, str(ROOT))
+    student = ROOT / "distillflow" / "demo_models" / "student"
+    if not (student / "model.safetensors").is_file():
+        from distillflow.testing.demo import build_demo_student
+
+        build_demo_student(student, layers=2, hidden=128, seed=0)
+
+    timings: dict[str, float] = {}
+    summary = pipeline_demo(PIPELINES / "quickstart.yaml", main_dir, timings, args.verbose)
+    ab_summary = ab_timings = None
+    if args.ablation:
+        ab_timings = {}
+        if seed_cache(main_dir, ab_dir):
+            print("\n(ablation: reusing the quickstart's teacher samples from its request cache)")
+        ab_summary = pipeline_demo(PIPELINES / "quickstart_unfiltered.yaml", ab_dir, ab_timings, args.verbose)
+    total = time.perf_counter() - started
+    print_summary(summary, timings, ab_summary, ab_timings, total)
+    if args.json:
+        args.json.write_text(json.dumps({"quickstart": summary, "timings": timings, "ablation": ab_summary,
+                                         "ablation_timings": ab_timings, "total_seconds": total}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Execute notebooks/quickstart.ipynb with nbclient and check what its cells printed.
+
+The notebook runs the offline demo through the Python front door (pipeline objects and ``>>``),
+trains the student with Axolotl on CPU, evaluates retention and renders the report. The kernel is
+``python3``, which ipykernel provides for the interpreter running the tests (the project's
+``.venv``): no ``ipykernel install`` is needed on a fresh clone.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
+
+
+def _text(cell) -> str:
+    out = []
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "stream":
+            out.append(o.get("text", ""))
+        elif "data" in o and "text/plain" in o["data"]:
+            out.append(o["data"]["text/plain"])
+    return "".join(out)
+
+
+def test_quickstart_notebook_executes_and_reports(tmp_path):
+    pytest.importorskip("axolotl")
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # the kernel inherits this environment: the run goes to a temporary directory
+    env_keys = {"DISTILLFLOW_NOTEBOOK_RUN": str(tmp_path / "run"), "HF_HUB_OFFLINE": "1",
+                "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "TQDM_DISABLE": "1"}
+    old = {k: os.environ.get(k) for k in env_keys}
+    os.environ.update(env_keys)
+    # the kernel must be this interpreter (the venv), whatever jupyter kernelspecs exist elsewhere
+    old_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + old_path
+    try:
+        client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                         resources={"metadata": {"path": str(ROOT / "notebooks")}})
+        client.execute()
+    finally:
+        os.environ["PATH"] = old_path
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    text = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
+    # the pipeline came from Python objects and ran: the verifier rejected some teacher answers
+    assert "kind: verify" in text and "kind: generate" in text
+    curated = int(re.search(r"CURATED: (\d+)", text).group(1))
+    assert curated > 500
+    assert re.search(r"rejected: \d+ \{.*'filter': \d+", text)
+    # training ran and the loss fell
+    m = re.search(r"exit code 0; loss ([\d.]+) -> ([\d.]+)", text)
+    assert m and float(m.group(2)) < float(m.group(1))
+    # retention numbers: the teacher is good, training helped the student
+    m = re.search(r"TEACHER: ([\d.]+)\s+BASE STUDENT: ([\d.]+)\s+TRAINED STUDENT: ([\d.]+)\s+RETENTION: ([\d.]+)", text)
+    assert m, text[-3000:]
+    teacher, base, student, retention = map(float, m.groups())
+    assert teacher >= 0.9
+    assert student > base
+    assert retention == pytest.approx(student / teacher, abs=1e-3)
+    # the report exists and its figures are shown inline as PNGs
+    report = Path(re.search(r"REPORT: (\S+)", text).group(1))
+    assert report.is_file() and "<html" in report.read_text()[:500].lower()
+    pngs = [o["data"]["image/png"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if "data" in o and "image/png" in o["data"]]
+    assert len(pngs) == 2
+    assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
