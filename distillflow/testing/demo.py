@@ -108,8 +108,12 @@ def check_answer(question: str, response: str) -> bool:
 
 def sample_problems(n: int, seed: int, *, heldout: bool) -> list[tuple[int, int]]:
     """``n`` distinct problems from the held-out (or the training) split, deterministic in seed."""
-    rng = random.Random(seed)
     lo, hi = OPERAND_RANGE
+    available = sum(is_heldout(a, b) == heldout for a in range(lo, hi + 1) for b in range(lo, hi + 1))
+    if n > available:
+        split = "held-out" if heldout else "training"
+        raise ValueError(f"asked for {n} distinct problems, the {split} split has only {available}")
+    rng = random.Random(seed)
     seen: set[tuple[int, int]] = set()
     out: list[tuple[int, int]] = []
     while len(out) < n:

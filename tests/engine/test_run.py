@@ -150,3 +150,15 @@ def test_source_options_heldout_system_prompt_dedup(endpoint, write_yaml, tmp_pa
     assert not held & {r["prompt"] for r in res.curated}
     assert res.curated[0]["messages"][0] == {"role": "system", "content": "Be brief."}
     assert (res.out_dir / "data" / "heldout.jsonl").read_text().count("\n") == 3
+
+
+def test_push_to_hub_without_token_keeps_outputs(endpoint, write_yaml, tmp_path, monkeypatch):
+    from distillflow.errors import ConfigurationError
+
+    monkeypatch.delenv("DF_HUB_TOKEN", raising=False)
+    text = pipeline_yaml(endpoint.base_url, "  - kind: generate\n",
+                         extra="output: {push_to_hub: {repo_id: me/data, token_env: DF_HUB_TOKEN}}")
+    with pytest.raises(ConfigurationError, match="DF_HUB_TOKEN is not set") as info:
+        df.run(df.load(write_yaml(text)), out=tmp_path / "run", progress=False)
+    assert "outputs are saved" in str(info.value)
+    assert (tmp_path / "run" / "data" / "curated.jsonl").read_text().count("\n") == 4

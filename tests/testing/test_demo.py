@@ -61,14 +61,22 @@ def test_demo_student(tmp_path):
     assert tok.chat_template == teacher_tok.chat_template
 
 
-def test_demo_prompts_file_is_held_out():
+def test_demo_prompts_file():
+    """Distinct 2-digit additions with correct answers (drawn from all problems: the student needs
+    thousands; the pipeline's ``source.heldout`` keeps its evaluation prompts out of training)."""
     path = ROOT / "pipelines" / "data" / "arithmetic_prompts.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) >= 500
     assert len({r["question"] for r in rows}) == len(rows)
+    lo, hi = demo.OPERAND_RANGE
     for r in rows:
         a, b = demo.parse_question(r["question"])
-        assert r["answer"] == str(a + b) and demo.is_heldout(a, b)
+        assert r["answer"] == str(a + b) and lo <= a <= hi and lo <= b <= hi
+
+
+def test_sample_problems_refuses_more_than_exist():
+    with pytest.raises(ValueError, match="only"):
+        demo.sample_problems(5000, seed=0, heldout=True)
 
 
 def test_demo_teacher_is_small_and_good():
