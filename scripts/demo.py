@@ -91,8 +91,10 @@ def pipeline_demo(pipeline: Path, run_dir: Path, timings: dict, verbose: bool) -
     rel = str(run_dir.relative_to(ROOT))
     logs = ROOT / "runs" / "logs" / run_dir.name
     stage("run", ["run", str(pipeline.relative_to(ROOT)), "--out", rel], logs, timings, verbose)
-    stage("train", ["train", rel], logs, timings, verbose)
-    stage("eval", ["eval", rel], logs, timings, verbose)
+    # --config: the pipeline's own YAML, so train.base_model resolves relative to pipelines/
+    cfg = ["--config", str(pipeline.relative_to(ROOT))]
+    stage("train", ["train", rel, *cfg], logs, timings, verbose)
+    stage("eval", ["eval", rel, *cfg], logs, timings, verbose)
     stage("report", ["report", rel], logs, timings, verbose)
     return summarize(run_dir)
 
@@ -122,7 +124,7 @@ def summarize(run_dir: Path) -> dict:
                 losses.append(rec["loss"])
     return {
         "run_dir": str(run_dir),
-        "prompts": manifest.get("counts", {}).get("source"),
+        "prompts": (manifest.get("counts", {}).get("source") or {}).get("out"),
         "heldout": results["heldout"],
         "eval_prompts": results["prompts"],
         "curated": curated,
@@ -151,7 +153,8 @@ def print_summary(main: dict, timings: dict, ablation: dict | None, ab_timings: 
           f"rejected: {', '.join(f'{k} {v}' for k, v in sorted(main['rejected_by'].items())) or 'none'})")
     if main["loss_first"] is not None:
         print(f"training loss      {main['loss_first']:.3f} -> {main['loss_last']:.3f}")
-    print(f"held-out prompts   {main['eval_prompts']} (reserved before generation, never trained on)")
+    print(f"prompts            {main['prompts']} sent to the teacher; {main['eval_prompts']} held out "
+          "(reserved before generation, never trained on)")
     print(f"teacher            {_pct(main['teacher'])} exact match (greedy)")
     print(f"student            {_pct(main['base'])} before training -> {_pct(main['student'])} after")
     print(f"retention          {_pct(main['retention'])} of the teacher's accuracy")

@@ -184,6 +184,10 @@ class SyncLLMClient:
         params = map_params(batch[0].params, self._accepted)
         if "num_generations" in self._accepted:
             params["num_generations"] = 1
+        if params.get("temperature") == 0 and "do_sample" in self._accepted:
+            # greedy (evaluation asks temperature 0): transformers rejects temperature 0 when sampling
+            params.pop("temperature")
+            params["do_sample"] = False
         t0 = time.perf_counter()
         try:
             outputs = self.llm.generate(inputs=[[dict(m) for m in r.messages] for r in batch], **params)

@@ -30,11 +30,19 @@ def resolve_local_models(spec, base_dir) -> None:
     """
     from pathlib import Path
 
+    if base_dir is None:
+        return
     for t in spec.teachers:
-        if t.provider in LOCAL_MODEL_PROVIDERS and not Path(t.model).is_absolute() and base_dir is not None:
+        if t.provider in LOCAL_MODEL_PROVIDERS and not Path(t.model).is_absolute():
             candidate = (Path(base_dir) / t.model).resolve()
             if candidate.exists():
                 t.model = str(candidate)
+    # the run directory's pipeline.yaml must still find the student when read from elsewhere
+    train = getattr(spec, "train", None)
+    if train is not None and not Path(train.base_model).is_absolute():
+        candidate = (Path(base_dir) / train.base_model).resolve()
+        if candidate.exists():
+            train.base_model = str(candidate)
 
 
 def base_url(teacher) -> str | None:
