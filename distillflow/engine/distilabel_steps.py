@@ -197,21 +197,3 @@ def run_distilabel_step(ctx, step, rows: list[dict]) -> tuple[list[dict], list[d
 
             r["id"] = record_id(r["prompt_id"], step.teacher or step.id, 0, str(r["response"]))
     return out, []
-
-
-def run_reward_step(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Score (prompt, response) pairs with a local reward model via distilabel's RewardModelScore."""
-    from distilabel.steps import RewardModelScore
-
-    ctx.reporter.step_start(step.id, "reward", len(rows))
-    scorer = RewardModelScore(model=step.model, device=step.device or "cpu",
-                              input_mappings={"instruction": "prompt", "response": "response"},
-                              output_mappings={"score": f"{step.id}_score"})
-    scorer.load()
-    out: list[dict] = []
-    for chunk in scorer.process_applying_mappings([dict(r) for r in rows]):
-        out.extend(chunk)
-    for r in out:
-        r.setdefault("provenance", {}).setdefault("judges", {})[step.id] = {"score": r.get(f"{step.id}_score"), "model": step.model}
-    ctx.reporter.advance(step.id, len(rows), ctx.ledger.spent)
-    return out, []

@@ -118,6 +118,12 @@ def build_client(teacher):
 
 def build_distilabel_llm(teacher, check_key: bool = True):
     """The distilabel LLM object for a teacher (constructed, not loaded)."""
+    import importlib.util
+
+    # distilabel imports these SDKs only in load(); fail now, with the fix, not mid-run
+    needs = {"anthropic": "anthropic", "vllm": "vllm", "hf_endpoint": "huggingface_hub"}.get(teacher.provider)
+    if needs and importlib.util.find_spec(needs) is None:
+        raise MissingDependencyError(f"teacher '{teacher.name}' (provider {teacher.provider}) needs {needs}: pip install {needs}")
     key = api_key(teacher, required=check_key)
     try:
         if teacher.provider in OPENAI_COMPATIBLE:

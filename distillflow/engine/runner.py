@@ -156,7 +156,7 @@ def run_step(ctx: RunContext, step, rows: list[dict]) -> tuple[list[dict], list[
 
         return run_distilabel_step(ctx, step, rows)
     if kind == "reward":
-        from distillflow.engine.distilabel_steps import run_reward_step
+        from distillflow.engine.reward import run_reward_step
 
         return run_reward_step(ctx, step, rows)
     ctx.reporter.step_start(step.id, kind, len(rows))

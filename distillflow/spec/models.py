@@ -191,7 +191,7 @@ class VerifyStep(StepBase):
 
 
 class RewardStep(StepBase):
-    """Score answers with a local reward model (distilabel RewardModelScore)."""
+    """Score answers with a local sequence-classification reward model."""
 
     kind: Literal["reward"]
     model: str = Field(description="Local directory or id of a sequence-classification reward model.")
