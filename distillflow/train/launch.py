@@ -113,11 +113,15 @@ class LogParser:
     before the percentage, so they are not mistaken for training steps.
     """
 
-    def __init__(self):
+    def __init__(self, logging_steps: int = 1):
         self.step = 0
         self.total = 0
         self.metrics: list[dict] = []
         self.summary: dict = {}
+        # without a terminal the trainer's tqdm bar is silent; logged dicts then arrive every
+        # `logging_steps` optimizer steps, which gives their step
+        self.logging_steps = max(1, int(logging_steps or 1))
+        self._bar_seen = False
 
     def feed(self, segment: str) -> tuple[str, object] | None:
         """One line (split on \\r or \\n); returns ("step", (n, total)), ("metrics", dict) or ("line", text)."""
@@ -127,6 +131,7 @@ class LogParser:
         m = _BAR.match(segment)
         if m:
             self.step, self.total = int(m.group(2)), int(m.group(3))
+            self._bar_seen = True
             return "step", (self.step, self.total)
         if text.startswith("{") and text.endswith("}") and ("'loss'" in text or "'train_runtime'" in text
                                                               or "'eval_loss'" in text):
@@ -138,6 +143,8 @@ class LogParser:
             if "train_runtime" in values:
                 self.summary = values
             else:
+                if not self._bar_seen:
+                    self.step = (len(self.metrics) + 1) * self.logging_steps
                 values["step"] = self.step
                 self.metrics.append(values)
             return "metrics", values

@@ -115,7 +115,7 @@ def launch(plan: TrainPlan, *, accept_terms: bool = False, on_event: EventCallba
     logs = plan.train_dir / "logs"
     for stale in (plan.train_dir / "metrics.jsonl", plan.train_dir / "trainer_state.json", *logs.glob("*.log")):
         stale.unlink(missing_ok=True)  # a re-run must not mix its logs and metrics with the last one's
-    parser = LogParser()
+    parser = LogParser(logging_steps=plan.rendered.config.get("logging_steps", 1))
     for cmd in plan.commands:
         log = logs / f"{cmd.name}.log"
         result.logs[cmd.name] = log

@@ -126,3 +126,16 @@ def test_run_command_missing_executable_is_a_clean_error(tmp_path):
 
     with pytest.raises(ConfigurationError, match="could not start /nope/python"):
         run_command(Command("train", ["/nope/python", "-V"]), tmp_path / "x.log")
+
+
+def test_log_parser_numbers_steps_when_the_progress_bar_is_silent():
+    from distillflow.train.launch import LogParser
+
+    p = LogParser(logging_steps=5)
+    for loss in ("4.1", "2.7", "1.9"):
+        p.feed("{'loss': '%s', 'epoch': '0.5'}" % loss)
+    assert [m["step"] for m in p.metrics] == [5, 10, 15]
+    q = LogParser(logging_steps=5)
+    q.feed(" 40%|████      | 12/30 [00:01<00:02, 9.1it/s]")
+    q.feed("{'loss': '2.0', 'epoch': '0.4'}")
+    assert q.metrics[0]["step"] == 12  # the bar, when present, is the truth
