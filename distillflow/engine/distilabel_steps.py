@@ -64,7 +64,7 @@ def _llm_class():
 
         def generate(self, inputs, num_generations: int = 1, **kwargs):
             from distillflow.engine.ledger import ask
-            from distillflow.engine.llm_steps import _raise_outage, _request
+            from distillflow.engine.llm_steps import _raise_outage, make_request
             from distillflow.engine.providers import effective_params
 
             ctx = self._ctx  # type: ignore[attr-defined]
@@ -72,7 +72,7 @@ def _llm_class():
             params = effective_params(teacher)
             params.update({k: v for k, v in kwargs.items() if k in ("temperature", "max_tokens", "top_p") and v is not None})
             reqs = [
-                _request(teacher, list(conv), params, g, {"i": i, "g": g})
+                make_request(teacher, list(conv), params, g, {"i": i, "g": g})
                 for i, conv in enumerate(inputs)
                 for g in range(num_generations)
             ]

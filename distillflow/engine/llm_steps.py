@@ -16,7 +16,8 @@ from distillflow.engine.providers import base_url, effective_params
 from distillflow.errors import TeacherError
 
 
-def _request(teacher, messages, params, index, meta):
+def make_request(teacher, messages, params, index, meta):
+    """A ChatRequest keyed for the cache by teacher identity, params, messages and sample index."""
     from distillflow.engine.cache import request_key
     from distillflow.engine.client import ChatRequest
 
@@ -60,7 +61,7 @@ def run_generate(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
                 params = effective_params(teacher, step.params)
                 if params.get("seed") is not None:
                     params["seed"] = params["seed"] + g  # distinct samples, still reproducible
-                requests.append(_request(teacher, row["messages"], params, g, {"row": ri, "g": g}))
+                requests.append(make_request(teacher, row["messages"], params, g, {"row": ri, "g": g}))
         results, failures = ask(ctx, teacher, requests, step.id, label=name)
         _raise_outage(teacher, failures, len(results), ctx)
         for req in requests:
@@ -120,7 +121,7 @@ def run_judge(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
             msgs = J.build_judge_messages(row, rubric, scale=scale, reference_column=step.reference)
         else:
             msgs = J.distilabel_judge_messages(step.backend, row, **_backend_params(step))
-        requests.append(_request(teacher, msgs, params, 0, {"row": i}))
+        requests.append(make_request(teacher, msgs, params, 0, {"row": i}))
     results, failures = ask(ctx, teacher, requests, step.id, label=f"{teacher.name} (judge)")
     _raise_outage(teacher, failures, len(results), ctx)
     texts = []

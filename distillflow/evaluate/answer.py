@@ -194,13 +194,10 @@ class _EvalContext:
 
 def ask_teacher(ctx: _EvalContext, teacher, conversations: list[list[dict]], params: dict, label: str) -> list[str | None]:
     """One answer per conversation from ``teacher`` (cached); None where a request failed for good."""
-    from distillflow.engine.cache import request_key
-    from distillflow.engine.client import ChatRequest
     from distillflow.engine.ledger import ask, is_outage
-    from distillflow.engine.providers import base_url
+    from distillflow.engine.llm_steps import make_request
 
-    reqs = [ChatRequest(request_key(teacher.provider, teacher.model, base_url(teacher) or "", params, msgs, 0),
-                        msgs, dict(params), {"i": i}) for i, msgs in enumerate(conversations)]
+    reqs = [make_request(teacher, msgs, dict(params), 0, {"i": i}) for i, msgs in enumerate(conversations)]
     results, failures = ask(ctx, teacher, reqs, "eval", label=label)
     outages = [f for f in failures.values() if is_outage(f)]
     if outages:
