@@ -18,6 +18,9 @@ def command(
     base: Optional[Path] = typer.Option(None, "--base", help="Student base model directory (default: train.base_model)"),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher to compare with (default: the first teacher)"),
     max_prompts: Optional[int] = typer.Option(None, "--max-prompts", min=1, help="Evaluate on at most N held-out prompts"),
+    sample_temperature: Optional[float] = typer.Option(
+        None, "--sample-temperature", min=0.01, max=2.0, help="Also score answers sampled at this temperature (verifier/exact_match)"
+    ),
     backend: Optional[str] = typer.Option(None, "--backend", help="How students answer: local | serve (transformers serve)"),
     metric: Optional[List[str]] = typer.Option(None, "--metric", "-m", help="verifier | exact_match | judge | winrate (repeatable)"),
 ):
@@ -27,7 +30,7 @@ def command(
 
     results = evaluate_run(
         run_dir, config=config, student=student, base=base, teacher=teacher, max_prompts=max_prompts,
-        backend=backend, metrics=metric or None,
+        sample_temperature=sample_temperature, backend=backend, metrics=metric or None,
         log=lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False),
     )
     console.print(results_table(results))

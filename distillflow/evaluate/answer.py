@@ -1,6 +1,6 @@
 """Get answers to held-out prompts from local students and from the teacher.
 
-Students answer greedily, either with local transformers (``backend="local"``: one process,
+Students answer greedily (or sampled at a temperature, seeded), either with local transformers (``backend="local"``: one process,
 left-padded batches through ``generate``; on 2 CPU cores the fastest and most robust choice for
 small models, no server start-up) or through the real ``transformers serve``
 (``backend="serve"``: an OpenAI-compatible server, the same path a GPU deployment takes).
@@ -93,12 +93,16 @@ def materialize_model(path: Path, base_model: str | None, work_dir: Path) -> Pat
     return out
 
 
-def _greedy_config(model, max_new_tokens: int, tokenizer):
+def _generation_config(model, max_new_tokens: int, tokenizer, temperature: float | None = None):
+    """Greedy decoding, or plain sampling at ``temperature`` (no top-k/top-p truncation)."""
     import copy
 
     gc = copy.deepcopy(model.generation_config)
-    gc.do_sample = False
+    gc.do_sample = temperature is not None
     gc.temperature = gc.top_p = gc.top_k = None
+    gc.repetition_penalty = None
+    if temperature is not None:
+        gc.temperature, gc.top_k, gc.top_p = temperature, 0, 1.0
     gc.num_beams = 1
     gc.max_new_tokens = max_new_tokens
     gc.max_length = None
@@ -109,8 +113,9 @@ def _greedy_config(model, max_new_tokens: int, tokenizer):
 
 
 def generate_local(model_dir: str | Path, conversations: list[list[dict]], max_new_tokens: int,
-                   batch_size: int = 16) -> list[str]:
-    """Greedy answers of a local chat model, one per conversation (chat template applied)."""
+                   batch_size: int = 16, temperature: float | None = None, seed: int = 0) -> list[str]:
+    """Answers of a local chat model, one per conversation (chat template applied): greedy, or
+    sampled at ``temperature`` from a generator seeded with ``seed`` (repeatable on one machine)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -128,8 +133,10 @@ def generate_local(model_dir: str | Path, conversations: list[list[dict]], max_n
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.eval()
-    gc = _greedy_config(model, max_new_tokens, tok)
+    gc = _generation_config(model, max_new_tokens, tok, temperature)
     answers: list[str] = []
+    if temperature is not None:
+        torch.manual_seed(seed)
     for batch in _chunks(conversations, batch_size):
         enc = tok.apply_chat_template(batch, add_generation_prompt=True, padding=True, return_tensors="pt",
                                       return_dict=True)
@@ -146,16 +153,21 @@ def _run_requests(client, requests) -> dict:
 
 
 def generate_served(model_dir: str | Path, conversations: list[list[dict]], max_new_tokens: int,
-                    startup_timeout: float = 300.0) -> list[str]:
-    """Greedy answers from the real ``transformers serve`` started over ``model_dir``."""
+                    startup_timeout: float = 300.0, temperature: float | None = None, seed: int = 0) -> list[str]:
+    """Answers from the real ``transformers serve`` started over ``model_dir``: greedy, or sampled
+    at ``temperature`` (each request carries ``seed`` + its index)."""
     from distillflow.engine.client import ChatRequest, OpenAICompatibleClient
     from distillflow.testing.serve import TransformersServe
 
     with TransformersServe(model_dir, startup_timeout=startup_timeout) as srv:
         # the server generates one request at a time; a small window keeps it busy without timeouts
         client = OpenAICompatibleClient(srv.base_url, srv.model, concurrency=4, timeout_s=600, max_retries=2)
-        reqs = [ChatRequest(str(i), msgs, {"temperature": 0.0, "max_tokens": max_new_tokens})
-                for i, msgs in enumerate(conversations)]
+        def params(i: int) -> dict:
+            if temperature is None:
+                return {"temperature": 0.0, "max_tokens": max_new_tokens}
+            return {"temperature": temperature, "top_p": 1.0, "seed": seed + i, "max_tokens": max_new_tokens}
+
+        reqs = [ChatRequest(str(i), msgs, params(i)) for i, msgs in enumerate(conversations)]
         results = _run_requests(client, reqs)
     failed = [r for r in results.values() if r.error]
     if failed:

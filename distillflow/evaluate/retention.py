@@ -158,21 +158,24 @@ def _resolve_base(spec, run_dir: Path, config_dir: Path, base: str | Path | None
         raise
 
 
-def _answer_students(models: dict, conversations, max_tokens: int, es, log) -> dict[str, list[str]]:
+def _answer_students(models: dict, conversations, max_tokens: int, es, log,
+                     temperature: float | None = None) -> dict[str, list[str]]:
     from distillflow.evaluate.answer import generate_local, generate_served
 
     answers = {}
+    how = "greedy" if temperature is None else f"sampled at T={temperature:g}"
     for key in ("base", "student"):
         info = models.get(key)
         if info is None:
             continue
-        log(f"answering {len(conversations)} held-out prompts with the {LABELS[key]} ({info['path']}, {es.backend})")
+        log(f"answering {len(conversations)} held-out prompts with the {LABELS[key]} ({info['path']}, {es.backend}, {how})")
         t0 = time.perf_counter()
         if es.backend == "serve":
-            answers[key] = generate_served(info["path"], conversations, max_tokens)
+            answers[key] = generate_served(info["path"], conversations, max_tokens, temperature=temperature, seed=es.seed)
         else:
-            answers[key] = generate_local(info["path"], conversations, max_tokens, es.batch_size)
-        info["seconds"] = round(time.perf_counter() - t0, 3)
+            answers[key] = generate_local(info["path"], conversations, max_tokens, es.batch_size,
+                                          temperature=temperature, seed=es.seed)
+        info["seconds" if temperature is None else "sampled_seconds"] = round(time.perf_counter() - t0, 3)
         info["answered"] = len(answers[key])
     return answers
 
@@ -195,6 +198,7 @@ def evaluate_run(
     max_prompts: int | None = None,
     backend: str | None = None,
     metrics: list[str] | None = None,
+    sample_temperature: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Evaluate base student, trained student and teacher on the run's held-out prompts.
@@ -209,7 +213,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     spec, config_dir = _load(run_dir, Path(config) if config else None)
     overrides = {k: v for k, v in {"teacher": teacher, "max_prompts": max_prompts, "backend": backend,
-                                    "metrics": metrics}.items() if v is not None}
+                                    "metrics": metrics, "sample_temperature": sample_temperature}.items() if v is not None}
     try:
         es = EvalSpec.model_validate({**(spec.eval.model_dump(exclude_unset=True) if spec.eval else {}), **overrides})
     except ValueError as err:
@@ -286,6 +290,29 @@ def evaluate_run(
             elif mid == "winrate":
                 out_metrics.append(_winrate(ctx, spec, judge_step, rows, answers, keys, es, per_row, log))
 
+        rate_ids = [m for m in metric_ids if m in ("verifier", "exact_match")]
+        if es.sample_temperature is not None and rate_ids:
+            # The same rate metrics on sampled answers: a model that is right greedily can still put
+            # probability on wrong answers (e.g. mistakes it learned from unfiltered teacher output).
+            temp = es.sample_temperature
+            log(f"asking teacher '{tname}' again, sampling at T={temp:g}")
+            sparams = {**tparams, "temperature": temp, "top_p": 1.0}
+            sampled = {"teacher": ask_teacher(ctx, tspec, conversations, sparams, label=f"{tname} (sampled)")}
+            sampled.update(_answer_students(models, conversations, max_tokens, es, log, temperature=temp))
+            for i, r in enumerate(per_row):
+                r["sampled_answers"] = {k: sampled[k][i] for k in keys}
+            for mid in rate_ids:
+                sid = f"{mid}@T{temp:g}"
+                if mid == "verifier":
+                    m = _rate_metric(sid, f"verifier pass rate, sampled at T={temp:g} ({verify_step.id})",
+                                     verify_step.check, verify_step.params, verify_step.reference,
+                                     rows, sampled, keys, per_row)
+                else:
+                    m = _rate_metric(sid, f"exact match, sampled at T={temp:g}", "exact_match", {}, es.reference,
+                                     rows, sampled, keys, per_row)
+                m["note"] = f"one answer per prompt sampled at temperature {temp:g} (seed {es.seed}) from every model"
+                out_metrics.append(m)
+
         lm = _lm_eval(es, models, tspec, config_dir, log)
         for task, task_metrics in lm.get("tasks", {}).items():
             for metric, values in task_metrics.items():
@@ -301,7 +328,8 @@ def evaluate_run(
         "seconds": round(time.time() - started, 3),
         "heldout": total_heldout,
         "prompts": len(rows),
-        "settings": {"backend": es.backend, "max_tokens": max_tokens, "seed": es.seed, "metrics": metric_ids},
+        "settings": {"backend": es.backend, "max_tokens": max_tokens, "seed": es.seed, "metrics": metric_ids,
+                     "sample_temperature": es.sample_temperature},
         "models": models,
         "metrics": out_metrics,
         "lm_eval": lm,

@@ -36,6 +36,10 @@ class TrainSpec(_Spec):
     sequence_len: int = Field(2048, ge=16, description="Maximum tokens per example (longer ones are dropped).")
     sample_packing: bool = Field(False, description="Pack several short examples into one sequence.")
     num_epochs: float = Field(3, gt=0, description="Passes over the curated dataset.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps, whatever num_epochs says (the schedule spans "
+        "them): compares datasets of different sizes at equal compute."
+    )
     learning_rate: float | None = Field(
         None, gt=0, description="Peak learning rate (cosine schedule); default: the template's (2e-5 full, 2e-4 LoRA/QLoRA)."
     )
@@ -67,6 +71,10 @@ class TrainSpec(_Spec):
     )
     python: str | None = Field(
         None, description="Python of an environment with axolotl (default: this one)."
+    )
+    cpu_threads: int | None = Field(
+        None, ge=1, description="Threads per training process (OMP_NUM_THREADS, MKL_NUM_THREADS); default: the "
+        "launcher's. Tiny models on CPU train fastest with 1."
     )
     preprocess: bool = Field(True, description="Run `axolotl preprocess` (tokenise once) before training.")
     main_process_ip: str | None = Field(None, description="Address of node 0 (multi-node).")
@@ -143,7 +151,12 @@ class EvalSpec(_Spec):
         "local", description="How students answer: local transformers (batched, greedy) or `transformers serve`."
     )
     batch_size: int = Field(16, ge=1, description="Prompts per generate() call (backend local).")
-    seed: int = Field(0, description="Seed of the answer order shown to the pairwise judge.")
+    sample_temperature: float | None = Field(
+        None, gt=0, le=2, description="Also score answers sampled at this temperature (seeded by eval.seed), beside "
+        "the greedy ones, for verifier/exact_match: a student can be right greedily and still sample the teacher's "
+        "mistakes it was trained on."
+    )
+    seed: int = Field(0, description="Seed of the answer order shown to the pairwise judge and of sampled answers.")
     lm_eval_tasks: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks, if installed.")
     lm_eval_limit: int | None = Field(None, ge=1, description="Examples per lm-evaluation-harness task.")
     lm_eval_include: str | None = Field(None, description="Directory of custom lm-evaluation-harness task YAMLs.")

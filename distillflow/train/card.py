@@ -135,7 +135,8 @@ def render_model_card(plan, outcome: Outcome) -> str:
         ("adapter", train.adapter + (f" (r={cfg.get('lora_r')}, alpha={cfg.get('lora_alpha')})" if train.adapter != "full" else "")),
         ("sequence length", cfg.get("sequence_len")),
         ("sample packing", cfg.get("sample_packing")),
-        ("epochs", cfg.get("num_epochs")),
+        ("epochs", _epochs(cfg, plan.preflight.steps_per_epoch)),
+        *([("max steps", cfg["max_steps"])] if cfg.get("max_steps") else []),
         ("learning rate", f"{cfg.get('learning_rate')} ({cfg.get('lr_scheduler', 'constant')})"),
         ("optimizer", cfg.get("optimizer")),
         ("micro batch x accumulation x processes",
@@ -176,3 +177,10 @@ def render_model_card(plan, outcome: Outcome) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _epochs(cfg: dict, steps_per_epoch: int) -> object:
+    """num_epochs, or the passes that max_steps really makes (the trainer stops there)."""
+    if cfg.get("max_steps") and steps_per_epoch:
+        return f"{int(cfg['max_steps']) / steps_per_epoch:.1f} (max_steps {cfg['max_steps']} x {steps_per_epoch} steps/epoch)"
+    return cfg.get("num_epochs")

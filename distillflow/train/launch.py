@@ -96,6 +96,9 @@ def build_commands(train, config_path: Path, *, python: str, run_id: str) -> lis
         argv += target
     if train.gpus_per_node == 0:
         env = {**env, "CUDA_VISIBLE_DEVICES": ""}  # CPU training must not grab a GPU that happens to be there
+    if train.cpu_threads:
+        threads = str(train.cpu_threads)
+        env = {**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     cmds.append(Command("train", argv, env))
     return cmds
 

@@ -175,6 +175,8 @@ def render(train, *, dataset_path: Path, train_dir: Path, base_dir: Path | None,
     for key in ("val_set_size", "seed", "sequence_len", "sample_packing", "micro_batch_size",
                 "gradient_accumulation_steps", "num_epochs"):
         put(key, getattr(train, key), f"train.{key}")
+    if train.max_steps is not None:
+        put("max_steps", train.max_steps, "train.max_steps")
     if train.learning_rate is not None:
         put("learning_rate", train.learning_rate, "train.learning_rate")
     if train.gradient_checkpointing is not None:

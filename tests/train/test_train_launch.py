@@ -139,3 +139,12 @@ def test_log_parser_numbers_steps_when_the_progress_bar_is_silent():
     q.feed(" 40%|████      | 12/30 [00:01<00:02, 9.1it/s]")
     q.feed("{'loss': '2.0', 'epoch': '0.4'}")
     assert q.metrics[0]["step"] == 12  # the bar, when present, is the truth
+
+
+def test_cpu_threads_set_the_thread_variables_of_the_training_process_only():
+    cmds = build_commands(TrainSpec(base_model="m", gpus_per_node=0, cpu_threads=1), CFG, python=PY, run_id="r")
+    assert cmds[-1].env["OMP_NUM_THREADS"] == cmds[-1].env["MKL_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in cmds[0].env  # preprocess (tokenising) keeps the default
+    assert "OMP_NUM_THREADS=1" in cmds[-1].shell()
+    default = build_commands(TrainSpec(base_model="m", gpus_per_node=0), CFG, python=PY, run_id="r")
+    assert "OMP_NUM_THREADS" not in default[-1].env

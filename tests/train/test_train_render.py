@@ -158,3 +158,12 @@ def test_train_section_errors_carry_yaml_path(tmp_path, pipeline_dict):
         load_spec(p)
     msg = str(e.value)
     assert "train.lerning_rate (line" in msg and "did you mean 'learning_rate'" in msg
+
+
+def test_max_steps_caps_training_and_is_traced(tmp_path):
+    r = _render(tmp_path, gpus_per_node=0, rows=50, num_epochs=20, max_steps=300)
+    assert r.config["max_steps"] == 300 and r.config["num_epochs"] == 20
+    assert r.origin("max_steps") == "train.max_steps"
+    assert "max_steps" not in _render(tmp_path, gpus_per_node=0, rows=50).config
+    with pytest.raises(ValueError):
+        TrainSpec(base_model=HUB, max_steps=0)
