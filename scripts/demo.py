@@ -104,6 +104,7 @@ def summarize(run_dir: Path) -> dict:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     results = json.loads((run_dir / "eval" / "results.json").read_text())
     metric = next(m for m in results["metrics"] if m["id"] in ("exact_match", "verifier"))
+    sampled = next((m for m in results["metrics"] if m["id"].startswith(metric["id"] + "@T")), None)
     curated = sum(1 for _ in (run_dir / "data" / "curated.jsonl").open())
     rejected_by: dict[str, int] = {}
     rejected_path = run_dir / "data" / "rejected.jsonl"
@@ -137,8 +138,21 @@ def summarize(run_dir: Path) -> dict:
         "base": metric["values"].get("base"),
         "student": metric["values"].get("student"),
         "retention": metric.get("retention"),
+        "sampled_metric": sampled["label"] if sampled else None,
+        "sampled_teacher": sampled["values"].get("teacher") if sampled else None,
+        "sampled_base": sampled["values"].get("base") if sampled else None,
+        "sampled_student": sampled["values"].get("student") if sampled else None,
+        "sampled_retention": sampled.get("retention") if sampled else None,
+        "steps": _steps(run_dir),
         "report": str(run_dir / "report.html"),
     }
+
+
+def _steps(run_dir: Path) -> int | None:
+    state = run_dir / "train" / "trainer_state.json"
+    if not state.is_file():
+        return None
+    return json.loads(state.read_text()).get("global_step")
 
 
 def _pct(x) -> str:
@@ -155,13 +169,20 @@ def print_summary(main: dict, timings: dict, ablation: dict | None, ab_timings: 
         print(f"training loss      {main['loss_first']:.3f} -> {main['loss_last']:.3f}")
     print(f"prompts            {main['prompts']} sent to the teacher; {main['eval_prompts']} held out "
           "(reserved before generation, never trained on)")
-    print(f"teacher            {_pct(main['teacher'])} exact match (greedy)")
-    print(f"student            {_pct(main['base'])} before training -> {_pct(main['student'])} after")
-    print(f"retention          {_pct(main['retention'])} of the teacher's accuracy")
+    print(f"teacher            {_pct(main['teacher'])} exact match (greedy)"
+          + (f", {_pct(main['sampled_teacher'])} sampled at T=1" if main["sampled_teacher"] is not None else ""))
+    print(f"student            {_pct(main['base'])} before training -> {_pct(main['student'])} after "
+          f"({main['steps']} steps)"
+          + (f"; sampled: {_pct(main['sampled_base'])} -> {_pct(main['sampled_student'])}"
+             if main["sampled_student"] is not None else ""))
+    print(f"retention          {_pct(main['retention'])} of the teacher's accuracy (greedy)"
+          + (f", {_pct(main['sampled_retention'])} sampled" if main["sampled_retention"] is not None else ""))
     if ablation is not None:
-        print(f"ablation           trained on verified samples: {_pct(main['student'])}  |  "
-              f"on raw samples ({ablation['curated']} examples, {ablation['wrong_in_training_data']} wrong): "
-              f"{_pct(ablation['student'])}")
+        print(f"ablation           same teacher samples, same {main['steps']} steps; greedy / sampled exact match:")
+        print(f"  verified only    {main['curated']} examples, {main['wrong_in_training_data']} wrong: "
+              f"{_pct(main['student'])} / {_pct(main['sampled_student'])}")
+        print(f"  unfiltered       {ablation['curated']} examples, {ablation['wrong_in_training_data']} wrong: "
+              f"{_pct(ablation['student'])} / {_pct(ablation['sampled_student'])}  ({ablation['steps']} steps)")
     print("wall time          " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
           + (f"; ablation: " + ", ".join(f"{k} {v:.0f} s" for k, v in ab_timings.items()) if ab_timings else "")
           + f"; total {total / 60:.1f} min")
@@ -185,13 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         for d in (main_dir, ab_dir):
             shutil.rmtree(d, ignore_errors=True)
 
-    # the student ships in the repo; rebuild it (random init, seed 0) only if it went missing
+    # the student ships in the repo; pretrain it again only if it went missing
     sys.path.insert(0, str(ROOT))
     student = ROOT / "distillflow" / "demo_models" / "student"
     if not (student / "model.safetensors").is_file():
-        from distillflow.testing.demo import build_demo_student
-
-        build_demo_student(student, layers=2, hidden=128, seed=0)
+        print("the demo student is missing: pretraining it (scripts/train_demo_student.py, ~6 min)", flush=True)
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "train_demo_student.py")], check=True)
 
     timings: dict[str, float] = {}
     summary = pipeline_demo(PIPELINES / "quickstart.yaml", main_dir, timings, args.verbose)

@@ -1,4 +1,4 @@
-"""The offline demo's arithmetic task, its character tokenizer, and the untrained student.
+"""The offline demo's arithmetic task, its character tokenizer, and random tiny students for tests.
 
 The quickstart distils a *real* skill without any hub: a ~1M-parameter teacher
 (``distillflow/demo_models/teacher/``, trained by ``scripts/train_demo_teacher.py``) answers
@@ -8,6 +8,10 @@ The quickstart distils a *real* skill without any hub: a ~1M-parameter teacher
     assistant: 82
 
 rendered by the chat template as ``<|user|>What is 35+47?<|end|><|assistant|>82<|end|>``.
+
+The demo's student base (``distillflow/demo_models/student/``, ``scripts/train_demo_student.py``)
+has the same tokenizer and format, half the teacher's size, and was pretrained on subtraction
+only; :func:`build_demo_student` builds untrained (random) students for tests.
 
 The answer is written in normal (human-readable) order: no digit reversal anywhere, so a
 verifier compares ``response.strip()`` with ``str(a + b)``.

@@ -1,5 +1,5 @@
 """Sampled evaluation (`eval.sample_temperature`) with the real demo models: the shipped arithmetic
-teacher (a local transformers teacher) and the untrained demo student, no endpoint, no mocks."""
+teacher (a local transformers teacher) and an untrained (random) demo student, no endpoint, no mocks."""
 
 from __future__ import annotations
 

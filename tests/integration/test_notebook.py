@@ -73,9 +73,16 @@ def test_quickstart_notebook_executes_and_reports(tmp_path):
     assert m, text[-3000:]
     teacher, base, student, retention = map(float, m.groups())
     assert teacher >= 0.9
-    # the notebook trains briefly (CI budget): the student must not get worse than its random base
-    assert student >= base
+    # the base knows subtraction, not addition; 300 steps on ~1,900 verified answers teach it to add
+    # (measured on 2 cores: ~0.9 on 100 held-out prompts; 0.5 leaves room for CPU nondeterminism)
+    assert base <= 0.05
+    assert student >= 0.5
     assert retention == pytest.approx(student / teacher, abs=1e-3)
+    m = re.search(r"SAMPLED: TEACHER ([\d.]+)\s+BASE ([\d.]+)\s+TRAINED ([\d.]+)", text)
+    assert m, text[-3000:]
+    s_teacher, s_base, s_student = map(float, m.groups())
+    assert s_teacher < teacher  # sampling at T=1 costs the teacher some answers
+    assert s_student > s_base
     # the report exists and its figures are shown inline as PNGs
     report = Path(re.search(r"REPORT: (\S+)", text).group(1))
     assert report.is_file() and "<html" in report.read_text()[:500].lower()

@@ -99,3 +99,32 @@ def test_demo_teacher_is_small_and_good():
     assert correct >= 85, f"teacher answered {correct}/100 held-out problems"
     report = json.loads((path / "training_report.json").read_text())
     assert report["greedy_exact_match"] >= 0.9
+
+
+def test_shipped_student_subtracts_but_cannot_add():
+    """The demo's student base (scripts/train_demo_student.py) is 'pretrained': it knows the format
+    and subtraction, and none of the additions it is distilled on."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = ROOT / "distillflow" / "demo_models" / "student"
+    report = json.loads((path / "training_report.json").read_text())
+    assert report["greedy_subtraction_exact_match"] >= 0.95 and report["greedy_addition_exact_match"] <= 0.01
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    assert sum(p.numel() for p in model.parameters()) < 0.6 * sum(
+        p.numel() for p in AutoModelForCausalLM.from_pretrained(demo.demo_teacher_path()).parameters())
+
+    def greedy(questions):
+        enc = tok.apply_chat_template([[{"role": "user", "content": q}] for q in questions],
+                                      add_generation_prompt=True, return_tensors="pt", padding=True, return_dict=True)
+        with torch.inference_mode():
+            out = model.generate(**enc, do_sample=False, max_new_tokens=6)
+        return [t.strip() for t in tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+
+    pairs = demo.sample_problems(60, seed=3, heldout=True)
+    subs = [(max(a, b), min(a, b)) for a, b in pairs]
+    got = greedy([f"What is {a}-{b}?" for a, b in subs])
+    assert sum(g == str(a - b) for g, (a, b) in zip(got, subs)) >= 50
+    got = greedy([demo.format_question(a, b) for a, b in pairs])
+    assert sum(demo.check_answer(demo.format_question(a, b), g) for g, (a, b) in zip(got, pairs)) <= 3
