@@ -310,7 +310,8 @@ def evaluate_run(
                 else:
                     m = _rate_metric(sid, f"exact match, sampled at T={temp:g}", "exact_match", {}, es.reference,
                                      rows, sampled, keys, per_row)
-                m["note"] = f"one answer per prompt sampled at temperature {temp:g} (seed {es.seed}) from every model"
+                m["note"] = (f"one answer per prompt sampled at temperature {temp:g} from every model (students "
+                             f"seeded with {es.seed}; the teacher's samples are cached, not seeded)")
                 out_metrics.append(m)
 
         lm = _lm_eval(es, models, tspec, config_dir, log)

@@ -82,6 +82,12 @@ def usage_chart(teachers: dict[str, dict]) -> str | None:
     ax_cost.set_title("estimated cost (USD)", fontsize=10)
     ax_cost.xaxis.set_major_locator(MaxNLocator(4))
     ax_cost.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"${x:.4g}"))
+    if not any(cost):  # local teachers, or no prices given: say so instead of a $-0.03..$0.03 axis
+        ax_cost.set_xlim(0, 1)
+        ax_cost.set_xticks([])
+        ax_cost.text(0.5, 0.5, "$0: local teachers or no prices set", ha="center", va="center", fontsize=9,
+                     color="#64748b", transform=ax_cost.transAxes)
+
     ax_tok.xaxis.set_major_locator(MaxNLocator(5))
     ax_cost.invert_yaxis()
     ax_cost.set_yticklabels([])

@@ -1,0 +1,35 @@
+"""The README's demo numbers are the ones `scripts/demo.py --json docs/demo_results.json` wrote
+(its last real run), not typed in by hand: change one without the other and this fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def test_readme_demo_table_matches_the_recorded_run():
+    res = json.loads((ROOT / "docs" / "demo_results.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    q, a = res["quickstart"], res["ablation"]
+    rows = {
+        "verified data (quickstart), greedy": (q["base"], q["student"], q["teacher"], q["retention"]),
+        "verified data (quickstart), sampled at T=1": (q["sampled_base"], q["sampled_student"], q["sampled_teacher"],
+                                                       q["sampled_retention"]),
+        "unfiltered data (ablation), greedy": (a["base"], a["student"], a["teacher"], a["retention"]),
+        "unfiltered data (ablation), sampled at T=1": (a["sampled_base"], a["sampled_student"], a["sampled_teacher"],
+                                                       a["sampled_retention"]),
+    }
+    for label, values in rows.items():
+        line = next((ln for ln in readme.splitlines() if ln.startswith(f"| {label} |")), None)
+        assert line is not None, f"README lost its row '{label}'"
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")][1:]
+        assert cells == [_pct(v) for v in values], (label, cells)
+    assert f"{q['curated']:,} verified examples" in readme
+    assert f"{a['curated']:,} examples, {a['wrong_in_training_data']:,} of them wrong" in readme
+    assert f"loss {q['loss_first']:.3f} → {q['loss_last']:.3f} ({q['steps']} steps" in readme
