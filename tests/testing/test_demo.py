@@ -128,3 +128,19 @@ def test_shipped_student_subtracts_but_cannot_add():
     assert sum(g == str(a - b) for g, (a, b) in zip(got, subs)) >= 50
     got = greedy([demo.format_question(a, b) for a, b in pairs])
     assert sum(demo.check_answer(demo.format_question(a, b), g) for g, (a, b) in zip(got, pairs)) <= 3
+
+
+def test_student_training_replica_runs(tmp_path):
+    """scripts/student_training_replica.py (the README's notes on the student's starting point)."""
+    import subprocess
+    import sys
+
+    rows = [json.loads(line) for line in (ROOT / "pipelines" / "data" / "arithmetic_prompts.jsonl").read_text().splitlines()[:40]]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": r["question"], "response": r["answer"]}) + "\n" for r in rows))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "student_training_replica.py"), "--data", str(data),
+                           "--init", str(ROOT / "distillflow" / "demo_models" / "student"), "--steps", "4",
+                           "--eval-every", "2", "--batch", "8"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "40 rows, wrong 0.0%" in proc.stdout
+    assert "step 4 " in proc.stdout and "final greedy" in proc.stdout
