@@ -48,3 +48,24 @@ def test_serve_backend_matches_local_generation(endpoint, tmp_path):
     assert len(served_answers) == 3 and all(isinstance(a, str) for a in served_answers)
     assert served_answers == local_answers  # both greedy over the same chat template
     assert local["metrics"][0]["values"] == m["values"]
+
+
+def test_serve_backend_samples_with_a_seed(endpoint, tmp_path):
+    """`transformers serve` takes temperature and seed per request: sampled answers sit beside greedy ones."""
+    from distillflow.evaluate import evaluate_run
+    from distillflow.testing.tiny import build_tiny_chat_model
+
+    student = build_tiny_chat_model(tmp_path / "student", seed=3)
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "pipeline.yaml").write_text(PIPELINE.format(url=endpoint.base_url))
+    rows = [{"prompt_id": f"p{i}", "prompt": p, "reference": "4", "messages": [{"role": "user", "content": p}]}
+            for i, p in enumerate(["What is 2+2?", "Say hi"])]
+    (run / "data" / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    res = evaluate_run(run, student=student, backend="serve", sample_temperature=1.0)
+    assert [m["id"] for m in res["metrics"]] == ["exact_match", "exact_match@T1"]
+    assert res["metrics"][1]["n"] == {"student": 2, "teacher": 2}
+    saved = [json.loads(x) for x in (run / "eval" / "answers.jsonl").read_text().splitlines()]
+    assert all(isinstance(r["sampled_answers"]["student"], str) for r in saved)
+    assert res["models"]["student"]["sampled_seconds"] > 0
