@@ -1,9 +1,10 @@
 """Get answers to held-out prompts from local students and from the teacher.
 
 Students answer greedily (or sampled at a temperature, seeded), either with local transformers
-(``backend="local"``: one process, left-padded batches through ``generate``; on 2 CPU cores the fastest and most robust choice for
-small models, no server start-up) or through the real ``transformers serve``
-(``backend="serve"``: an OpenAI-compatible server, the same path a GPU deployment takes).
+(``backend="local"``: one process, left-padded batches through ``generate``; on 2 CPU cores the
+fastest and most robust choice for small models, no server start-up) or through the real
+``transformers serve`` (``backend="serve"``: an OpenAI-compatible server, the same path a GPU
+deployment takes).
 The teacher is asked through the engine (its provider's client, with a request cache under
 ``RUN_DIR/eval/cache``), so evaluating again never pays twice.
 
