@@ -1,0 +1,107 @@
+"""What a step kind is: its spec model, the columns it reads and adds, its scope and its run function.
+
+    from distillflow.steps.base import StepBase, StepKind, register
+
+    class ShoutStep(StepBase):
+        kind: Literal["shout"]
+        column: str = "response"
+
+    def run(ctx, step, rows, state):
+        return [{**r, step.column: r[step.column].upper()} for r in rows], []
+
+    register(StepKind("shout", ShoutStep, scope="row", run=run,
+                      columns=lambda step: ({step.column}, set())))
+
+A kind never imports the engine: what it needs from a run (teachers through the cache, window and
+budget; the held-out prompts; progress) comes through ``ctx`` (:class:`StepContext`), a protocol
+the engine implements. Built-in kinds are the modules of this package; a user's own kind is
+registered from Python (:func:`register`) or through the ``distillflow.steps`` entry point group.
+See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Scope = Literal["row", "prompt", "global"]
+Rows = list[dict]
+
+
+class Spec(BaseModel):
+    """Base of every spec model: unknown keys are errors (we never forgive typos)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, populate_by_name=True)
+
+
+class StepBase(Spec):
+    """Fields every step has. A kind's model adds ``kind: Literal["name"]`` and its own fields."""
+
+    id: str | None = Field(None, pattern=ID_PATTERN, description="Step id (default: the kind, numbered if repeated).")
+    after: list[str] | None = Field(
+        None, description="Ids of the steps this one reads from (default: the previous step)."
+    )
+
+
+class StepContext(Protocol):
+    """What a step may ask of the run executing it (implemented by the engine's executors)."""
+
+    spec: Any  # the validated PipelineSpec (read-only)
+    base_dir: Path  # relative paths in the spec are relative to this
+    out_dir: Path  # the run directory
+    objects: dict  # Python objects attached by the Python front door, by step id
+
+    def teacher(self, name: str) -> Any:
+        """The TeacherSpec called ``name``."""
+
+    def request(self, teacher: Any, messages: list[dict], params: dict, index: int = 0, meta: dict | None = None) -> Any:
+        """A cache-keyed chat request for ``teacher``."""
+
+    async def ask(self, step_id: str, teacher: Any, requests: list) -> tuple[dict, dict]:
+        """Answer ``requests``: (results by key, failures by key). Cached answers are not paid again."""
+
+    def heldout(self) -> Iterator[dict]:
+        """The run's held-out prompts (never sent to a teacher for training)."""
+
+    def advance(self, step_id: str, n: int) -> None:
+        """Report ``n`` rows done for the progress display."""
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """One step kind. ``run(ctx, step, rows, state) -> (kept, rejected)`` may be ``async def``.
+
+    - ``scope``: ``row`` (each row on its own: streams shard by shard), ``prompt`` (needs every
+      answer of a prompt together: still per shard, because shards split prompts, not answers),
+      ``global`` (sees every row: shards go through it in order, one at a time, sharing ``state``).
+    - ``columns(step)`` -> (columns read, columns added), checked when the graph is compiled.
+    - ``prepare(ctx, step)`` -> state, once per run before the first shard (e.g. an index).
+    - ``restore(state, step, kept_rows)``: a global kind's state after the shards committed
+      by an earlier, interrupted run (called with each committed shard's kept rows, in order).
+    - ``builder``: name of the Python front-door class (``distillflow.Screen``), or None.
+    - ``teachers(step)`` -> teacher names the step calls (for env checks and cache hashing).
+    - ``fanout``: rows out per row in, for progress totals (generate: answers per prompt).
+    """
+
+    name: str
+    spec: type[StepBase]
+    run: Callable[..., Any]
+    columns: Callable[[Any], tuple[set[str], set[str]]]
+    scope: Scope = "row"
+    prepare: Callable[[Any, Any], Any] | None = None
+    restore: Callable[[Any, Any, Rows], None] | None = None
+    builder: str | None = None
+    teachers: Callable[[Any], list[str]] | None = None
+    doc: str | None = None
+
+    def __post_init__(self):
+        if self.scope not in ("row", "prompt", "global"):
+            raise ValueError(f"step kind '{self.name}': scope must be row, prompt or global, not {self.scope!r}")
+        fields = getattr(self.spec, "model_fields", {})
+        if "kind" not in fields:
+            raise ValueError(f"step kind '{self.name}': its spec model needs a field `kind: Literal['{self.name}']`")
