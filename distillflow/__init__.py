@@ -16,15 +16,20 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load": "distillflow.api",
+    "compile": "distillflow.api",
     "run": "distillflow.api",
+    "Plan": "distillflow.plan",
+    "register_step": "distillflow.steps.registry",
+    "StepKind": "distillflow.steps.base",
+    "StepBase": "distillflow.steps.base",
     "llm": "distillflow.api",
     "DistillflowError": "distillflow.errors",
     "SpecError": "distillflow.errors",
     **{
         name: "distillflow.flow"
         for name in (
-            "BestOf", "Dedup", "Distilabel", "Filter", "Generate", "Judge", "LengthFilter",
-            "Pipeline", "RefusalFilter", "Reward", "Source", "Teacher", "Verify",
+            "BestOf", "Dedup", "Decontaminate", "Distilabel", "Filter", "Generate", "Judge", "LengthFilter",
+            "Pipeline", "RefusalFilter", "Reward", "Screen", "Source", "Teacher", "Verify",
         )
     },
 }
@@ -34,7 +39,14 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'distillflow' has no attribute {name!r}")
+        # a step kind registered by a plugin or from Python has its builder here too
+        flow = importlib.import_module("distillflow.flow")
+        value = flow.builders().get(name)
+        if value is None:
+            raise AttributeError(f"module 'distillflow' has no attribute {name!r}")
+        return value
+    if name == "register_step":
+        return importlib.import_module(module).register
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

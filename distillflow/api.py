@@ -1,8 +1,12 @@
-"""Public functions: load, validate, run, llm.
+"""Public functions: load, compile, run, llm.
 
-    spec = distillflow.load("pipelines/quickstart.yaml")
-    result = distillflow.run(spec, out="runs/quickstart")
-    result.manifest["curated"]
+    plan = distillflow.load("pipelines/quickstart.yaml")     # validated and compiled once
+    result = distillflow.run(plan, out="runs/quickstart")
+    result.manifest["curated"], result.dataset("curated")
+
+``load`` and ``compile`` return a :class:`~distillflow.plan.Plan` (it reads like its spec:
+``plan.name``, ``plan.teachers``); ``run`` also takes a YAML path, a ``PipelineSpec`` or a
+``flow.Pipeline`` and compiles it first.
 """
 
 from __future__ import annotations
@@ -11,37 +15,47 @@ from pathlib import Path
 
 
 def load(path):
-    """Load and validate a YAML pipeline (schema + graph); raises SpecError with every problem."""
-    from distillflow.engine.validate import validate
-    from distillflow.spec.loader import load_spec
+    """Load, validate and compile a YAML pipeline; raises SpecError listing every problem."""
+    from distillflow.spec.loader import load_document
 
-    spec = load_spec(path)
-    validate(spec, source=str(path) if not isinstance(path, str) or "\n" not in path else "pipeline")
-    return spec
+    doc = load_document(path)
+    return _compile_doc(doc)
 
 
-def _as_spec(pipeline):
-    from distillflow.flow import Pipeline
+def _compile_doc(doc, objects: dict | None = None):
+    from distillflow.engine.compile import compile_spec
 
-    if isinstance(pipeline, Pipeline):
-        return pipeline.spec
+    return compile_spec(doc.spec, base_dir=doc.base_dir, lines=doc.lines, objects=objects, source=doc.source)
+
+
+def compile(pipeline, objects: dict | None = None):  # noqa: A001 - the public verb
+    """A Plan from a YAML path, a PipelineSpec, a flow.Pipeline, or a Plan (returned as is)."""
+    from distillflow.engine.compile import compile_spec
+    from distillflow.plan import Plan
+
+    if isinstance(pipeline, Plan):
+        return pipeline
     if isinstance(pipeline, (str, Path)):
         return load(pipeline)
-    return pipeline
+    compile_self = getattr(pipeline, "compile", None)  # a flow.Pipeline compiles itself
+    if callable(compile_self):
+        return compile_self()
+    return compile_spec(pipeline, base_dir=Path.cwd(), objects=objects)
 
 
-def run(pipeline, out=None, progress: bool = True, fresh: bool = False, objects: dict | None = None):
-    """Run a pipeline (a YAML path, a PipelineSpec or a flow.Pipeline) into `out`; resumes from caches."""
+def run(pipeline, out=None, progress: bool = True, fresh: bool = False, objects: dict | None = None,
+        retry_errors: bool = False):
+    """Run a pipeline (a Plan, YAML path, PipelineSpec or flow.Pipeline) into `out`; resumes from caches."""
     from distillflow.engine.progress import NullReporter, RichReporter
-    from distillflow.engine.runner import run_pipeline
+    from distillflow.engine.runner import run_plan
 
-    spec = _as_spec(pipeline)
+    plan = compile(pipeline, objects=objects)
     reporter = RichReporter() if progress else NullReporter()
     try:
-        result = run_pipeline(spec, out_dir=out, reporter=reporter, objects=objects, fresh=fresh)
+        result = run_plan(plan, out_dir=out, reporter=reporter, fresh=fresh, retry_errors=retry_errors)
     finally:
         reporter.close()
-    if spec.review is not None:
+    if plan.spec.review is not None:
         from distillflow.review.push import auto_push
 
         note = auto_push(result.out_dir)  # never raises: a failed push does not undo a finished run
@@ -55,7 +69,7 @@ def llm(teacher):
 
         evol = EvolInstruct(llm=distillflow.llm(teacher), num_evolutions=1)
     """
-    from distillflow.engine.distilabel_steps import llm_class
+    from distillflow.steps.distilabel_step import llm_class
 
     obj = llm_class()(teacher_name=teacher.name)
     obj._teacher_obj = teacher

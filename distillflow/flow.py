@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distillflow.errors import UsageError
-from distillflow.spec import models as M
+from distillflow.spec import models as M  # Source and Teacher specs
 
 
 class Node:
@@ -129,36 +129,33 @@ def _teacher_names(teachers, registry: dict) -> list[str]:
 
 
 class _Step(Node):
-    kind: str = ""
-    spec_cls: type = M.StepBase
+    """A step node of a registered kind; positional arguments fill the kind's fields in order."""
 
-    def __init__(self, **fields):
+    kind: str = ""
+
+    def __init__(self, *args, **fields):
+        from distillflow.steps import registry
+
+        spec_cls = registry.get(self.kind).spec
+        names = [n for n in spec_cls.model_fields if n not in ("kind", "id", "after")]
+        if len(args) > len(names):
+            raise UsageError(f"{type(self).__name__} takes at most {len(names)} positional arguments ({', '.join(names)})")
+        for name, value in zip(names, args):
+            if name in fields:
+                raise UsageError(f"{type(self).__name__}: '{name}' given twice")
+            fields[name] = value
         self.teacher_objs: dict[str, Teacher] = {}
         for key in ("teachers", "teacher"):
             if key in fields and fields[key] is not None:
-                names = _teacher_names(fields[key], self.teacher_objs)
-                fields[key] = names if key == "teachers" else names[0]
-        super().__init__(self.spec_cls, kind=self.kind, **fields)
-
-
-class Generate(_Step):
-    kind, spec_cls = "generate", M.GenerateStep
-
-    def __init__(self, teachers=None, num_generations: int = 1, id=None, **kw):
-        super().__init__(teachers=teachers, num_generations=num_generations, id=id, **kw)
-
-
-class Judge(_Step):
-    kind, spec_cls = "judge", M.JudgeStep
-
-    def __init__(self, teacher, rubric: str = "helpfulness", id=None, **kw):
-        super().__init__(teacher=teacher, rubric=rubric, id=id, **kw)
+                got = _teacher_names(fields[key], self.teacher_objs)
+                fields[key] = got if key == "teachers" else got[0]
+        super().__init__(spec_cls, kind=self.kind, **fields)
 
 
 class Verify(_Step):
     """`check` is a verifier name, `module:function`, or a Python function (Python pipelines only)."""
 
-    kind, spec_cls = "verify", M.VerifyStep
+    kind = "verify"
 
     def __init__(self, check: str | Callable, reference: str | None = None, id=None, **params):
         fn = None
@@ -168,40 +165,10 @@ class Verify(_Step):
         self.obj = fn
 
 
-class Filter(_Step):
-    kind, spec_cls = "filter", M.FilterStep
-
-    def __init__(self, where: str, id=None):
-        super().__init__(where=where, id=id)
-
-
-class LengthFilter(_Step):
-    kind, spec_cls = "length_filter", M.LengthFilterStep
-
-
-class RefusalFilter(_Step):
-    kind, spec_cls = "refusal_filter", M.RefusalFilterStep
-
-
-class Dedup(_Step):
-    kind, spec_cls = "dedup", M.DedupStep
-
-
-class BestOf(_Step):
-    kind, spec_cls = "best_of", M.BestOfStep
-
-    def __init__(self, by: str, id=None, **kw):
-        super().__init__(by=by, id=id, **kw)
-
-
-class Reward(_Step):
-    kind, spec_cls = "reward", M.RewardStep
-
-
 class Distilabel(_Step):
     """A distilabel step: by class name (`Distilabel("EvolInstruct", teacher=t, params={...})`) or an object."""
 
-    kind, spec_cls = "distilabel", M.DistilabelStep
+    kind = "distilabel"
 
     def __init__(self, step, teacher=None, params: dict | None = None, id=None, **kw):
         if isinstance(step, str):
@@ -213,6 +180,38 @@ class Distilabel(_Step):
             teacher = getattr(llm, "_teacher_obj", None) or llm.teacher_name
         super().__init__(step=type(obj).__name__, teacher=teacher, id=id or getattr(obj, "name", None), **kw)
         self.obj = obj
+
+
+_CUSTOM = {"verify": Verify, "distilabel": Distilabel}
+
+
+def builders() -> dict[str, type]:
+    """The Python builder class of every registered step kind, by builder name (Generate, Filter, ...)."""
+    from distillflow.steps import registry
+
+    out = {}
+    for kind in registry.kinds().values():
+        if not kind.builder:
+            continue
+        cls = _CUSTOM.get(kind.name)
+        if cls is None:
+            cls = _BUILT.get((kind.name, kind.spec))
+            if cls is None:
+                cls = type(kind.builder, (_Step,), {"kind": kind.name, "__doc__": kind.spec.__doc__,
+                                                    "__module__": __name__})
+                _BUILT[(kind.name, kind.spec)] = cls
+        out[kind.builder] = cls
+    return out
+
+
+_BUILT: dict[tuple, type] = {}
+
+
+def __getattr__(name: str):
+    cls = builders().get(name)
+    if cls is None:
+        raise AttributeError(f"module 'distillflow.flow' has no attribute {name!r}")
+    return cls
 
 
 def _collect(last) -> list[Node]:
@@ -240,41 +239,47 @@ class Pipeline:
 
     def __init__(self, name: str, last: Node, *, teachers: list[Teacher] | None = None, description: str | None = None,
                  output: dict | None = None, budget: dict | None = None, review: dict | None = None,
-                 train: dict | None = None, eval: dict | None = None):
+                 train: dict | None = None, eval: dict | None = None, execution: dict | None = None):
+        from distillflow.spec.loader import validate_data
+
         nodes = _collect(last)
         sources = [n for n in nodes if isinstance(n, Source)]
         if len(sources) != 1:
             raise UsageError(f"a pipeline needs exactly one Source at its start (found {len(sources)})")
-        steps, objects, treg = [], {}, {t.name: t for t in teachers or []}
-        ids: dict[int, str] = {}
-        for n in nodes:
-            if isinstance(n, Source):
-                continue
+        step_nodes = [n for n in nodes if not isinstance(n, Source)]
+        treg = {t.name: t for t in teachers or []}
+        for n in step_nodes:
             treg.update(n.teacher_objs)
-            fields = dict(n._fields)
-            steps.append(fields)
-        data = {"name": name, "source": dict(sources[0]._fields), "teachers": [t.spec.model_dump(mode="json", exclude_defaults=True) for t in treg.values()], "steps": steps}
-        for key, val in (("description", description), ("output", output), ("budget", budget), ("review", review), ("train", train), ("eval", eval)):
+        data = {"name": name, "source": dict(sources[0]._fields),
+                "teachers": [t.spec.model_dump(mode="json", exclude_defaults=True) for t in treg.values()],
+                "steps": [dict(n._fields) for n in step_nodes]}
+        for key, val in (("description", description), ("output", output), ("budget", budget), ("review", review),
+                         ("train", train), ("eval", eval), ("execution", execution)):
             if val is not None:
                 data[key] = val
-        from distillflow.spec.loader import validate_data
+        origin = f"pipeline '{name}'"
+        # Ids are assigned by the schema (kind, numbered); the edges recorded on the nodes become `after`,
+        # written only where they differ from the default (the previous step), before the one validation.
+        ids = [s.id for s in validate_data(data, source=origin).steps]
+        index = {id(n): i for i, n in enumerate(step_nodes)}
+        prev = "source"
+        for i, n in enumerate(step_nodes):
+            parents = [ids[index[id(p)]] if id(p) in index else "source" for p in n.parents] or ["source"]
+            data["steps"][i] = {**data["steps"][i], "id": ids[i]}
+            if parents != [prev]:
+                data["steps"][i]["after"] = parents
+            prev = ids[i]
+        self.spec = validate_data(data, source=origin, base_dir=Path.cwd())
+        self.objects = {ids[i]: n.obj for i, n in enumerate(step_nodes) if n.obj is not None}
 
-        spec = validate_data(data, source=f"pipeline '{name}'", base_dir=Path.cwd())
-        # ids are assigned by the spec; wire `after` from the recorded edges
-        step_nodes = [n for n in nodes if not isinstance(n, Source)]
-        for n, s in zip(step_nodes, spec.steps):
-            ids[id(n)] = s.id
-        for n, s in zip(step_nodes, spec.steps):
-            parents = [ids.get(id(p), "source") for p in n.parents]
-            s.after = parents or ["source"]
-            if n.obj is not None:
-                objects[s.id] = n.obj
-        _drop_default_after(spec)
-        spec._objects = objects
-        self.spec = spec
+    def compile(self):
+        """The immutable Plan (graph checked, distilabel classes described) for this pipeline."""
+        from distillflow.engine.compile import compile_spec
+
+        return compile_spec(self.spec, base_dir=Path.cwd(), objects=self.objects, source=f"pipeline '{self.spec.name}'")
 
     def to_yaml(self) -> str:
-        python_only = [k for k, v in self.spec._objects.items() if not _yaml_safe(self.spec, k, v)]
+        python_only = [k for k, v in self.objects.items() if not _yaml_safe(self.spec, k, v)]
         if python_only:
             raise UsageError(
                 f"step(s) {', '.join(python_only)} hold Python objects and cannot be written to YAML; "
@@ -283,14 +288,12 @@ class Pipeline:
         return self.spec.to_yaml()
 
     def validate(self):
-        from distillflow.engine.validate import validate
-
-        return validate(self.spec, source=f"pipeline '{self.spec.name}'")
+        return self.compile().graph
 
     def run(self, out: str | Path | None = None, progress: bool = True, fresh: bool = False):
         from distillflow.api import run
 
-        return run(self.spec, out=out, progress=progress, fresh=fresh)
+        return run(self, out=out, progress=progress, fresh=fresh)
 
 
 def _yaml_safe(spec, step_id, obj) -> bool:
@@ -299,12 +302,3 @@ def _yaml_safe(spec, step_id, obj) -> bool:
         mod, _, name = step.check.partition(":")
         return mod not in ("__main__",) and "<locals>" not in name and "<lambda>" not in name
     return False
-
-
-def _drop_default_after(spec) -> None:
-    """Linear chains need no `after:` in YAML; keep it only where it differs from the default."""
-    prev = "source"
-    for s in spec.steps:
-        if s.after == [prev]:
-            s.after = None
-        prev = s.id

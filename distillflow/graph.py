@@ -11,23 +11,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from distillflow.errors import Problem, SpecError, did_you_mean
+from distillflow.steps import registry
 
 SOURCE = "source"
 SOURCE_COLUMNS = {"prompt_id", "prompt", "system", "messages", "source", "provenance"}
-GENERATE_COLUMNS = {
-    "id",
-    "response",
-    "teacher",
-    "generation_index",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "logprob_mean",
-    "logprob_min",
-    "finish_reason",
-}
-
-
 @dataclass
 class Node:
     id: str
@@ -71,30 +58,9 @@ class Graph:
         return "\n".join(lines)
 
 
-def step_columns(step, spec) -> tuple[set[str], set[str]]:
-    """(columns the step reads, columns it adds), for the built-in kinds."""
-    kind = step.kind
-    sid = step.id
-    if kind == "generate":
-        return {"prompt", "messages"}, set(GENERATE_COLUMNS)
-    if kind == "judge":
-        needs = {"prompt", "response"} | ({step.reference} if step.reference else set())
-        return needs, {f"{sid}_score", f"{sid}_rationale", f"{sid}_status", f"{sid}_raw"}
-    if kind == "verify":
-        return {"response"} | ({step.reference} if step.reference else set()), {f"{sid}_pass", f"{sid}_detail"}
-    if kind == "reward":
-        return {"prompt", "response"}, {f"{sid}_score"}
-    if kind == "filter":
-        from distillflow.spec.expr import parse
-
-        return set(parse(step.where).columns()), set()
-    if kind in ("length_filter", "refusal_filter"):
-        return {step.column}, set()
-    if kind == "dedup":
-        return (set(step.columns) if step.method == "exact" else {step.column}), set()
-    if kind == "best_of":
-        return {step.by, step.group_by}, set()
-    return set(), set()
+def step_columns(step, spec=None) -> tuple[set[str], set[str]] | None:
+    """(columns the step reads, columns it adds) from its kind; None when only known at compile time."""
+    return registry.get(step.kind).columns(step)
 
 
 def _source_columns(spec) -> set[str]:
@@ -112,14 +78,15 @@ def build_graph(
     source: str = "pipeline",
     describe: Callable[[object], tuple[set[str], set[str]] | None] | None = None,
     extra_source_columns: set[str] | None = None,
+    lines: dict | None = None,
 ) -> Graph:
     """Validate the DAG and column flow; raise SpecError with *all* problems.
 
     ``describe(step)`` may return (inputs, outputs) for steps the graph cannot know statically
     (distilabel steps: the engine inspects the class). ``extra_source_columns`` lets the caller
-    add columns found by peeking at a local prompt file.
+    add columns found by peeking at a local prompt file; ``lines`` maps YAML paths to lines.
     """
-    lines = getattr(spec, "_lines", {}) or {}
+    lines = lines or {}
     problems: list[Problem] = []
 
     def prob(loc: tuple, msg: str, hint: str | None = None):
@@ -146,12 +113,10 @@ def build_graph(
                 prob(("steps", i, "after", j), f"unknown step '{p}'", did_you_mean(p, ids + [SOURCE]))
         nodes[step.id] = Node(step.id, step, [p for p in parents if p == SOURCE or p in ids], i)
 
-        # teachers referenced by the step
-        refs = []
-        if step.kind == "generate":
-            refs = [(("steps", i, "teachers", j), n) for j, n in enumerate(step.teachers or [])]
-        elif step.kind in ("judge", "distilabel") and getattr(step, "teacher", None):
-            refs = [(("steps", i, "teacher"), step.teacher)]
+        # teachers referenced by the step (by convention, a `teachers` list or a `teacher` field)
+        refs = [(("steps", i, "teachers", j), n) for j, n in enumerate(getattr(step, "teachers", None) or [])]
+        if isinstance(getattr(step, "teacher", None), str):
+            refs.append((("steps", i, "teacher"), step.teacher))
         for loc, name in refs:
             if name not in teacher_names:
                 prob(loc, f"unknown teacher '{name}'", did_you_mean(name, teacher_names) or f"teachers: {', '.join(teacher_names)}")
@@ -170,21 +135,23 @@ def build_graph(
         for p in node.parents:
             available |= nodes[p].columns_out
         step = node.step
+        kind = registry.get(step.kind)
         try:
-            needs, adds = step_columns(step, spec)
-        except ValueError as e:  # expression syntax
-            prob(("steps", node.index, "where"), f"invalid expression: {e}")
-            needs, adds = set(), set()
+            cols = kind.columns(step)
+        except ValueError as e:  # e.g. expression syntax
+            prob(("steps", node.index) + ((kind.field,) if kind.field else ()), str(e))
+            cols = (set(), set())
         node.open_columns = any(nodes[p].open_columns for p in node.parents)
-        if step.kind == "distilabel":
+        if cols is None:  # only known once the class is imported: the engine describes it
             described = describe(step) if describe is not None else None
             if described is not None:
-                needs, adds = described
-            else:  # checked by the engine, which can import distilabel
+                cols = described
+            else:
                 node.open_columns = True
-                adds = set(step.output_mappings.values())
+                cols = (set(), set(getattr(step, "output_mappings", {}).values()))
+        needs, adds = cols
         node.columns_in = available
-        key = {"filter": "where", "best_of": "by", "length_filter": "column", "refusal_filter": "column"}.get(step.kind)
+        key = kind.field
         for col in sorted(needs - available) if not node.open_columns else []:
             loc = ("steps", node.index) + ((key,) if key else ())
             hint = did_you_mean(col, available)
@@ -204,7 +171,7 @@ def build_graph(
             f"the pipeline has {len(leaves)} final steps ({', '.join(leaves)})",
             f"join them: give the last step `after: [{', '.join(leaves)}]`",
         )
-    if not any(nodes[n].step is not None and nodes[n].step.kind in ("generate", "distilabel") for n in order):
+    if not any(nodes[n].step is not None and registry.get(nodes[n].step.kind).generates for n in order):
         prob(("steps",), "no step generates answers", "add a step with `kind: generate`")
     problems.sort(key=lambda p: p.line or 0)
     if problems:

@@ -41,10 +41,9 @@ def validate(pipeline: Path = typer.Argument(..., help="Pipeline YAML")):
 def preflight(pipeline: Path = typer.Argument(..., help="Pipeline YAML")):
     """Check the pipeline can run here: env vars set, endpoints reachable, models listed."""
     from distillflow.api import load
-    from distillflow.engine.providers import preflight_teacher, resolve_local_models
+    from distillflow.engine.providers import preflight_teacher
 
-    spec = load(pipeline)
-    resolve_local_models(spec, pipeline.resolve().parent)
+    spec = load(pipeline).spec  # local model paths resolved against the YAML's folder
     failed = 0
     for t in spec.teachers:
         ok, detail = preflight_teacher(t)
@@ -89,10 +88,9 @@ def graph(
 ):
     """Print the pipeline DAG as mermaid text (or render it with graphviz)."""
     from distillflow.api import load
-    from distillflow.engine.validate import validate as _validate
     from distillflow.graphviz import render
 
-    g = _validate(load(pipeline))
+    g = load(pipeline).graph
     if output is None or output.suffix in (".mmd", ".md", ""):
         text = g.mermaid()
         if output is None:

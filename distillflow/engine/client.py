@@ -138,6 +138,8 @@ class OpenAICompatibleClient:
     ``api_key_env`` only names the variable in 401/403 messages.
     """
 
+    streams = True  # `arun` accepts an async iterable fed while it runs (one window per run)
+
     def __init__(
         self,
         base_url: str,

@@ -120,6 +120,8 @@ class AsyncLLMClient:
     provider SDK clients bind their connection pools to the loop that first uses them.
     """
 
+    streams = True  # `arun` accepts an async iterable fed while it runs (one window per run)
+
     def __init__(self, llm: Any, concurrency: int = 16, rpm: float | None = None, tpm: float | None = None,
                  timeout_s: float | None = 300.0, max_retries: int = 6, backoff_base_s: float = 0.5,
                  backoff_max_s: float = 60.0, api_key_env: str | None = None):

@@ -1,14 +1,15 @@
 """Progress reporting: the engine calls a reporter; the CLI and notebooks show it with rich.
 
     reporter = RichReporter()            # done/total, rate, ETA, cost so far, per step
-    run_pipeline(spec, reporter=reporter)
+    run_plan(plan, reporter=reporter)
 """
 
 from __future__ import annotations
 
 
 class NullReporter:
-    def step_start(self, step_id: str, kind: str, total: int) -> None: ...
+    def step_start(self, step_id: str, kind: str, total: int | None) -> None: ...
+    def add_total(self, step_id: str, n: int) -> None: ...
     def advance(self, step_id: str, n: int, cost_usd: float = 0.0, cached: bool = False) -> None: ...
     def step_end(self, step_id: str, summary: str) -> None: ...
     def message(self, text: str) -> None: ...
@@ -16,7 +17,8 @@ class NullReporter:
 
 
 class RichReporter(NullReporter):
-    """One rich progress bar per step; updates are throttled by rich's own refresh rate."""
+    """One rich progress bar per step, all live at once (steps stream side by side); totals grow as
+    shards reach a step. Updates are throttled by rich's own refresh rate."""
 
     def __init__(self, console=None):
         from rich.console import Console
@@ -52,6 +54,12 @@ class RichReporter(NullReporter):
             self.progress.update(self.tasks[step_id], total=total)
             return
         self.tasks[step_id] = self.progress.add_task(f"{step_id} ({kind})", total=total, rate="", cost=0.0, note="")
+
+    def add_total(self, step_id, n):
+        tid = self.tasks.get(step_id)
+        if tid is not None and n:
+            task = self.progress.tasks[tid]
+            self.progress.update(tid, total=(task.total or 0) + n)
 
     def advance(self, step_id, n, cost_usd=0.0, cached=False):
         tid = self.tasks.get(step_id)

@@ -14,6 +14,7 @@ import os
 
 from distillflow.errors import ConfigurationError, MissingDependencyError
 from distillflow.spec.models import OPENAI_COMPATIBLE
+from distillflow.steps.base import effective_params  # noqa: F401 - part of this module's surface
 
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
 _NEEDS_KEY = {"openai": True, "anthropic": True, "hf_endpoint": False}
@@ -22,27 +23,42 @@ _NEEDS_KEY = {"openai": True, "anthropic": True, "hf_endpoint": False}
 LOCAL_MODEL_PROVIDERS = ("transformers", "vllm", "transformers_serve")
 
 
-def resolve_local_models(spec, base_dir) -> None:
-    """Relative model directories are relative to the YAML file, like every path in it.
+def resolve_local_models(spec, base_dir):
+    """A copy of ``spec`` whose local model directories are absolute (relative to the YAML file, like
+    every path in it); the given spec is not changed.
 
     `transformers serve` pins a served model to the absolute path it was started with, so the
-    resolved path is also the model id sent to it.
+    resolved path is also the model id sent to it. The train section's base model is resolved too,
+    so the run directory's pipeline.yaml still finds the student when read from elsewhere.
     """
     from pathlib import Path
 
     if base_dir is None:
-        return
+        return spec
+    base = Path(base_dir)
+    teachers = []
     for t in spec.teachers:
         if t.provider in LOCAL_MODEL_PROVIDERS and not Path(t.model).is_absolute():
-            candidate = (Path(base_dir) / t.model).resolve()
+            candidate = (base / t.model).resolve()
             if candidate.exists():
-                t.model = str(candidate)
-    # the run directory's pipeline.yaml must still find the student when read from elsewhere
+                t = t.model_copy(update={"model": str(candidate)})
+        teachers.append(t)
+    update = {"teachers": teachers}
     train = getattr(spec, "train", None)
     if train is not None and not Path(train.base_model).is_absolute():
-        candidate = (Path(base_dir) / train.base_model).resolve()
+        candidate = (base / train.base_model).resolve()
         if candidate.exists():
-            train.base_model = str(candidate)
+            update["train"] = train.model_copy(update={"base_model": str(candidate)})
+    return spec.model_copy(update=update)
+
+
+def make_request(teacher, messages, params, index, meta):
+    """A ChatRequest keyed for the cache by teacher identity, params, messages and sample index."""
+    from distillflow.engine.cache import request_key
+    from distillflow.engine.client import ChatRequest
+
+    key = request_key(teacher.provider, teacher.model, base_url(teacher) or "", params, messages, index)
+    return ChatRequest(key=key, messages=messages, params=params, meta=meta)
 
 
 def base_url(teacher) -> str | None:
@@ -79,15 +95,6 @@ def missing_env(spec, teacher_names=None) -> list[str]:
         except ConfigurationError as e:
             out.append(str(e))
     return out
-
-
-def effective_params(teacher, override=None) -> dict:
-    params = teacher.params.model_dump(exclude_none=True)
-    if override is not None:
-        params.update(override.model_dump(exclude_none=True, exclude_unset=True))
-    if not params.get("logprobs"):
-        params.pop("logprobs", None)
-    return params
 
 
 def build_client(teacher):

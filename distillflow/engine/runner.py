@@ -1,44 +1,93 @@
-"""Execute a validated pipeline graph: source -> steps (cached per step) -> outputs.
+"""Execute a compiled plan on one machine: prompts stream through the steps in shards.
 
-    result = run_pipeline(spec, out_dir="runs/qa")
-    result.manifest["counts"]["filter"]     # {"in": 40, "out": 31, "rejected": 9}
+    result = run_plan(plan, out_dir="runs/qa")
+    result.manifest["counts"]["filter"]     # {"kind": "filter", "in": 40, "out": 31, "rejected": 9}
+    result.curated[0], len(result.rejected) # lazy: read from the run's files
+    result.dataset("curated")               # a datasets.Dataset memory-mapped from Parquet
 
-Resume works at two levels: every teacher answer is cached by request (cache/requests.sqlite), and
-every step's output by a hash of the step and everything upstream (cache/steps/), so changing a
-filter threshold reruns only that filter and what follows it.
+How a run flows (docs/architecture.md): the source is read once into a prompt store; shard k's
+prompts go through every step in graph order while other shards are in other steps
+(``execution.shards_in_flight`` at once), so a judge works on shard k while shard k+1 is
+generated. Row-local steps run per shard; prompt-grouped steps too (a shard holds every answer of
+its prompts); global steps (dedup) take shards one at a time, in order, with compact state.
+
+Resume works at two levels: every teacher answer is cached by request (cache/requests.sqlite),
+and every step's output per shard is committed atomically (cache/shards/<step>/<hash>/<shard>/),
+keyed by a hash of the step and everything upstream: a rerun skips committed shards, and changing
+a filter threshold reruns only that filter and what follows it.
 """
 
 from __future__ import annotations
 
-import gzip
+import asyncio
+import contextvars
 import hashlib
+import inspect
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillflow.engine.ledger import Ledger
+from distillflow.engine.ledger import Ledger, cost_of, is_outage
+from distillflow.engine.outputs import Rows
 from distillflow.engine.progress import NullReporter
-from distillflow.errors import ConfigurationError
-from distillflow.graph import SOURCE, build_graph
+from distillflow.errors import ConfigurationError, TeacherError
+from distillflow.graph import SOURCE
+from distillflow.steps import registry
 
 
 @dataclass
+class _ShardState:
+    """What one shard's steps did that the engine must know (set through a context variable)."""
+
+    undispatched: set = field(default_factory=set)  # step ids that left requests unsent
+    usage: dict = field(default_factory=dict)  # step id -> teacher -> counters
+    units: dict = field(default_factory=dict)  # step id -> progress units (requests) reported
+
+
+_SHARD: contextvars.ContextVar[_ShardState | None] = contextvars.ContextVar("distillflow_shard", default=None)
+
+
 class RunContext:
-    spec: object
-    out_dir: Path
-    base_dir: Path
-    cache: object
-    ledger: Ledger
-    reporter: object
-    objects: dict
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    _clients: dict = field(default_factory=dict)
+    """What steps may ask of a run (the engine's side of ``steps.base.StepContext``)."""
+
+    def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, reporter, prompts=None):
+        self.plan = plan
+        self.spec = plan.spec
+        self.base_dir = plan.base_dir
+        self.out_dir = out_dir
+        self.objects = dict(plan.objects)
+        self.cache = cache
+        self.ledger = ledger
+        self.reporter = reporter
+        self.prompts = prompts
+        self.stop_event = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._lanes: dict = {}
+        self._clients: dict = {}
 
     @property
     def cache_path(self) -> Path:
         return self.out_dir / "cache" / "requests.sqlite"
+
+    # -- the StepContext protocol -------------------------------------------------------------
+    def teacher(self, name: str):
+        return self.spec.teacher(name)
+
+    def request(self, teacher, messages, params, index=0, meta=None):
+        from distillflow.engine.providers import make_request
+
+        return make_request(teacher, messages, params, index, meta or {})
+
+    def cost(self, teacher, input_tokens: int, output_tokens: int) -> float:
+        return cost_of(teacher, input_tokens, output_tokens)
+
+    def heldout(self):
+        return iter(()) if self.prompts is None else self.prompts.heldout_rows()
+
+    def advance(self, step_id: str, n: int) -> None:
+        self.reporter.advance(step_id, n, self.ledger.spent)
 
     def client(self, teacher):
         if teacher.name not in self._clients:
@@ -47,73 +96,105 @@ class RunContext:
             self._clients[teacher.name] = build_client(teacher)
         return self._clients[teacher.name]
 
+    def _lane(self, teacher):
+        lane = self._lanes.get(teacher.name)
+        if lane is None:
+            from distillflow.engine.lanes import Lane
 
-@dataclass
+            lane = self._lanes[teacher.name] = Lane(teacher, self.client(teacher), self)
+        return lane
+
+    async def ask(self, step_id: str, teacher, requests: list, shard: _ShardState | None = None):
+        """Cached answers first, the rest through the teacher's lane. See steps.base.StepContext.ask."""
+        shard = shard or _SHARD.get()
+        ledger, name = self.ledger, teacher.name
+        self.reporter.add_total(step_id, len(requests))
+        if shard is not None:
+            shard.units[step_id] = shard.units.get(step_id, 0) + len(requests)
+        hits = await asyncio.to_thread(self.cache.get_many, [r.key for r in requests]) if requests else {}
+        for res in hits.values():
+            ledger.add(name, res.input_tokens, res.output_tokens, cost_of(teacher, res.input_tokens, res.output_tokens), True)
+        self.reporter.advance(step_id, sum(1 for r in requests if r.key in hits), ledger.spent)
+        misses = [r for r in requests if r.key not in hits]
+        results, failures = dict(hits), {}
+        if misses:
+            got, failures = await self._lane(teacher).ask(step_id, misses)
+            results.update(got)
+        if shard is not None:
+            if any(r.key not in results and r.key not in failures for r in requests):
+                shard.undispatched.add(step_id)
+            u = shard.usage.setdefault(step_id, {}).setdefault(name, {"requests": 0, "input_tokens": 0,
+                                                                      "output_tokens": 0, "cost_usd": 0.0})
+            for r in requests:
+                res = results.get(r.key)
+                if res is not None:
+                    u["requests"] += 1
+                    u["input_tokens"] += res.input_tokens
+                    u["output_tokens"] += res.output_tokens
+                    u["cost_usd"] += cost_of(teacher, res.input_tokens, res.output_tokens)
+        outages = [f for f in failures.values() if is_outage(f)]
+        if outages:
+            raise TeacherError(
+                f"teacher '{name}' failed {len(outages)} request(s) after retries (last error: {outages[-1].error}). "
+                f"{len(results)} answers are cached in {self.cache_path}; fix the endpoint and run the same command "
+                "to resume — cached answers are not requested again."
+            )
+        return results, failures
+
+    def ask_blocking(self, step_id: str, teacher, requests: list):
+        shard = _SHARD.get()  # the worker thread runs in a copy of the shard task's context
+        fut = asyncio.run_coroutine_threadsafe(self.ask(step_id, teacher, requests, shard), self.loop)
+        return fut.result()
+
+    async def close(self) -> None:
+        for lane in self._lanes.values():
+            await lane.close()
+
+
 class RunResult:
-    out_dir: Path
-    curated: list[dict]
-    rejected: list[dict]
-    heldout: list[dict]
-    manifest: dict
-    notes: list[str] = field(default_factory=list)  # messages for the user (e.g. the review push)
+    """What a run produced: the run directory, its manifest, and lazy access to its rows."""
+
+    def __init__(self, out_dir: Path, manifest: dict, notes: list[str] | None = None):
+        self.out_dir = Path(out_dir)
+        self.manifest = manifest
+        self.notes = notes or []  # messages for the user (e.g. the review push)
+
+    @property
+    def curated(self) -> Rows:
+        return Rows(self.out_dir / "data" / "curated.jsonl", self.manifest.get("curated"))
+
+    @property
+    def rejected(self) -> Rows:
+        return Rows(self.out_dir / "data" / "rejected.jsonl", self.manifest.get("rejected"))
+
+    @property
+    def heldout(self) -> Rows:
+        return Rows(self.out_dir / "data" / "heldout.jsonl", self.manifest.get("heldout"))
+
+    def dataset(self, split: str = "curated"):
+        """A ``datasets.Dataset`` memory-mapped from ``data/<split>.parquet`` (curated or rejected)."""
+        from distillflow.engine.write import parquet_dataset
+
+        return parquet_dataset(self.out_dir / "data" / f"{split}.parquet", self.out_dir / "cache" / "hf")
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"RunResult({str(self.out_dir)!r}, curated={m.get('curated')}, rejected={m.get('rejected')}, status={m.get('status')!r})"
 
 
 def _h(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _source_hash(spec, base_dir: Path) -> str:
-    src = spec.source
-    content = None
-    if src.path:
-        p = Path(src.path) if Path(src.path).is_absolute() else base_dir / src.path
-        if p.is_file():
-            content = hashlib.sha256(p.read_bytes()).hexdigest()
-        elif p.is_dir():
-            content = sorted((str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns) for f in p.rglob("*") if f.is_file())
-    return _h("source", src.model_dump(mode="json"), content)
-
-
-def _step_hash(spec, step, parent_hashes: list[str], objects: dict) -> str:
-    teachers = []
-    for name in (getattr(step, "teachers", None) or ([step.teacher] if getattr(step, "teacher", None) else [])):
-        t = spec.teacher(name)
-        teachers.append(t.model_dump(mode="json", include={"provider", "model", "base_url", "params"}))
-    if step.kind == "generate" and not step.teachers:
-        teachers = [t.model_dump(mode="json", include={"name", "provider", "model", "base_url", "params"}) for t in spec.teachers]
-    obj = objects.get(step.id)
+def _step_hash(plan, step, parent_hashes: list[str]) -> str:
+    spec = plan.spec
+    kind = registry.get(step.kind)
+    names = kind.teachers(step, spec) if kind.teachers is not None else []
+    teachers = [spec.teacher(n).model_dump(mode="json", include={"name", "provider", "model", "base_url", "params"})
+                for n in names]
+    obj = plan.objects.get(step.id)
     obj_id = None if obj is None else f"{type(obj).__module__}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
     return _h(step.model_dump(mode="json"), parent_hashes, teachers, obj_id)
-
-
-class StepCache:
-    """One gzip'd JSON file per (step id, hash): {"kept": [...], "rejected": [...]}."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, step_id: str, h: str) -> Path:
-        return self.root / f"{step_id}-{h}.json.gz"
-
-    def get(self, step_id: str, h: str):
-        p = self._path(step_id, h)
-        if not p.exists():
-            return None
-        try:
-            with gzip.open(p, "rt", encoding="utf-8") as fh:
-                data = json.load(fh)
-            return data["kept"], data["rejected"], data.get("usage", {})
-        except Exception:  # a half-written file after kill -9: recompute
-            return None
-
-    def put(self, step_id: str, h: str, kept, rejected, usage: dict) -> None:
-        for old in self.root.glob(f"{step_id}-*.json.gz"):
-            old.unlink()
-        tmp = self._path(step_id, h).with_suffix(".tmp")
-        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as fh:
-            json.dump({"kept": kept, "rejected": rejected, "usage": usage}, fh, default=str)
-        tmp.replace(self._path(step_id, h))
 
 
 def _merge(parents: list[list[dict]]) -> list[dict]:
@@ -142,148 +223,241 @@ def _merge(parents: list[list[dict]]) -> list[dict]:
     return out
 
 
-def run_step(ctx: RunContext, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    from distillflow.engine.llm_steps import run_generate, run_judge
-    from distillflow.steps import curate, verify
+class _Turns:
+    """Shards pass a point one at a time, in order (global steps, the output writer)."""
 
-    kind = step.kind
-    if kind == "generate":
-        return run_generate(ctx, step, rows)
-    if kind == "judge":
-        return run_judge(ctx, step, rows)
-    if kind == "distilabel":
-        from distillflow.engine.distilabel_steps import run_distilabel_step
+    def __init__(self):
+        self.next = 0
+        self.cond = asyncio.Condition()
 
-        return run_distilabel_step(ctx, step, rows)
-    if kind == "reward":
-        from distillflow.engine.reward import run_reward_step
+    async def wait(self, k: int) -> None:
+        async with self.cond:
+            await self.cond.wait_for(lambda: self.next >= k)
 
-        return run_reward_step(ctx, step, rows)
-    ctx.reporter.step_start(step.id, kind, len(rows))
-    if kind == "verify":
-        import inspect
+    async def done(self, k: int) -> None:
+        async with self.cond:
+            self.next = max(self.next, k + 1)
+            self.cond.notify_all()
 
-        fn = ctx.objects.get(step.id) or verify.resolve_verifier(step.check)
-        params = dict(step.params)
-        sig = inspect.signature(fn).parameters
-        if step.reference and ("reference_column" in sig or any(p.kind == p.VAR_KEYWORD for p in sig.values())):
-            params["reference_column"] = step.reference
-        out = verify.verify_rows(rows, step.id, fn, params), []
-    elif kind == "filter":
-        from distillflow.spec.expr import parse
 
-        out = curate.filter_rows(rows, parse(step.where), step.id)
-    elif kind == "length_filter":
-        out = curate.length_filter(rows, step.id, column=step.column, min_chars=step.min_chars, max_chars=step.max_chars,
-                                   min_words=step.min_words, max_words=step.max_words)
-    elif kind == "refusal_filter":
-        out = curate.refusal_filter(rows, step.id, column=step.column, extra_patterns=tuple(step.patterns))
-    elif kind == "dedup":
-        if step.method == "exact":
-            out = curate.exact_dedup(rows, step.id, columns=tuple(step.columns))
+class LocalExecutor:
+    """Runs a plan's shards in one process: asyncio for teachers, worker threads for CPU steps."""
+
+    def __init__(self, plan, ctx: RunContext, prompts, store, writer, retry_errors: bool = False):
+        self.plan, self.ctx, self.prompts, self.store, self.writer = plan, ctx, prompts, store, writer
+        self.retry_errors = retry_errors
+        graph = plan.graph
+        self.nodes = [n for n in graph.order if n != SOURCE]
+        self.kinds = {n: registry.get(graph.nodes[n].step.kind) for n in self.nodes}
+        self.scope = {n: self.kinds[n].scope_of(graph.nodes[n].step) for n in self.nodes}
+        calls = {}
+        for n in self.nodes:
+            k, st = self.kinds[n], graph.nodes[n].step
+            calls[n] = bool(k.teachers(st, plan.spec)) if k.teachers is not None else False
+        self.calls_teachers = calls
+        self.hashes: dict[str, str] = {}
+        self.counts = {n: {"kind": graph.nodes[n].step.kind, "in": 0, "out": 0, "rejected": 0} for n in self.nodes}
+        self.busy = {n: 0.0 for n in self.nodes}
+        self.quarantined = 0
+        self.states: dict = {}
+        self.prepare_locks: dict = {}
+        self.sync_locks: dict = {}
+        self.turns: dict = {}
+        self.clean = {n: True for n in self.nodes}
+        self.write_turn = None
+
+    async def _state(self, nid: str):
+        async with self.prepare_locks[nid]:
+            if nid not in self.states:
+                kind, step = self.kinds[nid], self.plan.graph.nodes[nid].step
+                self.states[nid] = (await asyncio.to_thread(kind.prepare, self.ctx, step)) if kind.prepare else None
+        return self.states[nid]
+
+    async def _run_kind(self, nid: str, rows: list[dict]):
+        kind, step = self.kinds[nid], self.plan.graph.nodes[nid].step
+        state = await self._state(nid)
+        if inspect.iscoroutinefunction(kind.run):
+            return await kind.run(self.ctx, step, rows, state)
+        async with self.sync_locks[nid]:  # one shard at a time per synchronous step (shared state, GIL)
+            return await asyncio.to_thread(kind.run, self.ctx, step, rows, state)
+
+    async def _node(self, k: int, nid: str, outputs: dict, shard: _ShardState):
+        graph, ctx, store = self.plan.graph, self.ctx, self.store
+        node = graph.nodes[nid]
+        parents = [outputs[p] for p in node.parents]
+        inp = _merge([p[0] for p in parents])
+        complete = all(p[1] for p in parents)
+        h = self.hashes[nid]
+        got = await asyncio.to_thread(store.get, nid, h, k) if complete else None
+        if got is not None and self.retry_errors and got[2].get("quarantined"):
+            got = None  # --retry-errors: ask the quarantined records again
+        t0 = time.perf_counter()
+        if got is not None:
+            kept, rej, meta = got
+            for teacher_usage in [meta.get("usage") or {}]:
+                ctx.ledger.replay(teacher_usage)
+            units = meta.get("units", len(inp))
+            ctx.reporter.add_total(nid, units)
+            ctx.reporter.advance(nid, units, ctx.ledger.spent, cached=True)
+            if self.scope[nid] == "global" and self.kinds[nid].restore is not None:
+                self.kinds[nid].restore(await self._state(nid), node.step, kept)
         else:
-            out = curate.near_dedup(rows, step.id, column=step.column, threshold=step.threshold)
-    elif kind == "best_of":
-        out = curate.best_of(rows, step.id, by=step.by, group_by=step.group_by, higher_is_better=step.higher_is_better)
-    else:  # pragma: no cover - the schema admits no other kinds
-        raise AssertionError(kind)
-    ctx.reporter.advance(step.id, len(rows), ctx.ledger.spent)
-    return out
+            if not self.calls_teachers[nid]:
+                ctx.reporter.add_total(nid, len(inp))
+            kept, rej = await self._run_kind(nid, inp)
+            if not self.calls_teachers[nid]:
+                ctx.reporter.advance(nid, len(inp), ctx.ledger.spent)
+            complete = complete and nid not in shard.undispatched and not ctx.stop_event.is_set()
+            if self.scope[nid] == "global":
+                complete = complete and self.clean[nid]
+                self.clean[nid] = complete
+            if complete:
+                quarantined = sum(1 for r in rej if r.get("reason") == "teacher_error")
+                meta = {"usage": shard.usage.get(nid, {}), "units": shard.units.get(nid, len(inp)),
+                        "quarantined": quarantined, "in": len(inp)}
+                await asyncio.to_thread(store.put, nid, h, k, kept, rej, meta)
+        self.busy[nid] += time.perf_counter() - t0
+        c = self.counts[nid]
+        c["in"] += len(inp)
+        c["out"] += len(kept)
+        c["rejected"] += len(rej)
+        self.quarantined += sum(1 for r in rej if r.get("reason") == "teacher_error")
+        return kept, rej, complete
+
+    async def _shard(self, k: int, sem: asyncio.Semaphore):
+        try:
+            shard = _ShardState()
+            _SHARD.set(shard)
+            rows = await asyncio.to_thread(self.prompts.shard, k)
+            outputs = {SOURCE: (rows, True)}
+            rejected: dict[str, list[dict]] = {}
+            for nid in self.nodes:
+                glob = self.scope[nid] == "global"
+                if glob:
+                    await self.turns[nid].wait(k)
+                try:
+                    kept, rej, complete = await self._node(k, nid, outputs, shard)
+                finally:
+                    if glob:
+                        await self.turns[nid].done(k)
+                outputs[nid] = (kept, complete)
+                rejected[nid] = rej
+                for p in self.plan.graph.nodes[nid].parents:  # release what no later step reads
+                    if p != SOURCE and all(p not in self.plan.graph.nodes[m].parents for m in self.nodes[self.nodes.index(nid) + 1:]):
+                        outputs[p] = ([], outputs[p][1])
+            await self.write_turn.wait(k)
+            try:
+                await asyncio.to_thread(self.writer.add, outputs[self.plan.graph.sink][0], rejected)
+            finally:
+                await self.write_turn.done(k)
+        finally:
+            sem.release()
+
+    async def run(self) -> None:
+        self.ctx.loop = asyncio.get_running_loop()
+        for nid in self.nodes:
+            self.prepare_locks[nid] = asyncio.Lock()
+            self.sync_locks[nid] = asyncio.Lock()
+            self.turns[nid] = _Turns()
+        self.write_turn = _Turns()
+        ex = self.plan.spec.execution
+        sem = asyncio.Semaphore(ex.shards_in_flight)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for k in range(self.prompts.n_shards):
+                    await sem.acquire()
+                    if self.ctx.stop_event.is_set() or self.ctx.ledger.budget_hit:
+                        sem.release()
+                        break
+                    tg.create_task(self._shard(k, sem))
+        except BaseExceptionGroup as eg:  # one shard's failure stops the run: re-raise it plainly
+            first = eg.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+        finally:
+            await self.ctx.close()
 
 
-def run_pipeline(spec, out_dir=None, reporter=None, objects: dict | None = None, fresh: bool = False) -> RunResult:
-    """Run `spec` into `out_dir`, resuming from its caches. See module docstring."""
+def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_errors: bool = False) -> RunResult:
+    """Run ``plan`` into ``out_dir``, resuming from its caches. See the module docstring."""
+    import shutil
+
     from distillflow.engine.cache import RequestCache
-    from distillflow.engine.write import write_outputs
-    from distillflow.engine.providers import missing_env, resolve_local_models
-    from distillflow.engine.source import load_source
-    from distillflow.engine.validate import describe_step_factory, source_columns
+    from distillflow.engine.prompts import PromptStore
+    from distillflow.engine.providers import missing_env
+    from distillflow.engine.shards import ShardStore
+    from distillflow.engine.write import OutputWriter
 
-    base_dir = Path(getattr(spec, "_base_dir", None) or Path.cwd())
-    resolve_local_models(spec, base_dir)
-    objects = {**(getattr(spec, "_objects", None) or {}), **(objects or {})}
-    graph = build_graph(spec, describe=describe_step_factory(objects), extra_source_columns=source_columns(spec, base_dir))
-    used = set()
-    for n in graph.order:
-        st = graph.nodes[n].step
-        if st is not None and st.kind == "generate":
-            used |= set(st.teachers or [t.name for t in spec.teachers])
-        elif st is not None and getattr(st, "teacher", None):
-            used.add(st.teacher)
-    problems = missing_env(spec, used)
+    spec = plan.spec
+    problems = missing_env(spec, plan.teachers_used())
     if problems:
         raise ConfigurationError("\n".join(problems))
-
-    out = Path(out_dir) if out_dir else _default_out(spec, base_dir)
+    out = Path(out_dir) if out_dir else _default_out(spec, plan.base_dir)
     out.mkdir(parents=True, exist_ok=True)
     if fresh:
-        import shutil
-
         shutil.rmtree(out / "cache", ignore_errors=True)
     (out / "cache").mkdir(exist_ok=True)
     reporter = reporter or NullReporter()
-    ledger = Ledger(spec.budget.max_cost_usd)
-    cache = RequestCache(out / "cache" / "requests.sqlite")
-    ctx = RunContext(spec, out, base_dir, cache, ledger, reporter, objects)
-    step_cache = StepCache(out / "cache" / "steps")
     started = time.time()
-    counts: dict[str, dict] = {}
-    timings: dict[str, float] = {}
-    status = "complete"
+    ledger = Ledger(spec.budget.max_cost_usd)
+    reporter.step_start(SOURCE, "source", None)
+    ex = spec.execution
+    prompts = PromptStore.prepare(spec.source, plan.base_dir, out / "cache" / "source", ex.shard_size,
+                                  on_row=lambda n: reporter.advance(SOURCE, 10_000))
+    reporter.step_end(SOURCE, f"{prompts.n_train} prompts in {prompts.n_shards} shard(s)")
+    cache = RequestCache(out / "cache" / "requests.sqlite")
+    ctx = RunContext(plan, out, cache, ledger, reporter, prompts)
+    store = ShardStore(out / "cache" / "shards")
+    graph = plan.graph
+    hashes = {SOURCE: _h("source", spec.source.model_dump(mode="json"), prompts.dir.name, ex.shard_size)}
+    for nid in graph.order[1:]:
+        hashes[nid] = _step_hash(plan, graph.nodes[nid].step, [hashes[p] for p in graph.nodes[nid].parents])
+        store.prune(nid, hashes[nid])
+    nodes = [n for n in graph.order if n != SOURCE]
+    for nid in nodes:
+        reporter.step_start(nid, graph.nodes[nid].step.kind, 0)
+    writer = OutputWriter(out, nodes)
+    executor = LocalExecutor(plan, ctx, prompts, store, writer, retry_errors=retry_errors)
+    executor.hashes = hashes
     try:
-        rows, heldout, dropped = load_source(spec.source, base_dir)
-        outputs: dict[str, list[dict]] = {SOURCE: rows}
-        hashes = {SOURCE: _source_hash(spec, base_dir)}
-        rejected: list[dict] = list(dropped)
-        counts[SOURCE] = {"in": len(rows) + len(dropped) + len(heldout), "out": len(rows), "rejected": len(dropped), "heldout": len(heldout)}
-        for nid in graph.order[1:]:
-            node = graph.nodes[nid]
-            step = node.step
-            t0 = time.time()
-            inp = _merge([outputs[p] for p in node.parents])
-            h = _step_hash(spec, step, [hashes[p] for p in node.parents], objects)
-            cached = step_cache.get(nid, h)
-            if cached is not None:
-                kept, rej, usage = cached
-                ledger.replay(usage)
-                reporter.step_start(nid, step.kind, len(inp))
-                reporter.advance(nid, len(inp), ledger.spent, cached=True)
-            else:
-                before, snap = ledger.budget_hit, ledger.snapshot()
-                kept, rej = run_step(ctx, step, inp)
-                if not ledger.budget_hit or before:
-                    step_cache.put(nid, h, kept, rej, ledger.since(snap))
-            reporter.step_end(nid, f"{len(kept)} kept, {len(rej)} rejected")
-            outputs[nid], hashes[nid] = kept, h
-            rejected += rej
-            counts[nid] = {"kind": step.kind, "in": len(inp), "out": len(kept), "rejected": len(rej)}
-            timings[nid] = round(time.time() - t0, 3)
-            if ledger.budget_hit:
-                status = "budget_exhausted"
-        curated = outputs[graph.sink]
+        asyncio.run(executor.run())
     except KeyboardInterrupt:
         ctx.stop_event.set()
         raise
     finally:
+        writer.close()
         cache.close()
+    for nid in nodes:
+        c = executor.counts[nid]
+        reporter.step_end(nid, f"{c['out']} kept, {c['rejected']} rejected")
+    status = "budget_exhausted" if ledger.budget_hit else "complete"
+    counts = {SOURCE: {"in": prompts.n_raw, "out": prompts.n_train, "rejected": prompts.n_dropped,
+                       "heldout": len(prompts.heldout_positions)}}
+    counts.update(executor.counts)
     manifest = {
         "name": spec.name,
         "spec_hash": spec.spec_hash(),
         "status": status,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 3),
+        "seconds": None,
         "counts": counts,
-        "curated": len(curated),
-        "rejected": len(rejected),
-        "heldout": len(heldout),
+        "curated": writer.counts["curated"],
+        "rejected": writer.counts["rejected"] + prompts.n_dropped,
+        "heldout": len(prompts.heldout_positions),
+        "quarantined": executor.quarantined,
         "teachers": ledger.to_dict(),
         "cost_usd": round(ledger.spent, 6),
         "budget": {"max_cost_usd": spec.budget.max_cost_usd, "exhausted": ledger.budget_hit},
-        "timings": timings,
+        "execution": {"backend": ex.backend, "shard_size": ex.shard_size, "shards": prompts.n_shards,
+                      "shards_in_flight": ex.shards_in_flight},
+        "timings": {n: round(t, 3) for n, t in executor.busy.items()},
         "sink": graph.sink,
     }
-    write_outputs(spec, out, curated, rejected, heldout, manifest, graph)
-    return RunResult(out, curated, rejected, heldout, manifest)
+    manifest["seconds"] = round(time.time() - started, 3)
+    writer.finish(plan, prompts, manifest)
+    prompts.close()
+    return RunResult(out, manifest)
 
 
 def _default_out(spec, base_dir: Path) -> Path:

@@ -189,7 +189,8 @@ async def run_window(
     should_stop: Callable[[], bool] | None = None,
     usage_of: Callable[[Any], int] | None = None,
 ) -> None:
-    """Run ``requests`` through ``attempt`` with ``concurrency`` requests in flight.
+    """Run ``requests`` (an iterable, or an async iterable fed while running) through ``attempt``
+    with ``concurrency`` requests in flight.
 
     ``on_result`` is called once per dispatched request, in completion order, with either
     ``attempt``'s result or ``make_error(request, message, elapsed_s)`` after the retries are
@@ -197,7 +198,9 @@ async def run_window(
     requests never taken produce no result. If ``on_result`` (or the iterator) raises, the
     other workers are cancelled and the exception propagates.
     """
-    it = iter(requests)
+    # An async iterable (a queue fed while the window runs) or a plain iterable.
+    ait = requests.__aiter__() if hasattr(requests, "__aiter__") else None
+    it = None if ait is not None else iter(requests)
     retry = retry or RetryPolicy()
     limited = limiter is not None and (limiter.rpm_bucket is not None or limiter.tpm_bucket is not None)
     count_tokens = limited and limiter.counts_tokens
@@ -210,9 +213,9 @@ async def run_window(
             # on_result did (e.g. a budget just exhausted); untaken requests stay untouched.
             if should_stop is not None and should_stop():
                 return
-            try:
-                req = next(it)  # one shared iterator: each request goes to exactly one worker
-            except StopIteration:
+            try:  # one shared iterator: each request goes to exactly one worker
+                req = await ait.__anext__() if ait is not None else next(it)
+            except (StopIteration, StopAsyncIteration):
                 return
             est = estimate_tokens(req.messages, req.params) if count_tokens else 0
             t0 = perf()

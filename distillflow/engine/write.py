@@ -1,51 +1,198 @@
-"""Write a run's outputs: JSONL + Parquet splits, the distilabel Distiset, manifest.json, the card.
+"""A run's outputs, written as shards finish: curated/rejected/held-out JSONL + Parquet, the
+distilabel Distiset, manifest.json, the dataset card.
 
-    write_outputs(spec, out_dir, curated, rejected, heldout, manifest, graph)
+    writer = OutputWriter(run_dir, node_ids)
+    writer.add(curated_rows, {"filter": rejected_rows, ...})   # shard after shard, in order
+    writer.finish(plan, prompts, manifest)                      # Parquet, Distiset, card; atomic renames
+
+Memory stays flat: rows go straight to files; Parquet is built from the JSONL in batches with
+one schema for the whole file (nested or mixed-type columns as JSON text), and the Distiset is
+memory-mapped from that Parquet. A run killed before ``finish`` leaves the last complete outputs
+in place: everything is written under temporary names and renamed at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
-from distillflow.engine.outputs import _flat, write_jsonl, write_parquet
+from distillflow.engine.outputs import _NESTED
+from distillflow.engine.shards import _dumps, _loads
 from distillflow.errors import ConfigurationError
 
+_BATCH = 4096
 
-def _distiset(out: Path, curated: list[dict], rejected: list[dict]) -> None:
-    import datasets
+
+class OutputWriter:
+    def __init__(self, out: Path, node_ids: list[str]):
+        self.out = Path(out)
+        self.data = self.out / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.out / "cache" / "out.tmp"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.node_ids = list(node_ids)
+        self.curated_fh = (self.tmp / "curated.jsonl").open("w", encoding="utf-8")
+        self.rejected_fh = {n: (self.tmp / f"rejected-{n}.jsonl").open("w", encoding="utf-8") for n in node_ids}
+        self.counts = {"curated": 0, "rejected": 0, "heldout": 0}
+        self.sample: list[dict] = []  # a few curated rows, for the card
+
+    def add(self, curated: list[dict], rejected: dict[str, list[dict]]) -> None:
+        fh = self.curated_fh
+        for r in curated:
+            fh.write(_dumps(r) + "\n")
+        self.counts["curated"] += len(curated)
+        if len(self.sample) < 3:
+            self.sample += curated[: 3 - len(self.sample)]
+        for nid, rows in rejected.items():
+            rfh = self.rejected_fh[nid]
+            for r in rows:
+                rfh.write(_dumps(r) + "\n")
+            self.counts["rejected"] += len(rows)
+
+    def close(self) -> None:
+        for fh in [self.curated_fh, *self.rejected_fh.values()]:
+            if not fh.closed:
+                fh.close()
+
+    def finish(self, plan, prompts, manifest: dict) -> None:
+        """Assemble the final files (rejected: the source's drops, then each step's, in graph order)."""
+        from distillflow.engine.card import render_dataset_card
+
+        self.close()
+        tmp = self.tmp
+        with (tmp / "rejected.jsonl").open("wb") as out:
+            n = 0
+            for r in prompts.dropped_rows() if prompts is not None else ():
+                out.write((_dumps(r) + "\n").encode())
+                n += 1
+            self.counts["rejected"] += n
+            for nid in self.node_ids:
+                part = tmp / f"rejected-{nid}.jsonl"
+                with part.open("rb") as fh:
+                    shutil.copyfileobj(fh, out)
+                part.unlink()
+        with (tmp / "heldout.jsonl").open("w", encoding="utf-8") as out:
+            for r in prompts.heldout_rows() if prompts is not None else ():
+                out.write(_dumps(r) + "\n")
+                self.counts["heldout"] += 1
+        jsonl_to_parquet(tmp / "curated.jsonl", tmp / "curated.parquet")
+        jsonl_to_parquet(tmp / "rejected.jsonl", tmp / "rejected.parquet")
+        for name in ("curated.jsonl", "rejected.jsonl", "heldout.jsonl", "curated.parquet", "rejected.parquet"):
+            os.replace(tmp / name, self.data / name)
+        _distiset(self.out, tmp)
+        spec = plan.spec
+        (self.out / "pipeline.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+        (self.out / "graph.mmd").write_text(plan.graph.mermaid() + "\n", encoding="utf-8")
+        (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        (self.out / "README.md").write_text(render_dataset_card(spec, manifest, self.sample), encoding="utf-8")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if spec.output.push_to_hub:
+            push_to_hub(spec, self.out)
+
+
+def iter_jsonl(path: Path):
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                yield _loads(line)
+
+
+def _flat_value(k, v):
+    return _dumps(v) if k in _NESTED or isinstance(v, (dict, list)) else v
+
+
+def jsonl_to_parquet(src: Path, dest: Path) -> int:
+    """Parquet of a JSONL file in bounded memory: one pass for the schema, one to write batches.
+
+    Nested columns become JSON text (one type per column); a column whose values mix types is
+    stored as text.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kinds: dict[str, set] = {}
+    n = 0
+    for r in iter_jsonl(src):
+        n += 1
+        for k, v in r.items():
+            t = "json" if (k in _NESTED or isinstance(v, (dict, list))) else (None if v is None else type(v).__name__)
+            s = kinds.setdefault(k, set())
+            if t is not None:
+                s.add(t)
+    fields = []
+    for k, ts in kinds.items():
+        if ts <= {"bool"} and ts:
+            t = pa.bool_()
+        elif ts == {"int"}:
+            t = pa.int64()
+        elif ts and ts <= {"int", "float"}:
+            t = pa.float64()
+        else:
+            t = pa.string()
+        fields.append(pa.field(k, t))
+    if not fields:
+        fields = [pa.field("id", pa.string())]
+    schema = pa.schema(fields)
+    text_cols = {f.name for f in fields if f.type == pa.string()}
+    with pq.ParquetWriter(dest, schema) as writer:
+        batch: list[dict] = []
+
+        def flush():
+            rows = []
+            for r in batch:
+                row = {}
+                for f in schema.names:
+                    v = r.get(f)
+                    if v is not None:
+                        v = _flat_value(f, v)
+                        if f in text_cols and not isinstance(v, str):
+                            v = str(v)
+                    row[f] = v
+                rows.append(row)
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+            batch.clear()
+
+        for r in iter_jsonl(src):
+            batch.append(r)
+            if len(batch) >= _BATCH:
+                flush()
+        if batch or n == 0:
+            flush()
+    return n
+
+
+def parquet_dataset(path: Path, cache_dir: Path):
+    """A ``datasets.Dataset`` memory-mapped from a Parquet file (an empty file gives an empty dataset)."""
+    import pyarrow.parquet as pq
     from datasets import Dataset
+
+    pf = pq.ParquetFile(path)
+    if pf.metadata.num_rows == 0:
+        return Dataset(pf.schema_arrow.empty_table())
+    return Dataset.from_parquet(str(path), cache_dir=str(cache_dir))
+
+
+def _distiset(out: Path, tmp: Path) -> None:
+    """The distilabel Distiset (`distiset/curated`, `distiset/rejected`), memory-mapped from the Parquet files."""
+    import datasets
     from distilabel.distiset import Distiset
 
     datasets.disable_progress_bars()
-
     ds = Distiset()
-    ds["curated"] = Dataset.from_list(_flat(curated)) if curated else Dataset.from_dict({"id": []})
-    ds["rejected"] = Dataset.from_list(_flat(rejected)) if rejected else Dataset.from_dict({"id": []})
-    ds.save_to_disk(str(out / "distiset"), save_card=False, save_pipeline_config=False, save_pipeline_log=False)
+    for split in ("curated", "rejected"):
+        ds[split] = parquet_dataset(out / "data" / f"{split}.parquet", tmp / "hf")
+    target = out / "distiset"
+    staging = tmp / "distiset"
+    ds.save_to_disk(str(staging), save_card=False, save_pipeline_config=False, save_pipeline_log=False)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    del ds
 
 
-def write_outputs(spec, out: Path, curated, rejected, heldout, manifest, graph) -> None:
-    from distillflow.engine.card import render_dataset_card
-
-    data = out / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    write_jsonl(data / "curated.jsonl", curated)
-    write_jsonl(data / "rejected.jsonl", rejected)
-    write_jsonl(data / "heldout.jsonl", heldout)
-    write_parquet(data / "curated.parquet", curated)
-    write_parquet(data / "rejected.parquet", rejected)
-    _distiset(out, curated, rejected)
-    (out / "pipeline.yaml").write_text(spec.to_yaml(), encoding="utf-8")
-    (out / "graph.mmd").write_text(graph.mermaid() + "\n", encoding="utf-8")
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(render_dataset_card(spec, manifest, curated), encoding="utf-8")
-    if spec.output.push_to_hub:
-        push_to_hub(spec, out, curated)
-
-
-def push_to_hub(spec, out: Path, curated: list[dict]) -> None:
+def push_to_hub(spec, out: Path) -> None:
     """Push the curated split and the card to the Hub (token from the env var named in the YAML)."""
     cfg = spec.output.push_to_hub
     token = os.environ.get(cfg.token_env)
@@ -58,7 +205,7 @@ def push_to_hub(spec, out: Path, curated: list[dict]) -> None:
     from huggingface_hub import HfApi
 
     try:
-        Dataset.from_list(_flat(curated)).push_to_hub(cfg.repo_id, private=cfg.private, token=token)
+        Dataset.from_parquet(str(out / "data" / "curated.parquet")).push_to_hub(cfg.repo_id, private=cfg.private, token=token)
         HfApi(token=token).upload_file(
             path_or_fileobj=str(out / "README.md"), path_in_repo="README.md", repo_id=cfg.repo_id, repo_type="dataset"
         )

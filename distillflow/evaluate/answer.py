@@ -208,7 +208,7 @@ class _EvalContext:
 def ask_teacher(ctx: _EvalContext, teacher, conversations: list[list[dict]], params: dict, label: str) -> list[str | None]:
     """One answer per conversation from ``teacher`` (cached); None where a request failed for good."""
     from distillflow.engine.ledger import ask, is_outage
-    from distillflow.engine.llm_steps import make_request
+    from distillflow.engine.providers import make_request
 
     reqs = [make_request(teacher, msgs, dict(params), 0, {"i": i}) for i, msgs in enumerate(conversations)]
     results, failures = ask(ctx, teacher, reqs, "eval", label=label)

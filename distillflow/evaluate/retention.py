@@ -57,7 +57,7 @@ def _load(run_dir: Path, config: Path | None):
     from distillflow.engine.providers import resolve_local_models
 
     spec, base = load_spec(path), path.resolve().parent
-    resolve_local_models(spec, base)  # local teacher directories are relative to the YAML, as in `run`
+    spec = resolve_local_models(spec, base)  # local teacher directories are relative to the YAML, as in `run`
     return spec, base
 
 

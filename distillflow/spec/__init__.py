@@ -1,26 +1,19 @@
-"""Pipeline schema (pydantic) and the YAML loader. No I/O beyond reading the YAML file."""
+"""Pipeline schema (pydantic) and the YAML loader. No I/O beyond reading the YAML file.
+
+Step models live with their kinds in `distillflow.steps` (see `distillflow.steps.registry`)."""
 
 from distillflow.spec.loader import dump_yaml, load_spec, parse_yaml, validate_data
 from distillflow.spec.models import (
-    BestOfStep,
     BudgetSpec,
-    DedupStep,
-    DistilabelStep,
-    FilterStep,
-    GenerateStep,
+    ExecutionSpec,
     GenerationParams,
     HeldoutSpec,
-    JudgeStep,
-    LengthFilterStep,
     OutputSpec,
     PipelineSpec,
     PriceSpec,
-    RefusalFilterStep,
-    RewardStep,
     SourceSpec,
     TeacherSpec,
     TermsSpec,
-    VerifyStep,
 )
 from distillflow.spec.review import ReviewSpec
 from distillflow.spec.train import EvalSpec, TrainSpec

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,9 @@ def format_path(loc) -> str:
 
 def _clean_loc(loc: tuple) -> tuple:
     """Drop pydantic's discriminator tags and wrapper names so paths read like the YAML."""
-    from distillflow.spec.models import STEP_KINDS
+    from distillflow.spec.models import step_kinds
 
+    STEP_KINDS = step_kinds()
     out: list = []
     for i, part in enumerate(loc):
         if isinstance(part, str) and i >= 2 and loc[i - 2] == "steps" and isinstance(loc[i - 1], int) and part in STEP_KINDS:
@@ -70,9 +72,9 @@ def _clean_loc(loc: tuple) -> tuple:
 
 def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
     """The pydantic model class that owns the key at the end of ``loc`` (for did-you-mean)."""
-    from distillflow.spec.models import PipelineSpec, STEP_KINDS, StepSpec  # noqa: F401
+    from distillflow.spec.models import _kinds_key, _pipeline_model
 
-    model: Any = PipelineSpec
+    model: Any = _pipeline_model(_kinds_key())
     node: Any = data
     for part in loc[:-1]:
         if isinstance(part, int):
@@ -124,8 +126,9 @@ def _problem_from_error(err: dict, data: Any, lines: dict) -> Problem:
             hint = hint or f"allowed keys: {allowed}"
         return Problem(path, f"unknown key '{key}'", line, hint)
     if etype == "union_tag_invalid":
-        from distillflow.spec.models import STEP_KINDS
+        from distillflow.spec.models import step_kinds
 
+        STEP_KINDS = step_kinds()
         tag = (err.get("ctx") or {}).get("tag", "?")
         hint = did_you_mean(tag, STEP_KINDS) or f"known kinds: {', '.join(STEP_KINDS)}"
         return Problem(format_path(loc + ("kind",)), f"unknown step kind '{tag}'", _line_for(loc + ("kind",), lines), hint)
@@ -185,8 +188,23 @@ def parse_yaml(text: str, source: str = "pipeline") -> tuple[dict, dict]:
     return data, _line_map(text)
 
 
+@dataclass(frozen=True)
+class Document:
+    """A validated spec and where it came from: YAML line numbers and the base for relative paths."""
+
+    spec: Any
+    lines: dict = field(default_factory=dict)
+    base_dir: Path | None = None
+    source: str = "pipeline"
+
+
 def validate_data(data: dict, lines: dict | None = None, source: str = "pipeline", base_dir: Path | None = None):
-    """dict -> PipelineSpec, collecting schema errors and graph errors, raising one SpecError."""
+    """dict -> PipelineSpec (schema errors collected into one SpecError)."""
+    return document_from_data(data, lines, source, base_dir).spec
+
+
+def document_from_data(data: dict, lines: dict | None = None, source: str = "pipeline", base_dir: Path | None = None) -> Document:
+    """dict -> Document(spec, lines, base_dir), collecting schema errors, raising one SpecError."""
     from distillflow.spec.models import PipelineSpec
 
     lines = lines or {}
@@ -202,12 +220,15 @@ def validate_data(data: dict, lines: dict | None = None, source: str = "pipeline
                 unique.append(p)
         unique.sort(key=lambda p: (p.line or 0))
         raise SpecError(unique, source) from None
-    spec._lines = lines  # type: ignore[attr-defined]
-    spec._base_dir = base_dir  # type: ignore[attr-defined]
-    return spec
+    return Document(spec, dict(lines), Path(base_dir) if base_dir is not None else None, source)
 
 
 def load_spec(path_or_text: str | Path):
+    """Load a pipeline from a YAML file path (or YAML text) and validate its schema (see load_document)."""
+    return load_document(path_or_text).spec
+
+
+def load_document(path_or_text: str | Path) -> Document:
     """Load a pipeline from a YAML file path (or YAML text) and validate its schema.
 
     Raises SpecError listing every problem with its path and line. The graph (edges, cycles,
@@ -221,7 +242,7 @@ def load_spec(path_or_text: str | Path):
     else:
         text, source, base = str(path_or_text), "pipeline", Path.cwd()
     data, lines = parse_yaml(text, source)
-    return validate_data(data, lines, source, base)
+    return document_from_data(data, lines, source, base)
 
 
 class _Dumper(yaml.SafeDumper):

@@ -7,20 +7,18 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from distillflow.spec.review import ReviewSpec
 from distillflow.spec.train import EvalSpec, TrainSpec
+from distillflow.steps import registry
+from distillflow.steps.base import ID_PATTERN as _ID
+from distillflow.steps.base import GenerationParams, Spec, StepBase
 
-_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class Spec(BaseModel):
-    """Base: unknown keys are errors (we never forgive typos)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=False, populate_by_name=True)
+# GenerationParams, Spec and StepBase live with the step kinds and are part of this schema too.
 
 
 # --------------------------------------------------------------------------- source
@@ -90,17 +88,6 @@ PROVIDERS = (
 OPENAI_COMPATIBLE = ("openai", "vllm_server", "tgi", "ollama", "transformers_serve")
 
 
-class GenerationParams(Spec):
-    """Sampling parameters sent to the teacher."""
-
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(512, ge=1)
-    seed: int | None = None
-    stop: list[str] | None = None
-    logprobs: bool = Field(False, description="Ask for token log-probabilities (OpenAI-compatible endpoints).")
-
-
 class PriceSpec(Spec):
     """USD per one million tokens, used for cost estimates and `budget.max_cost_usd`."""
 
@@ -149,132 +136,16 @@ class TeacherSpec(Spec):
 
 
 # --------------------------------------------------------------------------- steps
+# Step kinds live in distillflow/steps/ (one module each) and reach the schema through the registry.
 
 
-class StepBase(Spec):
-    id: str | None = Field(None, pattern=_ID, description="Step id (default: the kind, numbered if repeated).")
-    after: list[str] | None = Field(
-        None, description="Ids of the steps this one reads from (default: the previous step)."
-    )
+def step_kinds() -> tuple[str, ...]:
+    """Names of every registered step kind (built-ins, plugins, Python registrations)."""
+    return tuple(registry.kinds())
 
 
-class GenerateStep(StepBase):
-    """Ask teachers to answer every prompt."""
-
-    kind: Literal["generate"]
-    teachers: list[str] | None = Field(None, description="Teacher names (default: all teachers).")
-    num_generations: int = Field(1, ge=1, le=64, description="Answers per prompt per teacher.")
-    params: GenerationParams | None = Field(None, description="Overrides of the teachers' params.")
-
-
-class JudgeStep(StepBase):
-    """LLM-as-judge: a numeric score and a rationale per answer."""
-
-    kind: Literal["judge"]
-    teacher: str = Field(description="Name of the teacher acting as judge.")
-    rubric: str = Field("helpfulness", description="helpfulness | correctness | harmlessness | free rubric text.")
-    backend: Literal["rubric", "ultrafeedback", "prometheus"] = Field(
-        "rubric", description="Prompt format: our rubric, or distilabel's UltraFeedback / PrometheusEval."
-    )
-    aspect: str = Field("helpfulness", description="UltraFeedback aspect.")
-    scale: tuple[int, int] = Field((1, 5), description="Score range.")
-    reference: str | None = Field(None, description="Column with a reference answer, shown to the judge.")
-
-
-class VerifyStep(StepBase):
-    """Programmatic verifier: adds `<id>_pass` and `<id>_detail`."""
-
-    kind: Literal["verify"]
-    check: str = Field(description="exact_match | contains | json_valid | regex | python_parses | module:function")
-    reference: str | None = Field(None, description="Column holding the expected answer.")
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class RewardStep(StepBase):
-    """Score answers with a local sequence-classification reward model."""
-
-    kind: Literal["reward"]
-    model: str = Field(description="Local directory or id of a sequence-classification reward model.")
-    device: str | None = None
-
-
-class FilterStep(StepBase):
-    """Keep rows where the expression is true; the rest go to `rejected` with the reason."""
-
-    kind: Literal["filter"]
-    where: str = Field(description="Expression over columns, e.g. \"judge_score >= 4 and len(response) < 2000\".")
-
-
-class LengthFilterStep(StepBase):
-    kind: Literal["length_filter"]
-    column: str = "response"
-    min_chars: int | None = Field(None, ge=0)
-    max_chars: int | None = Field(None, ge=1)
-    min_words: int | None = Field(None, ge=0)
-    max_words: int | None = Field(None, ge=1)
-
-
-class RefusalFilterStep(StepBase):
-    kind: Literal["refusal_filter"]
-    column: str = "response"
-    patterns: list[str] = Field(default_factory=list, description="Extra refusal regexes.")
-
-
-class DedupStep(StepBase):
-    kind: Literal["dedup"]
-    method: Literal["exact", "near"] = "exact"
-    columns: list[str] = Field(default_factory=lambda: ["prompt", "response"], description="Columns compared (exact).")
-    column: str = Field("response", description="Column compared (near).")
-    threshold: float = Field(0.85, gt=0, le=1, description="Jaccard threshold (near).")
-
-
-class BestOfStep(StepBase):
-    """Keep the best answer per prompt by a score or verifier column."""
-
-    kind: Literal["best_of"]
-    by: str = Field(description="Column to rank by, e.g. judge_score or verify_pass.")
-    group_by: str = "prompt_id"
-    higher_is_better: bool = True
-
-
-class DistilabelStep(StepBase):
-    """Any public distilabel step or task by class name, e.g. EvolInstruct."""
-
-    kind: Literal["distilabel"]
-    step: str = Field(description="distilabel class name, e.g. 'EvolInstruct', 'UltraFeedback'.")
-    teacher: str | None = Field(None, description="Teacher that serves as the task's LLM (tasks only).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Constructor arguments, validated by the class.")
-    input_mappings: dict[str, str] = Field(default_factory=dict, description="{task_input: our_column}")
-    output_mappings: dict[str, str] = Field(default_factory=dict, description="{task_output: our_column}")
-
-
-StepSpec = Annotated[
-    Union[
-        GenerateStep,
-        JudgeStep,
-        VerifyStep,
-        RewardStep,
-        FilterStep,
-        LengthFilterStep,
-        RefusalFilterStep,
-        DedupStep,
-        BestOfStep,
-        DistilabelStep,
-    ],
-    Field(discriminator="kind"),
-]
-STEP_KINDS = (
-    "generate",
-    "judge",
-    "verify",
-    "reward",
-    "filter",
-    "length_filter",
-    "refusal_filter",
-    "dedup",
-    "best_of",
-    "distilabel",
-)
+def step_models() -> list[type[StepBase]]:
+    return [k.spec for k in registry.kinds().values()]
 
 
 # --------------------------------------------------------------------------- run settings
@@ -291,6 +162,14 @@ class OutputSpec(Spec):
     push_to_hub: HubPushSpec | None = None
 
 
+class ExecutionSpec(Spec):
+    """How a run executes: shards of prompts stream through the steps, a few at a time."""
+
+    backend: Literal["local"] = Field("local", description="Executor: local (one process).")
+    shard_size: int = Field(1000, ge=1, le=1_000_000, description="Prompts per shard (the unit of streaming, commit and resume).")
+    shards_in_flight: int = Field(4, ge=1, le=256, description="Shards being processed at once (memory ~ shard_size x this).")
+
+
 class BudgetSpec(Spec):
     max_cost_usd: float | None = Field(None, gt=0, description="Stop generation before this estimated cost.")
 
@@ -302,18 +181,20 @@ class PipelineSpec(Spec):
     description: str | None = None
     source: SourceSpec
     teachers: list[TeacherSpec] = Field(min_length=1)
-    steps: list[StepSpec] = Field(min_length=1)
+    steps: list[StepBase] = Field(min_length=1, description="Steps; each has a `kind` from the step registry.")
     output: OutputSpec = Field(default_factory=OutputSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     review: ReviewSpec | None = None
     train: TrainSpec | None = None
     eval: EvalSpec | None = None
 
-    # Where the YAML came from: line numbers for errors, and the base for relative paths.
-    _lines: dict = PrivateAttr(default_factory=dict)
-    _base_dir: Any = PrivateAttr(default=None)
-    # Python objects (distilabel steps, verifier functions) attached by the Python front door.
-    _objects: dict = PrivateAttr(default_factory=dict)
+    @classmethod
+    def model_validate(cls, obj, *args, **kwargs):
+        """Validate with every registered step kind (the schema follows the registry)."""
+        if cls is PipelineSpec:
+            return _pipeline_model(_kinds_key()).model_validate(obj, *args, **kwargs)
+        return super().model_validate(obj, *args, **kwargs)
 
     @model_validator(mode="after")
     def _assign_ids(self):
@@ -352,3 +233,18 @@ class PipelineSpec(Spec):
         import json
 
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _kinds_key() -> tuple:
+    return tuple((name, kind.spec) for name, kind in registry.kinds().items())
+
+
+@functools.lru_cache(maxsize=8)
+def _pipeline_model(key: tuple) -> type[PipelineSpec]:
+    """PipelineSpec whose `steps` is the discriminated union of the registered kinds' models."""
+    models = tuple(spec for _, spec in key)
+    union = Annotated[Union[models], Field(discriminator="kind")] if len(models) > 1 else models[0]  # type: ignore[valid-type]
+    return create_model(
+        "PipelineSpec", __base__=PipelineSpec, __module__=__name__,
+        steps=(list[union], Field(min_length=1, description="Steps; each has a `kind` from the step registry.")),
+    )

@@ -65,6 +65,7 @@ def render() -> str:
     ]
     sections = [
         (M.PipelineSpec, "top level"),
+        (M.ExecutionSpec, "execution"),
         (M.SourceSpec, "source"),
         (M.HeldoutSpec, "source.heldout"),
         (M.TeacherSpec, "teachers[]"),
@@ -75,9 +76,11 @@ def render() -> str:
     for model, key in sections:
         out += _section(model, key)
     out += ["## Steps", "", "Every step has `id` (default: its kind, numbered if repeated) and `after` (default: the previous step).", ""]
-    for model in typing.get_args(typing.get_args(M.StepSpec)[0]):
-        kind = typing.get_args(model.model_fields["kind"].annotation)[0]
-        out += _section(model, f"steps[] with kind: {kind}")
+    from distillflow.steps import registry
+
+    for name, kind in sorted(registry.kinds().items()):
+        if kind.spec.__module__.startswith("distillflow."):  # built-ins (plugins document themselves)
+            out += _section(kind.spec, f"steps[] with kind: {name}")
     for model, key in ((M.OutputSpec, "output"), (M.HubPushSpec, "output.push_to_hub"), (M.BudgetSpec, "budget"),
                        (ReviewSpec, "review"), (TrainSpec, "train"), (EvalSpec, "eval")):
         out += _section(model, key)

@@ -48,6 +48,35 @@ class StepBase(Spec):
     )
 
 
+class GenerationParams(Spec):
+    """Sampling parameters sent to the teacher (a teacher's defaults, or a generate step's overrides)."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(512, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+    logprobs: bool = Field(False, description="Ask for token log-probabilities (OpenAI-compatible endpoints).")
+
+
+def effective_params(teacher, override: GenerationParams | None = None) -> dict:
+    """The params a request to ``teacher`` carries: its defaults, then a step's explicit overrides."""
+    params = teacher.params.model_dump(exclude_none=True)
+    if override is not None:
+        params.update(override.model_dump(exclude_none=True, exclude_unset=True))
+    if not params.get("logprobs"):
+        params.pop("logprobs", None)
+    return params
+
+
+def prompt_id(messages: list[dict]) -> str:
+    """Stable id of a conversation (the prompt a record answers)."""
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
 class StepContext(Protocol):
     """What a step may ask of the run executing it (implemented by the engine's executors)."""
 
@@ -63,7 +92,15 @@ class StepContext(Protocol):
         """A cache-keyed chat request for ``teacher``."""
 
     async def ask(self, step_id: str, teacher: Any, requests: list) -> tuple[dict, dict]:
-        """Answer ``requests``: (results by key, failures by key). Cached answers are not paid again."""
+        """Answer ``requests``: (results by key, failures by key). Cached answers are not paid again.
+
+        A request missing from both was not dispatched (budget reached or run stopping)."""
+
+    def ask_blocking(self, step_id: str, teacher: Any, requests: list) -> tuple[dict, dict]:
+        """:meth:`ask` from a worker thread (synchronous steps such as distilabel tasks)."""
+
+    def cost(self, teacher: Any, input_tokens: int, output_tokens: int) -> float:
+        """USD for one answer at the teacher's price."""
 
     def heldout(self) -> Iterator[dict]:
         """The run's held-out prompts (never sent to a teacher for training)."""
@@ -84,23 +121,29 @@ class StepKind:
     - ``restore(state, step, kept_rows)``: a global kind's state after the shards committed
       by an earlier, interrupted run (called with each committed shard's kept rows, in order).
     - ``builder``: name of the Python front-door class (``distillflow.Screen``), or None.
-    - ``teachers(step)`` -> teacher names the step calls (for env checks and cache hashing).
-    - ``fanout``: rows out per row in, for progress totals (generate: answers per prompt).
+    - ``teachers(step, spec)`` -> teacher names the step calls (for env checks and cache hashing).
+    - ``generates``: the kind writes answers (a pipeline needs at least one such step).
+    - ``field``: the spec field a column error points at (``where`` for filter).
+    A kind whose ``columns`` returns None has columns only known at compile time (``describe``).
     """
 
     name: str
     spec: type[StepBase]
     run: Callable[..., Any]
-    columns: Callable[[Any], tuple[set[str], set[str]]]
-    scope: Scope = "row"
+    columns: Callable[[Any], tuple[set[str], set[str]] | None]
+    scope: Scope | Callable[[Any], Scope] = "row"
     prepare: Callable[[Any, Any], Any] | None = None
     restore: Callable[[Any, Any, Rows], None] | None = None
     builder: str | None = None
-    teachers: Callable[[Any], list[str]] | None = None
-    doc: str | None = None
+    teachers: Callable[[Any, Any], list[str]] | None = None
+    generates: bool = False
+    field: str | None = None
+
+    def scope_of(self, step) -> Scope:
+        return self.scope(step) if callable(self.scope) else self.scope
 
     def __post_init__(self):
-        if self.scope not in ("row", "prompt", "global"):
+        if not callable(self.scope) and self.scope not in ("row", "prompt", "global"):
             raise ValueError(f"step kind '{self.name}': scope must be row, prompt or global, not {self.scope!r}")
         fields = getattr(self.spec, "model_fields", {})
         if "kind" not in fields:

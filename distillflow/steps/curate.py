@@ -18,15 +18,16 @@ import math
 import operator
 import re
 import zlib
+from array import array
 from itertools import repeat
 from typing import Any, Iterable, Sequence
 
 from distillflow.errors import UsageError, did_you_mean
-from distillflow.spec.expr import Expr, ExprEvalError, parse
+from distillflow.expr import Expr, ExprEvalError, parse
 
 __all__ = [
     "REFUSAL_PATTERNS", "filter_rows", "length_filter", "refusal_filter", "exact_dedup",
-    "near_dedup", "best_of", "normalize_text",
+    "near_dedup", "ExactDedup", "NearDedup", "best_of", "normalize_text",
 ]
 
 Rows = list[dict]
@@ -89,7 +90,7 @@ def _check_columns(rows: Rows, columns: Iterable[str], step_id: str) -> None:
 # --------------------------------------------------------------------------- filters
 
 def filter_rows(rows: Rows, expr: str | Expr, step_id: str, on_error: str = "reject") -> tuple[Rows, Rows]:
-    """Keep rows where a filter expression (see ``distillflow.spec.expr``) is true.
+    """Keep rows where a filter expression (see ``distillflow.expr``) is true.
 
     >>> kept, rej = filter_rows(rows, "judge_score >= 4", "good")
     >>> rej[0]["reason"]
@@ -222,6 +223,41 @@ def refusal_filter(
 
 # --------------------------------------------------------------------------- dedup
 
+class ExactDedup:
+    """Streaming exact dedup: remembers an 8-byte hash and the record id of each kept row.
+
+    Feed rows in order with :meth:`apply` (one shard after another); ``first`` wins across calls.
+    About 100 bytes of memory per distinct row, never the rows themselves.
+    """
+
+    def __init__(self, columns: Sequence[str] = ("prompt", "response")):
+        self.columns = [columns] if isinstance(columns, str) else list(columns)
+        self.first: dict[bytes, str] = {}
+        self.seen = 0
+
+    def _key(self, row: dict) -> bytes:
+        # Unit separator between columns so ("ab","c") and ("a","bc") hash differently.
+        return hashlib.blake2b("\x1f".join(normalize_text(row.get(c)) for c in self.columns).encode(), digest_size=8).digest()
+
+    def add(self, row: dict, index: int | None = None) -> None:
+        """Remember a kept row (restoring the state of an interrupted run)."""
+        self.first.setdefault(self._key(row), _ref(row, self.seen if index is None else index))
+        self.seen += 1
+
+    def apply(self, rows: Rows, step_id: str) -> tuple[Rows, Rows]:
+        kept, rejected = [], []
+        for row in rows:
+            key = self._key(row)
+            first = self.first.get(key)
+            if first is not None:
+                rejected.append(_reject(row, step_id, f"exact duplicate of {first} ({', '.join(self.columns)}, normalized)"))
+            else:
+                self.first[key] = _ref(row, self.seen)
+                kept.append(_keep(row, step_id))
+            self.seen += 1
+        return kept, rejected
+
+
 def exact_dedup(rows: Rows, step_id: str, columns: Sequence[str] = ("prompt", "response")) -> tuple[Rows, Rows]:
     """Drop rows whose normalized ``columns`` (casefold, collapsed whitespace) were seen before.
 
@@ -229,21 +265,11 @@ def exact_dedup(rows: Rows, step_id: str, columns: Sequence[str] = ("prompt", "r
     >>> rej[0]["reason"]
     'exact duplicate of 3f2a9c0d1e4b5a6f (prompt, response, normalized)'
     """
-    columns = [columns] if isinstance(columns, str) else list(columns)
-    if not columns:
+    state = ExactDedup(columns)
+    if not state.columns:
         raise UsageError(f"exact_dedup '{step_id}': columns must not be empty")
-    _check_columns(rows, columns, step_id)
-    first: dict[bytes, str] = {}
-    kept, rejected = [], []
-    for i, row in enumerate(rows):
-        # Unit separator between columns so ("ab","c") and ("a","bc") hash differently.
-        key = hashlib.sha1("\x1f".join(normalize_text(row.get(c)) for c in columns).encode()).digest()
-        if key in first:
-            rejected.append(_reject(row, step_id, f"exact duplicate of {first[key]} ({', '.join(columns)}, normalized)"))
-        else:
-            first[key] = _ref(row, i)
-            kept.append(_keep(row, step_id))
-    return kept, rejected
+    _check_columns(rows, state.columns, step_id)
+    return state.apply(rows, step_id)
 
 
 _WORD = re.compile(r"\w+")
@@ -302,6 +328,85 @@ def _signature(text: str, ngram: int, num_perm: int, mask: int, mult: int) -> li
     return sig
 
 
+class NearDedup:
+    """Streaming near-duplicate detection: MinHash signatures + LSH bands of the kept rows.
+
+    Rows are compared only with earlier *kept* rows, so the first of each cluster survives, across
+    :meth:`apply` calls too. Keeps per kept row its signature (``num_perm`` × 8 bytes) and its
+    band keys, never the rows.
+    """
+
+    def __init__(self, column: str = "response", threshold: float = 0.85, num_perm: int = 64, ngram: int = 3,
+                 seed: int = 0, step_id: str = "near_dedup"):
+        if not 0.0 < threshold <= 1.0:
+            raise UsageError(f"near_dedup '{step_id}': threshold must be in (0, 1], got {threshold!r}")
+        if num_perm < 2 or num_perm & (num_perm - 1):
+            raise UsageError(f"near_dedup '{step_id}': num_perm must be a power of two >= 2, got {num_perm!r}")
+        if ngram < 1:
+            raise UsageError(f"near_dedup '{step_id}': ngram must be >= 1, got {ngram!r}")
+        self.column, self.threshold, self.num_perm, self.ngram = column, threshold, num_perm, ngram
+        seed_bytes = hashlib.blake2b(str(seed).encode(), digest_size=16).digest()
+        self.mask = int.from_bytes(seed_bytes[:4], "little")
+        self.mult = int.from_bytes(seed_bytes[8:], "little") | 1
+        self.bands, self.per_band = _lsh_params(num_perm, threshold)
+        self.buckets: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
+        self.sigs: list[array] = []
+        self.refs: list[str] = []
+        self.seen = 0
+
+    def _sig(self, row: dict):
+        return _signature(_text(row.get(self.column)), self.ngram, self.num_perm, self.mask, self.mult)
+
+    def _keys(self, sig) -> list[int]:
+        p = self.per_band
+        return [hash(tuple(sig[b * p : (b + 1) * p])) for b in range(self.bands)]
+
+    def _remember(self, row: dict, sig, keys, index: int) -> None:
+        j = len(self.sigs)
+        self.sigs.append(array("Q", sig))
+        self.refs.append(_ref(row, index))
+        for b, key in enumerate(keys):
+            self.buckets[b].setdefault(key, []).append(j)
+
+    def add(self, row: dict) -> None:
+        """Remember a kept row (restoring the state of an interrupted run)."""
+        sig = self._sig(row)
+        if sig is not None:
+            self._remember(row, sig, self._keys(sig), self.seen)
+        self.seen += 1
+
+    def apply(self, rows: Rows, step_id: str) -> tuple[Rows, Rows]:
+        kept, rejected = [], []
+        for row in rows:
+            index = self.seen
+            self.seen += 1
+            sig = self._sig(row)
+            if sig is None:
+                kept.append(_keep(row, step_id))
+                continue
+            keys = self._keys(sig)
+            candidates: set[int] = set()
+            for b, key in enumerate(keys):
+                candidates.update(self.buckets[b].get(key, ()))
+            match = None
+            for j in sorted(candidates):  # earliest kept row wins, for determinism
+                est = sum(map(operator.eq, sig, self.sigs[j])) / self.num_perm
+                if est >= self.threshold:
+                    match = (j, est)
+                    break
+            if match is not None:
+                j, est = match
+                reason = (
+                    f"near-duplicate of {self.refs[j]} (estimated Jaccard {est:.2f} >= {self.threshold} "
+                    f"on {self.column} {self.ngram}-grams)"
+                )
+                rejected.append(_reject(row, step_id, reason))
+                continue
+            self._remember(row, sig, keys, index)
+            kept.append(_keep(row, step_id))
+        return kept, rejected
+
+
 def near_dedup(
     rows: Rows,
     step_id: str,
@@ -322,49 +427,9 @@ def near_dedup(
     >>> rej[0]["reason"]
     'near-duplicate of 3f2a9c0d1e4b5a6f (estimated Jaccard 0.91 >= 0.8 on response 3-grams)'
     """
-    if not 0.0 < threshold <= 1.0:
-        raise UsageError(f"near_dedup '{step_id}': threshold must be in (0, 1], got {threshold!r}")
-    if num_perm < 2 or num_perm & (num_perm - 1):
-        raise UsageError(f"near_dedup '{step_id}': num_perm must be a power of two >= 2, got {num_perm!r}")
-    if ngram < 1:
-        raise UsageError(f"near_dedup '{step_id}': ngram must be >= 1, got {ngram!r}")
+    state = NearDedup(column, threshold, num_perm, ngram, seed, step_id)
     _check_columns(rows, [column], step_id)
-    seed_bytes = hashlib.blake2b(str(seed).encode(), digest_size=16).digest()
-    mask = int.from_bytes(seed_bytes[:4], "little")
-    mult = int.from_bytes(seed_bytes[8:], "little") | 1
-    bands, per_band = _lsh_params(num_perm, threshold)
-
-    buckets: list[dict[tuple, list[int]]] = [{} for _ in range(bands)]
-    sigs: dict[int, list[int]] = {}
-    kept, rejected = [], []
-    for i, row in enumerate(rows):
-        sig = _signature(_text(row.get(column)), ngram, num_perm, mask, mult)
-        if sig is None:
-            kept.append(_keep(row, step_id))
-            continue
-        keys = [tuple(sig[b * per_band : (b + 1) * per_band]) for b in range(bands)]
-        candidates: set[int] = set()
-        for b, key in enumerate(keys):
-            candidates.update(buckets[b].get(key, ()))
-        match = None
-        for j in sorted(candidates):  # earliest kept row wins, for determinism
-            est = sum(map(operator.eq, sig, sigs[j])) / num_perm
-            if est >= threshold:
-                match = (j, est)
-                break
-        if match is not None:
-            j, est = match
-            reason = (
-                f"near-duplicate of {_ref(rows[j], j)} (estimated Jaccard {est:.2f} >= {threshold} "
-                f"on {column} {ngram}-grams)"
-            )
-            rejected.append(_reject(row, step_id, reason))
-            continue
-        sigs[i] = sig
-        for b, key in enumerate(keys):
-            buckets[b].setdefault(key, []).append(i)
-        kept.append(_keep(row, step_id))
-    return kept, rejected
+    return state.apply(rows, step_id)
 
 
 # --------------------------------------------------------------------------- best-of

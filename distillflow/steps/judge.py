@@ -17,8 +17,11 @@ import functools
 import json
 import logging
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
+from pydantic import Field
+
+from distillflow.steps.base import StepBase, StepKind, effective_params
 from distillflow.errors import UsageError, did_you_mean
 
 __all__ = [
@@ -393,3 +396,68 @@ def distilabel_judge_parse(task_name: str, text: str | None, row: dict, **params
     if score is None:
         return None, (rationale or text).strip(), "unscored"
     return score, (rationale or "").strip(), "scored"
+
+
+# --------------------------------------------------------------------------- the `judge` step kind
+
+
+
+class JudgeStep(StepBase):
+    """LLM-as-judge: a numeric score and a rationale per answer."""
+
+    kind: Literal["judge"]
+    teacher: str = Field(description="Name of the teacher acting as judge.")
+    rubric: str = Field("helpfulness", description="helpfulness | correctness | harmlessness | free rubric text.")
+    backend: Literal["rubric", "ultrafeedback", "prometheus"] = Field(
+        "rubric", description="Prompt format: our rubric, or distilabel's UltraFeedback / PrometheusEval."
+    )
+    aspect: str = Field("helpfulness", description="UltraFeedback aspect.")
+    scale: tuple[int, int] = Field((1, 5), description="Score range.")
+    reference: str | None = Field(None, description="Column with a reference answer, shown to the judge.")
+
+
+def _backend_params(step) -> dict:
+    if step.backend == "ultrafeedback":
+        return {"aspect": step.aspect}
+    if step.backend == "prometheus":
+        return {"rubric": step.rubric, "reference_column": step.reference}
+    return {}
+
+
+async def _run(ctx, step: JudgeStep, rows: list[dict], state=None):
+    teacher = ctx.teacher(step.teacher)
+    params = effective_params(teacher)
+    params.pop("logprobs", None)
+    if params.get("temperature") is None:
+        params["temperature"] = 0.0  # judges should be repeatable
+    scale = tuple(step.scale)
+    requests = []
+    for i, row in enumerate(rows):
+        if step.backend == "rubric":
+            msgs = build_judge_messages(row, resolve_rubric(step.rubric, scale), scale=scale, reference_column=step.reference)
+        else:
+            msgs = distilabel_judge_messages(step.backend, row, **_backend_params(step))
+        requests.append(ctx.request(teacher, msgs, params, 0, {"row": i}))
+    results, failures = await ctx.ask(step.id, teacher, requests)
+    texts = []
+    for req in requests:
+        res = results.get(req.key)
+        texts.append(None if res is None else (res.text or ""))
+    parser = None
+    if step.backend != "rubric":
+        bp = _backend_params(step)
+
+        def parser(text, row):
+            return distilabel_judge_parse(step.backend, text, row, **bp)
+
+    return apply_judgements(rows, step.id, texts, teacher.model, scale=scale, parser=parser), []
+
+
+def _columns(step):
+    needs = {"prompt", "response"} | ({step.reference} if step.reference else set())
+    sid = step.id
+    return needs, {f"{sid}_score", f"{sid}_rationale", f"{sid}_status", f"{sid}_raw"}
+
+
+KIND = StepKind("judge", JudgeStep, _run, columns=_columns, scope="row", builder="Judge",
+                teachers=lambda step, spec: [step.teacher])

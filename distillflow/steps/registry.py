@@ -4,7 +4,8 @@
     get("filter").scope          # "row"
     sorted(kinds())              # ["best_of", "dedup", "distilabel", ...]
 
-Built-in kinds are the modules listed in ``_BUILTIN`` (each defines ``KIND``). A user's own kind
+Built-in kinds are the modules listed in ``_BUILTIN`` (each defines ``KIND``, or ``KINDS`` for a few
+small kinds that share one module). A user's own kind
 registers with :func:`register` (Python) or an entry point in the ``distillflow.steps`` group whose
 value is a :class:`~distillflow.steps.base.StepKind` (or a module defining ``KIND``).
 """
@@ -19,10 +20,10 @@ from distillflow.steps.base import StepKind
 
 _BUILTIN = (
     "distillflow.steps.generate",
-    "distillflow.steps.judge_step",
-    "distillflow.steps.verify_step",
+    "distillflow.steps.judge",
+    "distillflow.steps.verify",
     "distillflow.steps.reward",
-    "distillflow.steps.filters",
+    "distillflow.steps.filter",
     "distillflow.steps.dedup",
     "distillflow.steps.best_of",
     "distillflow.steps.distilabel_step",
@@ -70,7 +71,8 @@ def _load() -> None:
                 if e.name == mod:  # a kind not in this build
                     continue
                 raise
-            register(m.KIND, replace=True)
+            for kind in getattr(m, "KINDS", None) or (m.KIND,):
+                register(kind, replace=True)
         _loaded = True  # set before plugins: a plugin may call kinds() while it loads
         _load_entry_points()
 

@@ -21,8 +21,11 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
+from pydantic import Field
+
+from distillflow.steps.base import StepBase, StepKind
 from distillflow.errors import ConfigurationError, UsageError, did_you_mean
 
 __all__ = [
@@ -353,3 +356,37 @@ def python_parses(response: str, row: dict) -> tuple[bool, str]:
     except ValueError as err:  # e.g. null bytes in the source
         return False, f"cannot parse the {where}: {err}"
     return True, f"the {where} parses"
+
+
+# --------------------------------------------------------------------------- the `verify` step kind
+
+
+
+class VerifyStep(StepBase):
+    """Programmatic verifier: adds `<id>_pass` and `<id>_detail`."""
+
+    kind: Literal["verify"]
+    check: str = Field(description="exact_match | contains | json_valid | regex | python_parses | module:function")
+    reference: str | None = Field(None, description="Column holding the expected answer.")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _prepare(ctx, step: VerifyStep):
+    fn = ctx.objects.get(step.id) or resolve_verifier(step.check)
+    params = dict(step.params)
+    sig = inspect.signature(fn).parameters
+    if step.reference and ("reference_column" in sig or any(p.kind == p.VAR_KEYWORD for p in sig.values())):
+        params["reference_column"] = step.reference
+    check_params(fn, params, step.check if isinstance(step.check, str) else None)
+    return fn, params
+
+
+def _run(ctx, step: VerifyStep, rows: list[dict], state):
+    fn, params = state
+    return verify_rows(rows, step.id, fn, params), []
+
+
+KIND = StepKind(
+    "verify", VerifyStep, _run, prepare=_prepare, scope="row", builder="Verify",
+    columns=lambda step: ({"response"} | ({step.reference} if step.reference else set()), {f"{step.id}_pass", f"{step.id}_detail"}),
+)

@@ -86,17 +86,17 @@ class TrainPlan:
 
 
 def load_run_spec(run_dir: Path, config: Path | None):
-    """The run's pipeline (or ``--config``), with the directory relative paths are read from."""
-    from distillflow.spec.loader import load_spec
+    """The run's pipeline (or ``--config``) as a Document: spec, YAML lines, base directory."""
+    from distillflow.spec.loader import load_document
 
     path = Path(config) if config else Path(run_dir) / "pipeline.yaml"
     if not path.is_file():
         raise UsageError(f"{path} not found — pass a run directory made by `distillflow run`, or --config PIPELINE.yaml")
-    spec = load_spec(path)
-    if spec.train is None:
+    doc = load_document(path)
+    if doc.spec.train is None:
         raise SpecError([Problem("train", "the pipeline has no train: section",
                                  hint="add one (base_model at least), or pass --config with a pipeline that has it")], str(path))
-    return spec, path.resolve().parent
+    return doc
 
 
 def check_terms(spec, accept_terms: bool) -> list[str]:
@@ -194,7 +194,8 @@ def prepare(run_dir: str | Path, *, config: str | Path | None = None, accept_ter
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} not found — run `distillflow run PIPELINE.yaml --out {run_dir}` first")
-    spec, base_dir = load_run_spec(run_dir, Path(config) if config else None)
+    doc = load_run_spec(run_dir, Path(config) if config else None)
+    spec, base_dir = doc.spec, doc.base_dir
     train = _with_overrides(spec.train, machine_rank=machine_rank, main_process_ip=main_process_ip)
     warnings = check_terms(spec, accept_terms)
     python = resolve_python(train, base_dir)
@@ -215,7 +216,7 @@ def prepare(run_dir: str | Path, *, config: str | Path | None = None, accept_ter
     (train_dir / "axolotl.yaml").unlink(missing_ok=True)
     ds_path = write_deepspeed(rendered, train_dir)
     warnings += validate(rendered, train, hidden_size=hidden_size_of(base_model) or 4096,
-                         python=None if python == sys.executable else python, lines=getattr(spec, "_lines", {}))
+                         python=None if python == sys.executable else python, lines=doc.lines)
     header = (f"# Rendered by distillflow from {rendered.template.name} for run {run_dir.name}; validated by Axolotl.\n"
               "# Edit the pipeline's train: section (or train.overrides) and re-run `distillflow train`, not this file.\n")
     config_path = write_config(rendered, train_dir, header=header)

@@ -103,7 +103,8 @@ def test_permanent_error_rejects_only_that_record(endpoint, write_yaml, tmp_path
     path = write_yaml(pipeline_yaml(endpoint.base_url, "  - kind: generate\n", rows=rows))
     res = df.run(df.load(path), out=tmp_path / "run", progress=False)
     assert res.manifest["curated"] == 1
-    assert res.rejected[0]["rejected_by"] == "generate" and "prompt too long" in res.rejected[0]["reason"]
+    rej = res.rejected[0]
+    assert (rej["rejected_by"], rej["reason"]) == ("generate", "teacher_error") and "prompt too long" in rej["error"]
 
 
 def test_logprobs_become_filterable_columns(endpoint, write_yaml, tmp_path):

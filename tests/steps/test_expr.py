@@ -1,7 +1,7 @@
 import pytest
 
 from distillflow.errors import DistillflowError
-from distillflow.spec.expr import (
+from distillflow.expr import (
     BoolOp,
     Column,
     Compare,

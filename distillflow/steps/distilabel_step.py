@@ -4,8 +4,10 @@ Tasks get a `DistillflowLLM` — a distilabel LLM whose requests go through our 
 sliding-window client — so `EvolInstruct`, `UltraFeedback`, `Magpie`... resume and are billed like
 our own steps.
 
-    cls = distilabel_class("EvolInstruct")
-    inputs, outputs = describe(step_spec, objects)
+    - kind: distilabel
+      step: EvolInstruct
+      teacher: gpt
+      params: {num_evolutions: 1}
 """
 
 from __future__ import annotations
@@ -14,7 +16,24 @@ import copy
 import functools
 import inspect
 
-from distillflow.errors import Problem, SpecError, did_you_mean
+from typing import Any, Literal
+
+from pydantic import Field
+
+from distillflow.errors import Problem, SpecError, TeacherError, did_you_mean
+from distillflow.steps.base import StepBase, StepKind, effective_params, prompt_id
+from distillflow.steps.generate import record_id
+
+
+class DistilabelStep(StepBase):
+    """Any public distilabel step or task by class name, e.g. EvolInstruct."""
+
+    kind: Literal["distilabel"]
+    step: str = Field(description="distilabel class name, e.g. 'EvolInstruct', 'UltraFeedback'.")
+    teacher: str | None = Field(None, description="Teacher that serves as the task's LLM (tasks only).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Constructor arguments, validated by the class.")
+    input_mappings: dict[str, str] = Field(default_factory=dict, description="{task_input: our_column}")
+    output_mappings: dict[str, str] = Field(default_factory=dict, description="{task_output: our_column}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,21 +82,18 @@ def _llm_class():
             super().load()
 
         def generate(self, inputs, num_generations: int = 1, **kwargs):
-            from distillflow.engine.ledger import ask
-            from distillflow.engine.llm_steps import _raise_outage, make_request
-            from distillflow.engine.providers import effective_params
-
             ctx = self._ctx  # type: ignore[attr-defined]
-            teacher = ctx.spec.teacher(self.teacher_name)
+            if ctx is None:
+                raise TeacherError(f"distillflow.llm('{self.teacher_name}') answers only inside a distillflow run")
+            teacher = ctx.teacher(self.teacher_name)
             params = effective_params(teacher)
             params.update({k: v for k, v in kwargs.items() if k in ("temperature", "max_tokens", "top_p") and v is not None})
             reqs = [
-                make_request(teacher, list(conv), params, g, {"i": i, "g": g})
+                ctx.request(teacher, list(conv), params, g, {"i": i, "g": g})
                 for i, conv in enumerate(inputs)
                 for g in range(num_generations)
             ]
-            results, failures = ask(ctx, teacher, reqs, self.step_id, label=teacher.name)
-            _raise_outage(teacher, failures, len(results), ctx)
+            results, failures = ctx.ask_blocking(self.step_id, teacher, reqs)
             outs = [{"generations": [], "statistics": {"input_tokens": [], "output_tokens": []}} for _ in inputs]
             for r in reqs:
                 res = results.get(r.key)
@@ -166,9 +182,7 @@ def describe_object(obj) -> tuple[set[str], set[str]]:
     return needs, adds
 
 
-def run_distilabel_step(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    from distillflow.engine.source import prompt_id
-
+def _prepare(ctx, step):
     obj = ctx.objects.get(step.id)
     if obj is None:
         obj = instantiate(step, ctx, f"steps[{step.id}]")
@@ -176,13 +190,16 @@ def run_distilabel_step(ctx, step, rows: list[dict]) -> tuple[list[dict], list[d
         llm = getattr(obj, "llm", None)
         if llm is not None and hasattr(llm, "teacher_name"):
             llm._ctx = ctx
-    ctx.reporter.step_start(step.id, f"distilabel:{type(obj).__name__}", len(rows))
-    obj.load()
+    with _quiet():
+        obj.load()
+    return obj
+
+
+def _run(ctx, step, rows: list[dict], obj) -> tuple[list[dict], list[dict]]:
     batch = [copy.deepcopy(r) for r in rows]
     out: list[dict] = []
     for chunk in obj.process_applying_mappings(batch):
         out.extend(chunk)
-    ctx.reporter.advance(step.id, len(rows), ctx.ledger.spent)
     for r in out:
         users = [m for m in r.get("messages") or [] if m.get("role") == "user"]
         if "prompt" in r and (not users or users[-1]["content"] != r["prompt"]):
@@ -193,7 +210,12 @@ def run_distilabel_step(ctx, step, rows: list[dict]) -> tuple[list[dict], list[d
         prov = r.setdefault("provenance", {})
         prov.setdefault("steps", []).append({"id": step.id, "distilabel": type(obj).__name__})
         if "response" in r and "id" not in r:
-            from distillflow.engine.llm_steps import record_id
-
             r["id"] = record_id(r["prompt_id"], step.teacher or step.id, 0, str(r["response"]))
     return out, []
+
+
+KIND = StepKind(
+    "distilabel", DistilabelStep, _run, prepare=_prepare, scope="row", builder="Distilabel", generates=True,
+    columns=lambda step: None,  # known once the class is imported: the engine describes it at compile time
+    teachers=lambda step, spec: [step.teacher] if step.teacher else [],
+)

@@ -4,12 +4,26 @@ distilabel 1.5.3's `RewardModelScore` passes the BatchEncoding that transformers
 `apply_chat_template` straight to the model and fails, so we score with transformers directly,
 the same way: the chat (system, user, assistant) through the model's chat template, logit 0.
 
-    out, _ = run_reward_step(ctx, step, rows)     # adds <id>_score
+    - kind: reward
+      model: models/my-reward-model     # adds <id>_score
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from distillflow.errors import ConfigurationError
+from distillflow.steps.base import StepBase, StepKind
+
+
+class RewardStep(StepBase):
+    """Score answers with a local sequence-classification reward model."""
+
+    kind: Literal["reward"]
+    model: str = Field(description="Local directory or id of a sequence-classification reward model.")
+    device: str | None = None
 
 
 def _load(model_path: str, device: str):
@@ -27,10 +41,11 @@ def _load(model_path: str, device: str):
     return tok, model
 
 
-def score(rows: list[dict], model_path: str, device: str = "cpu", batch_size: int = 16) -> list[float]:
+def score(rows: list[dict], loaded, device: str = "cpu", batch_size: int = 16) -> list[float]:
+    """Scores of (prompt, response) rows; ``loaded`` is a model path or ``_load``'s (tokenizer, model)."""
     import torch
 
-    tok, model = _load(model_path, device)
+    tok, model = _load(loaded, device) if isinstance(loaded, str) else loaded
     scores: list[float] = []
     for i in range(0, len(rows), batch_size):
         chats = [list(r.get("messages") or [{"role": "user", "content": r["prompt"]}])
@@ -43,9 +58,17 @@ def score(rows: list[dict], model_path: str, device: str = "cpu", batch_size: in
     return scores
 
 
-def run_reward_step(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    ctx.reporter.step_start(step.id, "reward", len(rows))
-    values = score(rows, step.model, step.device or "cpu") if rows else []
+def _prepare(ctx, step: RewardStep):
+    from pathlib import Path
+
+    model = step.model
+    if not Path(model).is_absolute() and (Path(ctx.base_dir) / model).exists():
+        model = str((Path(ctx.base_dir) / model).resolve())
+    return _load(model, step.device or "cpu")  # once per run, before the first shard that needs it
+
+
+def _run(ctx, step: RewardStep, rows: list[dict], loaded):
+    values = score(rows, loaded, step.device or "cpu") if rows else []
     out = []
     for r, v in zip(rows, values):
         row = {**r, f"{step.id}_score": v}
@@ -53,5 +76,8 @@ def run_reward_step(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]
         prov["judges"] = {**(prov.get("judges") or {}), step.id: {"score": v, "model": step.model}}
         row["provenance"] = prov
         out.append(row)
-    ctx.reporter.advance(step.id, len(rows), ctx.ledger.spent)
     return out, []
+
+
+KIND = StepKind("reward", RewardStep, _run, prepare=_prepare, scope="row", builder="Reward",
+                columns=lambda step: ({"prompt", "response"}, {f"{step.id}_score"}))

@@ -1,0 +1,44 @@
+"""Compile a spec once into an immutable Plan: graph, column checks (distilabel classes included),
+local model paths resolved against the YAML's folder.
+
+    plan = compile_spec(doc.spec, base_dir=doc.base_dir, lines=doc.lines, objects={...})
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+from distillflow.engine.validate import describe_step_factory, source_columns
+from distillflow.errors import Problem, SpecError
+from distillflow.graph import build_graph
+from distillflow.plan import Plan
+
+
+def compile_spec(spec, base_dir: Path | None = None, lines: dict | None = None, objects: dict | None = None,
+                 source: str = "pipeline") -> Plan:
+    """Validate the graph and column flow (every problem at once) and freeze the result."""
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    objects = dict(objects or {})
+    problems: list[Problem] = []
+    inner = describe_step_factory(objects)
+
+    def describe(step):
+        try:
+            return inner(step)
+        except SpecError as e:
+            problems.extend(e.problems)
+            return set(), set()
+
+    try:
+        graph = build_graph(spec, source=source, describe=describe, extra_source_columns=source_columns(spec, base),
+                            lines=lines)
+    except SpecError as e:
+        raise SpecError(problems + e.problems, source) from None
+    if problems:
+        raise SpecError(problems, source)
+    from distillflow.engine.providers import resolve_local_models
+
+    resolved = resolve_local_models(spec, base)
+    # the graph's nodes point at the resolved spec's steps (same objects: steps are not copied)
+    return Plan(resolved, graph, base, MappingProxyType(objects), MappingProxyType(dict(lines or {})), source)

@@ -1,0 +1,207 @@
+"""One lane per teacher: every step and shard that asks a teacher shares its window for the whole run.
+
+    lane = Lane(teacher, client, run)          # run: cache, ledger, reporter, stop event
+    results, failures = await lane.ask(step_id, requests)
+
+A lane feeds one long-lived ``client.arun`` (one HTTP session, ``concurrency`` requests in flight,
+one set of RPM/TPM buckets) from a queue, so shard k+1's generations fill the window while shard k
+finishes and a judge's requests mix with them: the teacher's limits hold across all of them.
+Cached answers never reach the queue. A request the lane could not dispatch (budget reached,
+run stopping) is in neither ``results`` nor ``failures``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from distillflow.engine.ledger import cost_of, estimate_cost
+
+
+class _Feed:
+    """The async iterator a client's window pulls requests from."""
+
+    def __init__(self, lane: "Lane"):
+        self.lane = lane
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        lane = self.lane
+        while True:
+            if lane.should_stop():
+                raise StopAsyncIteration
+            req = await lane.queue.get()
+            if req is None:  # closed
+                raise StopAsyncIteration
+            if lane.should_stop():
+                lane.undispatched(req)
+                raise StopAsyncIteration
+            lane.dispatched += 1
+            return req
+
+
+class Lane:
+    def __init__(self, teacher, client, run):
+        self.teacher = teacher
+        self.client = client
+        self.run = run  # the RunContext: cache, ledger, reporter, stop_event
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.pending: dict[str, tuple[asyncio.Future, str]] = {}
+        self.dispatched = 0
+        self.completed = 0
+        self.est = 0.0  # the largest estimated cost of one request seen (for the budget guard)
+        self.stopped = False
+        self.error: BaseException | None = None
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()  # clients without a streaming window take one ask at a time
+        self.streams = getattr(client, "streams", False)
+
+    # -- budget / stop --------------------------------------------------------------------------
+    def should_stop(self) -> bool:
+        run = self.run
+        if self.stopped or run.stop_event.is_set() or run.ledger.budget_hit:
+            self._stop()
+            return True
+        ledger = run.ledger
+        if ledger.max_cost_usd is None or self.est == 0:
+            return False
+        inflight = self.dispatched - self.completed
+        if ledger.spent + (inflight + 1) * self.est > ledger.max_cost_usd:
+            ledger.budget_hit = True
+            self._stop()
+            return True
+        return False
+
+    def _stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            if not self.streams:  # (called from a worker thread there; nobody waits on the queue)
+                return
+            for _ in range(max(1, getattr(self.client, "concurrency", 1))):
+                self.queue.put_nowait(None)  # wake every waiting worker
+
+    def undispatched(self, req) -> None:
+        entry = self.pending.pop(req.key, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(None)
+
+    # -- results ----------------------------------------------------------------------------------
+    def on_result(self, res) -> None:
+        self.completed += 1
+        run, name = self.run, self.teacher.name
+        entry = self.pending.pop(res.key, None)
+        step_id = entry[1] if entry else None
+        if res.error:
+            run.ledger.fail(name)
+        else:
+            run.cache.put(res)
+            run.ledger.add(name, res.input_tokens, res.output_tokens,
+                           cost_of(self.teacher, res.input_tokens, res.output_tokens), False)
+        if step_id is not None:
+            run.reporter.advance(step_id, 1, run.ledger.spent)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(res)
+
+    async def _serve(self) -> None:
+        try:
+            await self.client.arun(_Feed(self), self.on_result, self.should_stop)
+        except BaseException as exc:  # an outage or a bug: every waiter gets it
+            self.error = exc
+            for fut, _ in list(self.pending.values()):
+                if not fut.done():
+                    fut.set_exception(exc)
+            self.pending.clear()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self.stopped = True
+            for fut, _ in list(self.pending.values()):
+                if not fut.done():
+                    fut.set_result(None)
+            self.pending.clear()
+
+    # -- asking -------------------------------------------------------------------------------------
+    async def submit(self, step_id: str, requests: list) -> dict:
+        """Futures for ``requests`` (by key); the same key asked twice shares one request."""
+        loop = asyncio.get_running_loop()
+        futures: dict[str, asyncio.Future] = {}
+        budget = self.run.ledger.max_cost_usd is not None
+        for req in requests:
+            if req.key in futures:
+                continue
+            entry = self.pending.get(req.key)
+            if entry is not None:
+                futures[req.key] = entry[0]
+                continue
+            fut = loop.create_future()
+            futures[req.key] = fut
+            if self.stopped or self.error is not None:
+                fut.set_result(None)
+                continue
+            if budget:
+                self.est = max(self.est, estimate_cost(self.teacher, req.messages, req.params.get("max_tokens")))
+            self.pending[req.key] = (fut, step_id)
+            self.queue.put_nowait(req)
+        if self.error is not None:
+            raise self.error
+        if self._task is None and not self.stopped:
+            self._task = asyncio.ensure_future(self._serve())
+        return futures
+
+    async def ask(self, step_id: str, requests: list):
+        if not self.streams:
+            return await self._ask_batch(step_id, requests)
+        futures = await self.submit(step_id, requests)
+        if futures:
+            await asyncio.wait(list(futures.values()))
+        results, failures = {}, {}
+        for key, fut in futures.items():
+            res = fut.result()  # raises the outage, if there was one
+            if res is None:
+                continue
+            (failures if res.error else results)[key] = res
+        return results, failures
+
+    async def _ask_batch(self, step_id: str, requests: list):
+        """Clients without a streaming window (local models): one ask at a time, in a worker thread."""
+        results, failures = {}, {}
+        unique = list({r.key: r for r in requests}.values())
+
+        def on_result(res):  # called from the client's worker thread
+            self.completed += 1
+            run, name = self.run, self.teacher.name
+            if res.error:
+                run.ledger.fail(name)
+                failures[res.key] = res
+            else:
+                run.cache.put(res)
+                run.ledger.add(name, res.input_tokens, res.output_tokens,
+                               cost_of(self.teacher, res.input_tokens, res.output_tokens), False)
+                results[res.key] = res
+            run.reporter.advance(step_id, 1, run.ledger.spent)
+
+        budget = self.run.ledger.max_cost_usd is not None
+        for req in unique:
+            if budget:
+                self.est = max(self.est, estimate_cost(self.teacher, req.messages, req.params.get("max_tokens")))
+
+        def stream():
+            for r in unique:
+                self.dispatched += 1
+                yield r
+
+        async with self._lock:
+            if not self.should_stop():
+                await self.client.arun(stream(), on_result, self.should_stop)
+        return results, failures
+
+    async def close(self) -> None:
+        self.stopped = True
+        for _ in range(max(1, getattr(self.client, "concurrency", 1))):
+            self.queue.put_nowait(None)
+        if self._task is not None:
+            try:
+                await self._task
+            except Exception:
+                pass
