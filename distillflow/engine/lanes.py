@@ -47,7 +47,7 @@ class Lane:
         self.client = client
         self.run = run  # the RunContext: cache, ledger, reporter, stop_event
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.pending: dict[str, tuple[asyncio.Future, str]] = {}
+        self.pending: dict[str, tuple[asyncio.Future, str, str]] = {}  # key -> (future, step id, ledger label)
         self.dispatched = 0
         self.completed = 0
         self.est = 0.0  # the largest estimated cost of one request seen (for the budget guard)
@@ -89,9 +89,9 @@ class Lane:
     # -- results ----------------------------------------------------------------------------------
     def on_result(self, res) -> None:
         self.completed += 1
-        run, name = self.run, self.teacher.name
+        run = self.run
         entry = self.pending.pop(res.key, None)
-        step_id = entry[1] if entry else None
+        step_id, name = (entry[1], entry[2]) if entry else (None, self.teacher.name)
         if res.error:
             run.ledger.fail(name)
         else:
@@ -108,7 +108,7 @@ class Lane:
             await self.client.arun(_Feed(self), self.on_result, self.should_stop)
         except BaseException as exc:  # an outage or a bug: every waiter gets it
             self.error = exc
-            for fut, _ in list(self.pending.values()):
+            for fut, *_ in list(self.pending.values()):
                 if not fut.done():
                     fut.set_exception(exc)
             self.pending.clear()
@@ -116,13 +116,13 @@ class Lane:
                 raise
         finally:
             self.stopped = True
-            for fut, _ in list(self.pending.values()):
+            for fut, *_ in list(self.pending.values()):
                 if not fut.done():
                     fut.set_result(None)
             self.pending.clear()
 
     # -- asking -------------------------------------------------------------------------------------
-    async def submit(self, step_id: str, requests: list) -> dict:
+    async def submit(self, step_id: str, requests: list, label: str) -> dict:
         """Futures for ``requests`` (by key); the same key asked twice shares one request."""
         loop = asyncio.get_running_loop()
         futures: dict[str, asyncio.Future] = {}
@@ -141,7 +141,7 @@ class Lane:
                 continue
             if budget:
                 self.est = max(self.est, estimate_cost(self.teacher, req.messages, req.params.get("max_tokens")))
-            self.pending[req.key] = (fut, step_id)
+            self.pending[req.key] = (fut, step_id, label)
             self.queue.put_nowait(req)
         if self.error is not None:
             raise self.error
@@ -149,10 +149,12 @@ class Lane:
             self._task = asyncio.ensure_future(self._serve())
         return futures
 
-    async def ask(self, step_id: str, requests: list):
+    async def ask(self, step_id: str, requests: list, label: str | None = None):
+        """(results, failures) by key; ``label`` names the teacher in the ledger (e.g. "gpt (judge)")."""
+        label = label or self.teacher.name
         if not self.streams:
-            return await self._ask_batch(step_id, requests)
-        futures = await self.submit(step_id, requests)
+            return await self._ask_batch(step_id, requests, label)
+        futures = await self.submit(step_id, requests, label)
         if futures:
             await asyncio.wait(list(futures.values()))
         results, failures = {}, {}
@@ -163,14 +165,14 @@ class Lane:
             (failures if res.error else results)[key] = res
         return results, failures
 
-    async def _ask_batch(self, step_id: str, requests: list):
+    async def _ask_batch(self, step_id: str, requests: list, label: str):
         """Clients without a streaming window (local models): one ask at a time, in a worker thread."""
         results, failures = {}, {}
         unique = list({r.key: r for r in requests}.values())
 
         def on_result(res):  # called from the client's worker thread
             self.completed += 1
-            run, name = self.run, self.teacher.name
+            run, name = self.run, label
             if res.error:
                 run.ledger.fail(name)
                 failures[res.key] = res

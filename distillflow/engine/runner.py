@@ -107,7 +107,10 @@ class RunContext:
     async def ask(self, step_id: str, teacher, requests: list, shard: _ShardState | None = None):
         """Cached answers first, the rest through the teacher's lane. See steps.base.StepContext.ask."""
         shard = shard or _SHARD.get()
-        ledger, name = self.ledger, teacher.name
+        step = self.plan.graph.nodes[step_id].step if step_id in self.plan.graph.nodes else None
+        # the ledger keeps a judge's calls apart from the same model's answers: "gpt (judge)"
+        name = teacher.name if step is None or registry.get(step.kind).generates else f"{teacher.name} ({step.kind})"
+        ledger = self.ledger
         self.reporter.add_total(step_id, len(requests))
         if shard is not None:
             shard.units[step_id] = shard.units.get(step_id, 0) + len(requests)
@@ -118,7 +121,7 @@ class RunContext:
         misses = [r for r in requests if r.key not in hits]
         results, failures = dict(hits), {}
         if misses:
-            got, failures = await self._lane(teacher).ask(step_id, misses)
+            got, failures = await self._lane(teacher).ask(step_id, misses, name)
             results.update(got)
         if shard is not None:
             if any(r.key not in results and r.key not in failures for r in requests):
