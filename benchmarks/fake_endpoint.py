@@ -168,10 +168,10 @@ async def _scripted(content: str, stats: dict) -> web.Response | None:
     return None
 
 
-def _free_socket() -> socket.socket:
+def _free_socket(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(1024)
     return sock
 
@@ -288,12 +288,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency", default="0.2,0.3", help="'lo,hi' seconds, or '0'")
     ap.add_argument("--max-concurrency", type=int, default=64)
     ap.add_argument("--no-logprobs", action="store_true")
+    ap.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     args = ap.parse_args(argv)
     parts = [float(x) for x in args.latency.split(",")]
     latency = (parts[0], parts[-1])
 
     async def serve() -> None:
-        sock = _free_socket()
+        sock = _free_socket(args.port)
         app = make_app(args.max_concurrency, latency, not args.no_logprobs)
         await _start(app, sock)
         print(f"LISTENING http://127.0.0.1:{sock.getsockname()[1]}/v1", flush=True)

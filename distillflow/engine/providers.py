@@ -198,7 +198,7 @@ def preflight_teacher(teacher) -> tuple[bool, str]:
         up = [u for u, (ok, _) in zip(urls, checks) if ok]
         if not down:
             return True, f"all {len(urls)} replicas reachable, model '{teacher.model}' served: {', '.join(urls)}"
-        lines = "; ".join(f"DOWN {u}: {detail}" for u, detail in down)
+        lines = "; ".join(f"DOWN {u}: {detail.rstrip('.')}" for u, detail in down)
         return False, (
             f"{len(down)} of {len(urls)} replicas down — {lines}. Up: {', '.join(up) or 'none'}. "
             "A run sends nothing to a down replica except a probe now and then, and uses it again once it "
