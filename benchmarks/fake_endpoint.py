@@ -32,7 +32,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["EndpointThread", "endpoint_process", "make_app"]
+__all__ = ["EndpointThread", "SharedGauge", "endpoint_process", "make_app"]
 
 _STATS = web.AppKey("stats", dict)
 _CFG = web.AppKey("cfg", dict)
@@ -43,9 +43,30 @@ def _new_stats() -> dict:
             "busy_s": 0.0, "first_start": None, "last_end": None, "attempts": {}, "service_s": 0.0}
 
 
+class SharedGauge:
+    """Requests in flight across several endpoints (e.g. a teacher's replicas, each on its own
+    thread): ``max`` is the most seen at once. Pass one to each endpoint's ``make_app``."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.now = 0
+        self.max = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.max = max(self.max, self.now)
+
+    def exit(self) -> None:
+        with self._lock:
+            self.now -= 1
+
+
 def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3),
-             logprobs: bool = True, model: str = "fake-teacher") -> web.Application:
-    """Build the endpoint. ``app[_STATS]`` holds the counters also served at ``GET /stats``."""
+             logprobs: bool = True, model: str = "fake-teacher",
+             gauge: SharedGauge | None = None) -> web.Application:
+    """Build the endpoint. ``app[_STATS]`` holds the counters also served at ``GET /stats``;
+    ``gauge`` (optional) also counts this endpoint's requests in flight."""
     app = web.Application()
     app[_STATS] = _new_stats()
     app[_CFG] = {"latency": latency, "logprobs": logprobs, "model": model}
@@ -58,6 +79,8 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
         t0 = perf()
         stats["requests"] += 1
         stats["in_flight"] += 1
+        if gauge is not None:
+            gauge.enter()
         if stats["in_flight"] > stats["max_in_flight"]:
             stats["max_in_flight"] = stats["in_flight"]
         if stats["first_start"] is None:
@@ -98,6 +121,8 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
         finally:
             end = perf()
             stats["in_flight"] -= 1
+            if gauge is not None:
+                gauge.exit()
             stats["busy_s"] += end - t0
             stats["last_end"] = end
 
@@ -143,10 +168,10 @@ async def _scripted(content: str, stats: dict) -> web.Response | None:
     return None
 
 
-def _free_socket() -> socket.socket:
+def _free_socket(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(1024)
     return sock
 
@@ -263,12 +288,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency", default="0.2,0.3", help="'lo,hi' seconds, or '0'")
     ap.add_argument("--max-concurrency", type=int, default=64)
     ap.add_argument("--no-logprobs", action="store_true")
+    ap.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     args = ap.parse_args(argv)
     parts = [float(x) for x in args.latency.split(",")]
     latency = (parts[0], parts[-1])
 
     async def serve() -> None:
-        sock = _free_socket()
+        sock = _free_socket(args.port)
         app = make_app(args.max_concurrency, latency, not args.no_logprobs)
         await _start(app, sock)
         print(f"LISTENING http://127.0.0.1:{sock.getsockname()[1]}/v1", flush=True)

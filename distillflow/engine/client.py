@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from distillflow.engine.scheduler import (
@@ -24,6 +24,7 @@ from distillflow.engine.scheduler import (
     parse_retry_after,
     run_window,
 )
+from distillflow.engine.replicas import ReplicaSet, route
 from distillflow.errors import ConfigurationError
 
 try:  # orjson is ~5x faster, but only used when something else already installed it
@@ -135,14 +136,15 @@ class OpenAICompatibleClient:
 
     ``concurrency`` requests stay in flight; ``rpm``/``tpm`` cap the rate; transient failures
     (429, 5xx, 408/409, connection errors, timeouts) are retried up to ``max_retries`` times.
-    ``api_key_env`` only names the variable in 401/403 messages.
+    ``api_key_env`` only names the variable in 401/403 messages. A list of base URLs is a set of
+    replicas of one model (:mod:`distillflow.engine.replicas`): the limits hold for all together.
     """
 
     streams = True  # `arun` accepts an async iterable fed while it runs (one window per run)
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         api_key: str | None = None,
         concurrency: int = 64,
@@ -155,8 +157,11 @@ class OpenAICompatibleClient:
         extra_headers: dict | None = None,
         api_key_env: str = "OPENAI_API_KEY",
     ):
-        self.base_url = base_url.rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.base_url = urls[0].rstrip("/")  # the first replica is the teacher's identity
         self.url = self.base_url + "/chat/completions"
+        # One URL keeps the direct path; several route each attempt to a replica.
+        self.replicas = ReplicaSet(urls) if len(urls) > 1 else None
         self.model = model
         self.api_key = api_key
         self.api_key_env = api_key_env
@@ -204,7 +209,7 @@ class OpenAICompatibleClient:
         ) as session:
             post = session.post
 
-            async def attempt(req: ChatRequest) -> ChatResult:
+            async def attempt(req: ChatRequest, target=target, url=url) -> ChatResult:
                 data = self._payload(req)
                 t0 = perf()
                 try:
@@ -221,7 +226,7 @@ class OpenAICompatibleClient:
                 # No URL in the text: callers match words like "429" in it, and a port may hold them.
                 message = f"HTTP {status}: {_server_message(raw)}"
                 if status in _RETRY_STATUSES or status >= 500:
-                    raise TransientError(message, parse_retry_after(retry_after))
+                    raise TransientError(message, parse_retry_after(retry_after), status=status)
                 if status in (401, 403):
                     raise PermanentError(
                         f"{message} — the endpoint rejected the API key; check ${api_key_env} "
@@ -229,6 +234,9 @@ class OpenAICompatibleClient:
                     )
                 raise PermanentError(message)
 
+            if self.replicas is not None:
+                attempt = route(self.replicas, attempt, [
+                    (URL(u + "/chat/completions"), u + "/chat/completions") for u in self.replicas.urls])
             await run_window(
                 requests,
                 attempt,
@@ -240,6 +248,10 @@ class OpenAICompatibleClient:
                 should_stop=should_stop,
                 usage_of=lambda r: r.input_tokens + r.output_tokens,
             )
+
+    def replica_stats(self) -> list[dict] | None:
+        """Per-replica counters (see :meth:`ReplicaSet.stats`), None for a single ``base_url``."""
+        return None if self.replicas is None else self.replicas.stats()
 
     def run(
         self,

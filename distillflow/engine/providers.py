@@ -61,8 +61,31 @@ def make_request(teacher, messages, params, index, meta):
     return ChatRequest(key=key, messages=messages, params=params, meta=meta)
 
 
+def base_urls(teacher) -> list[str]:
+    """Every endpoint of the teacher (several when ``base_url`` lists replicas), without a trailing slash."""
+    value = teacher.base_url or DEFAULT_BASE_URLS.get(teacher.provider)
+    urls = [value] if isinstance(value, str) else list(value or [])
+    return [u.rstrip("/") for u in urls if u]
+
+
 def base_url(teacher) -> str | None:
-    return (teacher.base_url or DEFAULT_BASE_URLS.get(teacher.provider) or "").rstrip("/") or None
+    """The teacher's identity URL: its only ``base_url``, or the first of its replicas.
+
+    Cache keys use it, so which replica answered does not matter and adding a replica to the
+    end of the list keeps every cached answer.
+    """
+    urls = base_urls(teacher)
+    return urls[0] if urls else None
+
+
+def teacher_identity(teacher, fields=("provider", "model", "base_url", "params")) -> dict:
+    """The teacher's settings that shape its answers, for step hashes: ``model_dump`` of
+    ``fields`` with a list of replicas replaced by its first URL, exactly as written: the same
+    dict as for a teacher with that one ``base_url`` (replicas do not change answers)."""
+    out = teacher.model_dump(mode="json", include=set(fields))
+    if isinstance(out.get("base_url"), list):
+        out["base_url"] = out["base_url"][0]
+    return out
 
 
 def api_key(teacher, required: bool = True) -> str | None:
@@ -103,7 +126,7 @@ def build_client(teacher):
         from distillflow.engine.client import OpenAICompatibleClient
 
         return OpenAICompatibleClient(
-            base_url=base_url(teacher),
+            base_url=base_urls(teacher),
             model=teacher.model,
             api_key=api_key(teacher),
             concurrency=teacher.concurrency,
@@ -161,35 +184,33 @@ def build_distilabel_llm(teacher, check_key: bool = True):
 
 
 def preflight_teacher(teacher) -> tuple[bool, str]:
-    """Can this teacher run here? (env var set, endpoint reachable, model listed)."""
+    """Can this teacher run here? (env var set, endpoint reachable, model listed).
+
+    A teacher with several replicas is checked on every one; the detail names those that are
+    down, and the check fails if any is (a run would still use the others).
+    """
     try:
         key = api_key(teacher)
     except ConfigurationError as e:
         return False, str(e)
-    if teacher.provider == "transformers_serve":
-        # `transformers serve` lists only Hub-cache models in /v1/models; /health tells readiness
-        import urllib.request
-
-        root = base_url(teacher).rsplit("/v1", 1)[0]
-        try:
-            with urllib.request.urlopen(root + "/health", timeout=10) as r:
-                ok = r.status == 200
-        except OSError as e:
-            return False, f"teacher '{teacher.name}': {root} is not reachable ({e}) — start `transformers serve MODEL_DIR --port PORT`"
-        return ok, f"{root}/health answered"
     if teacher.provider in OPENAI_COMPATIBLE:
-        from distillflow.engine.client import list_models
+        urls = base_urls(teacher)
+        if len(urls) == 1:
+            return _preflight_endpoint(teacher, urls[0], key)
+        from concurrent.futures import ThreadPoolExecutor
 
-        try:
-            models = list_models(base_url(teacher), key)
-        except ConfigurationError as e:
-            return False, str(e)
-        if models and teacher.model not in models:
-            from distillflow.errors import did_you_mean
-
-            hint = did_you_mean(teacher.model, models) or f"served: {', '.join(models[:5])}"
-            return False, f"teacher '{teacher.name}': model '{teacher.model}' is not served at {base_url(teacher)} — {hint}"
-        return True, f"{base_url(teacher)} reachable, model '{teacher.model}' listed"
+        with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
+            checks = list(pool.map(lambda u: _preflight_endpoint(teacher, u, key), urls))
+        down = [(u, detail) for u, (ok, detail) in zip(urls, checks) if not ok]
+        up = [u for u, (ok, _) in zip(urls, checks) if ok]
+        if not down:
+            return True, f"all {len(urls)} replicas reachable, model '{teacher.model}' served: {', '.join(urls)}"
+        lines = "; ".join(f"DOWN {u}: {detail.rstrip('.')}" for u, detail in down)
+        return False, (
+            f"{len(down)} of {len(urls)} replicas down — {lines}. Up: {', '.join(up) or 'none'}. "
+            "A run sends nothing to a down replica except a probe now and then, and uses it again once it "
+            "answers; start it, or remove it from base_url."
+        )
     if teacher.provider in ("transformers", "vllm"):
         from pathlib import Path
 
@@ -199,3 +220,30 @@ def preflight_teacher(teacher) -> tuple[bool, str]:
             return False, f"teacher '{teacher.name}': {teacher.model} is not a local directory and HF_HUB_OFFLINE=1"
         return True, f"{teacher.model} will be downloaded from the Hub"
     return True, "API key present (endpoint not probed)"
+
+
+def _preflight_endpoint(teacher, url: str, key: str | None) -> tuple[bool, str]:
+    """Preflight of one OpenAI-compatible endpoint of a teacher."""
+    if teacher.provider == "transformers_serve":
+        # `transformers serve` lists only Hub-cache models in /v1/models; /health tells readiness
+        import urllib.request
+
+        root = url.rsplit("/v1", 1)[0]
+        try:
+            with urllib.request.urlopen(root + "/health", timeout=10) as r:
+                ok = r.status == 200
+        except OSError as e:
+            return False, f"teacher '{teacher.name}': {root} is not reachable ({e}) — start `transformers serve MODEL_DIR --port PORT`"
+        return ok, f"{root}/health answered"
+    from distillflow.engine.client import list_models
+
+    try:
+        models = list_models(url, key)
+    except ConfigurationError as e:
+        return False, str(e)
+    if models and teacher.model not in models:
+        from distillflow.errors import did_you_mean
+
+        hint = did_you_mean(teacher.model, models) or f"served: {', '.join(models[:5])}"
+        return False, f"teacher '{teacher.name}': model '{teacher.model}' is not served at {url} — {hint}"
+    return True, f"{url} reachable, model '{teacher.model}' listed"

@@ -33,11 +33,16 @@ __all__ = [
 
 
 class TransientError(Exception):
-    """A failure worth retrying (429, 5xx, 408/409, connection error, timeout)."""
+    """A failure worth retrying (429, 5xx, 408/409, connection error, timeout).
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    ``status`` is the HTTP status when the server answered (None: no answer at all), so that
+    replica routing can tell a down server (None, 5xx) from a busy one (429).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 class PermanentError(Exception):

@@ -103,13 +103,29 @@ class TermsSpec(Spec):
     notes: str | None = None
 
 
+def _check_url(u: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(u)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"base_url {u!r} is not an http(s) URL — write it like http://127.0.0.1:8000/v1")
+
+
 class TeacherSpec(Spec):
     """One teacher LLM. API keys are only read from the environment variable named in `api_key_env`."""
 
     name: str = Field(pattern=_ID, description="Name used by steps to refer to this teacher.")
     provider: Literal[PROVIDERS] = Field(description="One of: " + ", ".join(PROVIDERS))  # type: ignore[valid-type]
     model: str = Field(description="Model id, or a local directory for transformers/vllm.")
-    base_url: str | None = Field(None, description="Endpoint, e.g. http://127.0.0.1:8000/v1 (OpenAI-compatible).")
+    base_url: str | list[str] | None = Field(
+        None,
+        description="Endpoint, e.g. http://127.0.0.1:8000/v1 (OpenAI-compatible); a list of several is replicas "
+        "of one model (least-loaded routing, failed ones rested; the first URL is the teacher's identity).",
+    )
     api_key_env: str | None = Field(None, description="Name of the env var holding the API key (never the key).")
     params: GenerationParams = Field(default_factory=GenerationParams)
     concurrency: int = Field(16, ge=1, le=4096, description="Requests in flight at once.")
@@ -128,10 +144,41 @@ class TeacherSpec(Spec):
             raise ValueError("api_key_env is the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
         return v
 
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _url_or_list(cls, v):
+        ok = v is None or isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(u, str) for u in v))
+        if not ok:  # one message instead of pydantic's one per union member
+            raise ValueError(f"base_url must be a URL or a list of URLs, got {v!r}")
+        return list(v) if isinstance(v, tuple) else v
+
+    @field_validator("base_url")
+    @classmethod
+    def _urls(cls, v):
+        if v is None:
+            return v
+        urls = [v] if isinstance(v, str) else v
+        if not urls:
+            raise ValueError("base_url is an empty list — give one URL, or a list of replica URLs")
+        seen = set()
+        for u in urls:
+            _check_url(u)
+            key = u.rstrip("/")
+            if key in seen:
+                raise ValueError(f"base_url lists {u} twice — each replica must be a different endpoint")
+            seen.add(key)
+        # A one-element list is the same teacher as the plain string (same step hash).
+        return urls[0] if len(urls) == 1 else list(urls)
+
     @model_validator(mode="after")
     def _endpoint(self):
         if self.provider in OPENAI_COMPATIBLE and self.provider != "openai" and not self.base_url:
             raise ValueError(f"provider '{self.provider}' needs 'base_url'")
+        if isinstance(self.base_url, list) and self.provider not in OPENAI_COMPATIBLE:
+            raise ValueError(
+                f"provider '{self.provider}' takes one base_url, not a list: replicas are supported for "
+                f"OpenAI-compatible providers ({', '.join(OPENAI_COMPATIBLE)})"
+            )
         return self
 
 
