@@ -193,8 +193,10 @@ def _step_hash(plan, step, parent_hashes: list[str]) -> str:
     spec = plan.spec
     kind = registry.get(step.kind)
     names = kind.teachers(step, spec) if kind.teachers is not None else []
-    teachers = [spec.teacher(n).model_dump(mode="json", include={"name", "provider", "model", "base_url", "params"})
-                for n in names]
+    from distillflow.engine.providers import teacher_identity
+
+    # replicas do not change answers: a list of base URLs counts as its first one
+    teachers = [teacher_identity(spec.teacher(n), ("name", "provider", "model", "base_url", "params")) for n in names]
     obj = plan.objects.get(step.id)
     obj_id = None if obj is None else f"{type(obj).__module__}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
     return _h(step.model_dump(mode="json"), parent_hashes, teachers, obj_id)
@@ -457,6 +459,11 @@ def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_error
         "timings": {n: round(t, 3) for n, t in executor.busy.items()},
         "sink": graph.sink,
     }
+    from distillflow.engine.replicas import replica_manifest
+
+    replicas = replica_manifest(ctx._clients)
+    if replicas:
+        manifest["replicas"] = replicas
     manifest["seconds"] = round(time.time() - started, 3)
     writer.finish(plan, prompts, manifest)
     prompts.close()
