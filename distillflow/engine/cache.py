@@ -6,6 +6,11 @@ fsync). An answer is committed at once when the last commit is at least ``flush_
 (20 ms) old; otherwise it waits, with at most 49 others, for a timer or the next commit. So a
 kill loses at most ~20 ms of answers, a slow run commits every answer, and a 250 req/s run costs
 at most ~50 commits per second instead of 250.
+
+A failed commit (disk full, read-only directory) keeps its answers buffered and raises
+:class:`~distillflow.errors.OutputWriteError` naming the path and what is kept; a commit that
+fails in the background timer raises nothing there (no traceback from a callback): its error is
+raised by the next ``put``/``flush``/``close``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from distillflow.engine.client import ChatResult
+from distillflow.errors import OutputWriteError
 
 try:  # stored values only (keys always use stdlib json, so they never change with installs)
     import orjson as _orjson
@@ -82,6 +88,7 @@ class RequestCache:
         self._armed_at = 0.0
         self._last_commit = 0.0
         self._closed = False
+        self._error: OutputWriteError | None = None  # a failed background commit, raised by the next call
         # isolation_level=None: we issue BEGIN/COMMIT ourselves around each batch.
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -100,6 +107,7 @@ class RequestCache:
             if self._closed:
                 raise RuntimeError(f"RequestCache({self.path}) is closed")
             self._pending.append((result.key, value))
+            self._raise_pending_error()
             now = time.monotonic()
             if len(self._pending) >= self.flush_every or now - self._last_commit >= self.flush_interval_s:
                 self._flush_locked()
@@ -115,11 +123,20 @@ class RequestCache:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            t = threading.Timer(delay, self.flush)
+            t = threading.Timer(delay, self._timer_flush)
             t.daemon = True
             t.start()
         else:
-            loop.call_later(delay, self.flush)
+            loop.call_later(delay, self._timer_flush)
+
+    def _timer_flush(self) -> None:
+        # Runs as an event-loop or thread callback, where an exception would only print a
+        # traceback: a failure is remembered (in _flush_locked) and raised by the next call.
+        with self._lock:
+            try:
+                self._flush_locked()
+            except Exception:
+                pass
 
     def _flush_locked(self) -> None:
         self._timer_armed = False
@@ -127,16 +144,42 @@ class RequestCache:
             return
         self._last_commit = time.monotonic()
         rows, self._pending = self._pending, []
-        self._db.execute("BEGIN")
         try:
-            self._db.executemany("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except BaseException as exc:
+            self._pending[:0] = rows  # nothing received is dropped: kept for the next commit
+            if isinstance(exc, sqlite3.Error):
+                self._error = self._write_error(exc)
+                raise self._error from None
             raise
-        self._db.execute("COMMIT")
+        self._error = None
+
+    def _write_error(self, exc: sqlite3.Error) -> OutputWriteError:
+        try:
+            stored = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        except sqlite3.Error:
+            stored = "?"
+        return OutputWriteError(
+            f"cannot write the answer cache {self.path} ({exc}): the disk is full or the directory is "
+            f"read-only. {stored} answers are safely stored there; {len(self._pending)} received answers "
+            "could not be written. Free space (or make the directory writable) and run the same "
+            "command again to resume — stored answers are not requested again."
+        )
+
+    def _raise_pending_error(self) -> None:
+        # A background commit failed: try once more now, and raise if it fails again.
+        if self._error is not None:
+            self._flush_locked()
 
     def flush(self) -> None:
-        """Commit buffered answers now."""
+        """Commit buffered answers now (raises OutputWriteError when they cannot be written)."""
         with self._lock:
             self._flush_locked()
 
@@ -168,9 +211,11 @@ class RequestCache:
         with self._lock:
             if self._closed:
                 return
-            self._flush_locked()
-            self._closed = True
-            self._db.close()
+            try:
+                self._flush_locked()
+            finally:
+                self._closed = True
+                self._db.close()
 
     def __enter__(self) -> RequestCache:
         return self

@@ -1,8 +1,9 @@
 """Steps that call teachers: generate (1..n teachers × num_generations) and LLM-as-judge.
 
 Both build keyed requests, let `ledger.ask` serve them from the cache or the endpoint, and turn
-answers into rows with provenance. Permanent per-request failures reject that record; an outage
-(retries exhausted) raises TeacherError after everything received is cached.
+answers into rows with provenance. A request that fails for good (after its retries) quarantines
+its record (engine/quarantine.py); a sustained outage opens the teacher's circuit breaker, which
+raises TeacherOutageError from the client after everything received is cached.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 
 from distillflow.engine.ledger import ask, cost_of, is_outage
 from distillflow.engine.providers import base_url, effective_params
+from distillflow.engine.quarantine import quarantine_row
 from distillflow.errors import TeacherError
 
 
@@ -63,7 +65,6 @@ def run_generate(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
                     params["seed"] = params["seed"] + g  # distinct samples, still reproducible
                 requests.append(make_request(teacher, row["messages"], params, g, {"row": ri, "g": g}))
         results, failures = ask(ctx, teacher, requests, step.id, label=name)
-        _raise_outage(teacher, failures, len(results), ctx)
         for req in requests:
             row = rows[req.meta["row"]]
             g = req.meta["g"]
@@ -71,8 +72,7 @@ def run_generate(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
             if res is None:
                 fail = failures.get(req.key)
                 if fail is not None:
-                    rejected.append({**row, "teacher": name, "generation_index": g, "rejected_by": step.id,
-                                     "reason": f"teacher error: {fail.error}"})
+                    rejected.append(quarantine_row(row, step.id, fail, teacher=name, generation_index=g))
                 continue  # not dispatched: budget reached or interrupted
             kept.append(_answer_row(row, teacher, req.params, g, res))
     return kept, rejected
@@ -123,7 +123,6 @@ def run_judge(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
             msgs = J.distilabel_judge_messages(step.backend, row, **_backend_params(step))
         requests.append(make_request(teacher, msgs, params, 0, {"row": i}))
     results, failures = ask(ctx, teacher, requests, step.id, label=f"{teacher.name} (judge)")
-    _raise_outage(teacher, failures, len(results), ctx)
     texts = []
     for req in requests:
         res = results.get(req.key)
@@ -136,7 +135,9 @@ def run_judge(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
             return J.distilabel_judge_parse(step.backend, text, row, **bp)
 
     out = J.apply_judgements(rows, step.id, texts, teacher.model, scale=scale, parser=parser)
-    return out, []
+    failed = [req.key in failures for req in requests]
+    return ([r for r, f in zip(out, failed) if not f],
+            [quarantine_row(rows[i], step.id, failures[req.key]) for i, req in enumerate(requests) if failed[i]])
 
 
 def _backend_params(step) -> dict:
