@@ -8,9 +8,11 @@ kill loses at most ~20 ms of answers, a slow run commits every answer, and a 250
 at most ~50 commits per second instead of 250.
 
 A failed commit (disk full, read-only directory) keeps its answers buffered and raises
-:class:`~distillflow.errors.OutputWriteError` naming the path and what is kept; a commit that
-fails in the background timer raises nothing there (no traceback from a callback): its error is
-raised by the next ``put``/``flush``/``close``.
+:class:`~distillflow.errors.OutputWriteError` naming the path and what is stored. A 1 MiB
+reserve file (``requests.sqlite.reserve``, made while there is space) is deleted on the first
+failed commit so that the answers already received still fit before the run stops. A commit
+that fails in the background timer raises nothing there (no traceback from a callback): its
+error is raised by the next ``put``/``flush``/``close``.
 """
 
 from __future__ import annotations
@@ -77,9 +79,13 @@ class RequestCache:
     Call :meth:`close` (or use it as a context manager) to commit the last buffered answers.
     """
 
-    def __init__(self, path: str | Path, flush_every: int = 50, flush_interval_s: float = 0.02):
+    def __init__(self, path: str | Path, flush_every: int = 50, flush_interval_s: float = 0.02,
+                 reserve_bytes: int = 1 << 20):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.reserve_bytes = reserve_bytes
+        self._reserve = self.path.with_name(self.path.name + ".reserve")
+        self._make_reserve()
         self.flush_every = flush_every
         self.flush_interval_s = flush_interval_s
         self._lock = threading.RLock()
@@ -88,7 +94,7 @@ class RequestCache:
         self._armed_at = 0.0
         self._last_commit = 0.0
         self._closed = False
-        self._error: OutputWriteError | None = None  # a failed background commit, raised by the next call
+        self._failure: sqlite3.Error | None = None  # a failed commit: later calls raise OutputWriteError
         # isolation_level=None: we issue BEGIN/COMMIT ourselves around each batch.
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -143,44 +149,75 @@ class RequestCache:
         if not self._pending or self._closed:
             return
         self._last_commit = time.monotonic()
-        rows, self._pending = self._pending, []
+        try:
+            self._commit(self._pending)
+        except sqlite3.Error as exc:
+            self._failure = exc
+            # Disk full or read-only: give back the reserve and try once more, so that every
+            # answer received is stored before the run stops (it must stop: the disk is full).
+            if not self._use_reserve():
+                raise self._fail() from None
+            try:
+                self._commit(self._pending)
+            except sqlite3.Error:
+                raise self._fail() from None
+            self._pending = []
+            raise self._fail() from None
+        self._pending = []
+
+    def _commit(self, rows: list[tuple[str, str]]) -> None:
         try:
             self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        except BaseException as exc:
-            self._pending[:0] = rows  # nothing received is dropped: kept for the next commit
-            if isinstance(exc, sqlite3.Error):
-                self._error = self._write_error(exc)
-                raise self._error from None
+            self._db.executemany("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", rows)
+            self._db.execute("COMMIT")
+        except BaseException:  # rows stay in self._pending: nothing received is dropped
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._error = None
 
-    def _write_error(self, exc: sqlite3.Error) -> OutputWriteError:
+    def _make_reserve(self) -> None:
+        # Space set aside while there is some, given back when the disk fills (see _flush_locked).
+        if self.reserve_bytes and not self._reserve.exists():
+            try:
+                with open(self._reserve, "wb") as fh:
+                    fh.truncate(0)
+                    fh.write(b"\0" * self.reserve_bytes)  # written, not sparse: the blocks are really held
+            except OSError:
+                self._reserve.unlink(missing_ok=True)
+
+    def _use_reserve(self) -> bool:
+        try:
+            size = self._reserve.stat().st_size
+            self._reserve.unlink()
+        except OSError:
+            return False
+        return size > 0
+
+    def _fail(self) -> OutputWriteError:
+        """The error for the last failed commit, with what is stored now."""
         try:
             stored = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         except sqlite3.Error:
             stored = "?"
+        lost = (f"{len(self._pending)} answers received last could not be written" if self._pending
+                else "every answer received is stored")
         return OutputWriteError(
-            f"cannot write the answer cache {self.path} ({exc}): the disk is full or the directory is "
-            f"read-only. {stored} answers are safely stored there; {len(self._pending)} received answers "
-            "could not be written. Free space (or make the directory writable) and run the same "
-            "command again to resume — stored answers are not requested again."
+            f"cannot write the answer cache {self.path} ({self._failure}): the disk is full or the directory is "
+            f"read-only. {stored} answers are stored there ({lost}). Free space (or make the directory "
+            "writable) and run the same command again to resume — stored answers are not requested again."
         )
 
     def _raise_pending_error(self) -> None:
-        # A background commit failed: try once more now, and raise if it fails again.
-        if self._error is not None:
-            self._flush_locked()
+        # Once a commit failed (also in the background timer, which cannot raise), every later
+        # put/flush/close raises, with the counts of that moment: the run must stop.
+        if self._failure is not None:
+            self._flush_locked()  # answers still pending get one more chance
+            raise self._fail()
 
     def flush(self) -> None:
         """Commit buffered answers now (raises OutputWriteError when they cannot be written)."""
         with self._lock:
+            self._raise_pending_error()
             self._flush_locked()
 
     # -- reads ----------------------------------------------------------------------------
@@ -212,6 +249,7 @@ class RequestCache:
             if self._closed:
                 return
             try:
+                self._raise_pending_error()
                 self._flush_locked()
             finally:
                 self._closed = True
