@@ -95,6 +95,7 @@ class RequestCache:
         self._last_commit = 0.0
         self._closed = False
         self._failure: sqlite3.Error | None = None  # a failed commit: later calls raise OutputWriteError
+        self._reported = False  # whether a caller was told of _failure
         # isolation_level=None: we issue BEGIN/COMMIT ourselves around each batch.
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -142,7 +143,7 @@ class RequestCache:
             try:
                 self._flush_locked()
             except Exception:
-                pass
+                self._reported = False  # nobody heard of it yet: the next caller will
 
     def _flush_locked(self) -> None:
         self._timer_armed = False
@@ -195,6 +196,7 @@ class RequestCache:
 
     def _fail(self) -> OutputWriteError:
         """The error for the last failed commit, with what is stored now."""
+        self._reported = True
         try:
             stored = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         except sqlite3.Error:
@@ -208,11 +210,14 @@ class RequestCache:
         )
 
     def _raise_pending_error(self) -> None:
-        # Once a commit failed (also in the background timer, which cannot raise), every later
-        # put/flush/close raises, with the counts of that moment: the run must stop.
+        # A commit failed: the caller hears of it once (also when it failed in the background
+        # timer, which cannot raise), with the counts of that moment; while answers still cannot
+        # be written, every later put/flush/close raises again.
         if self._failure is not None:
-            self._flush_locked()  # answers still pending get one more chance
-            raise self._fail()
+            self._flush_locked()  # answers still pending get one more chance (raises if they fail)
+            if not self._reported:
+                raise self._fail()
+            self._failure = None  # already raised once, and now everything is stored: carry on
 
     def flush(self) -> None:
         """Commit buffered answers now (raises OutputWriteError when they cannot be written)."""
