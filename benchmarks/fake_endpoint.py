@@ -9,7 +9,16 @@ Tests script failures through the last message's content: a content starting wit
 followed by a JSON object, e.g. ``@@{"status": 429, "times": 2, "retry_after": "0.2"}``
 (the first 2 attempts of that exact content get a 429, then 200), ``@@{"status": 400,
 "message": "bad"}`` (every attempt), ``@@{"sleep": 5}`` (answer after 5 s),
-``@@{"body": "not json"}`` (a malformed 200).
+``@@{"body": "not json"}`` (a malformed 200; with ``"times"`` only the first attempts),
+``@@{"drop": true, "times": 1}`` (the connection is closed without an answer),
+``@@{"truncate": true, "times": 1}`` (a 200 whose body stops half-way).
+
+Fault mode (``fault_rate=0.2``, the benchmark ``benchmarks/faults.py``): each attempt fails
+with that probability, in one of :data:`FAULTS` chosen at random (seeded by ``fault_seed``):
+429 with Retry-After, 500, 503, a hang of ``hang_s`` (past the client's timeout), a dropped
+connection, a truncated body, an HTML page with status 200, a 200 without ``choices``, a 200
+with empty ``choices``. Successful answers then carry a random tag, and ``GET /answers`` returns
+every answer sent, by prompt, so a client's stored answers can be compared byte for byte.
 
 Run standalone: ``python -m benchmarks.fake_endpoint --latency 0.2,0.3`` prints
 ``LISTENING http://127.0.0.1:PORT/v1`` once it accepts connections.
@@ -32,7 +41,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["EndpointThread", "SharedGauge", "endpoint_process", "make_app"]
+__all__ = ["FAULTS", "EndpointThread", "SharedGauge", "endpoint_process", "make_app"]
+
+FAULTS = ("429", "500", "503", "hang", "drop", "truncate", "html", "no_choices", "empty_choices")
 
 _STATS = web.AppKey("stats", dict)
 _CFG = web.AppKey("cfg", dict)
@@ -40,7 +51,8 @@ _CFG = web.AppKey("cfg", dict)
 
 def _new_stats() -> dict:
     return {"requests": 0, "completions": 0, "in_flight": 0, "max_in_flight": 0,
-            "busy_s": 0.0, "first_start": None, "last_end": None, "attempts": {}, "service_s": 0.0}
+            "busy_s": 0.0, "first_start": None, "last_end": None, "attempts": {}, "service_s": 0.0,
+            "faults": {}, "sent": {}}
 
 
 class SharedGauge:
@@ -64,7 +76,8 @@ class SharedGauge:
 
 def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3),
              logprobs: bool = True, model: str = "fake-teacher",
-             gauge: SharedGauge | None = None) -> web.Application:
+             gauge: SharedGauge | None = None, fault_rate: float = 0.0,
+             fault_seed: int = 0, hang_s: float = 3.0, retry_after: str = "0.1") -> web.Application:
     """Build the endpoint. ``app[_STATS]`` holds the counters also served at ``GET /stats``;
     ``gauge`` (optional) also counts this endpoint's requests in flight."""
     app = web.Application()
@@ -74,6 +87,7 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
     gate = asyncio.Semaphore(max_concurrency)  # created lazily-bound; aiohttp runs one loop
     stats = app[_STATS]
     uniform, perf = random.uniform, time.perf_counter
+    rng = random.Random(fault_seed)
 
     async def chat(request: web.Request) -> web.Response:
         t0 = perf()
@@ -90,15 +104,22 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
             messages = body.get("messages") or []
             content = str(messages[-1].get("content", "")) if messages else ""
             if content.startswith("@@"):
-                scripted = await _scripted(content, stats)
+                scripted = await _scripted(content, stats, request)
                 if scripted is not None:
                     return scripted
+            if fault_rate and rng.random() < fault_rate:
+                kind = FAULTS[rng.randrange(len(FAULTS))]
+                stats["faults"][kind] = stats["faults"].get(kind, 0) + 1
+                return await _fault(kind, request, hang_s, retry_after)
             async with gate:
                 s0 = perf()
                 if hi > 0:
                     await asyncio.sleep(uniform(lo, hi))
                 stats["service_s"] += perf() - s0
             text = "Answer: " + content[:160]
+            if fault_rate:  # a tag per answer: an answer asked twice differs, so a copy is detectable
+                text += f" #{rng.getrandbits(48):012x}"
+                stats["sent"].setdefault(content, []).append(text)
             reply = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion",
@@ -133,9 +154,12 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
         return web.json_response({"object": "list", "data": [{"id": model, "object": "model"}]})
 
     async def get_stats(request: web.Request) -> web.Response:
-        out = {k: v for k, v in stats.items() if k != "attempts"}
+        out = {k: v for k, v in stats.items() if k not in ("attempts", "sent")}
         out["cpu_s"] = time.process_time()  # the endpoint's own CPU, to tell who is busy
         return web.json_response(out)
+
+    async def answers(request: web.Request) -> web.Response:
+        return web.json_response(stats["sent"])
 
     async def reset_stats(request: web.Request) -> web.Response:
         stats.clear()
@@ -145,19 +169,63 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/stats", get_stats)
+    app.router.add_get("/answers", answers)
     app.router.add_post("/stats/reset", reset_stats)
     return app
 
 
-async def _scripted(content: str, stats: dict) -> web.Response | None:
+async def _drop(request: web.Request) -> web.StreamResponse:
+    """Close the connection without answering (the client sees a reset / disconnect)."""
+    request.transport.close()
+    raise asyncio.CancelledError  # aiohttp ends the handler quietly; nothing is written
+
+
+async def _truncated(request: web.Request) -> web.StreamResponse:
+    """A 200 that announces a full body, sends half of it and closes the connection."""
+    body = json.dumps({"id": "x", "choices": [{"index": 0, "message": {"role": "assistant",
+                       "content": "this body is cut off"}, "finish_reason": "stop"}]}).encode()
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                   "Content-Length": str(len(body))})
+    await resp.prepare(request)
+    await resp.write(body[: len(body) // 2])
+    request.transport.close()
+    raise asyncio.CancelledError
+
+
+async def _fault(kind: str, request: web.Request, hang_s: float, retry_after: str) -> web.StreamResponse:
+    if kind == "429":
+        return web.json_response({"error": {"message": "rate limited", "type": "fault"}}, status=429,
+                                 headers={"Retry-After": retry_after})
+    if kind in ("500", "503"):
+        return web.json_response({"error": {"message": f"fault {kind}", "type": "fault"}}, status=int(kind))
+    if kind == "hang":
+        await asyncio.sleep(hang_s)
+        return web.json_response({"error": {"message": "hung", "type": "fault"}}, status=504)
+    if kind == "drop":
+        return await _drop(request)
+    if kind == "truncate":
+        return await _truncated(request)
+    if kind == "html":
+        return web.Response(text="<html><body><h1>502 Bad Gateway</h1>nginx</body></html>", status=200,
+                            content_type="text/html")
+    if kind == "no_choices":
+        return web.json_response({"id": "x", "object": "chat.completion", "model": "m"})
+    return web.json_response({"id": "x", "object": "chat.completion", "choices": []})  # empty_choices
+
+
+async def _scripted(content: str, stats: dict, request: web.Request) -> web.StreamResponse | None:
     """Apply a ``@@{json}`` directive; None means 'answer normally now'."""
-    end = content.find("}") + 1
-    spec = json.loads(content[2:end])
+    spec, _ = json.JSONDecoder().raw_decode(content[2:])  # the object may hold braces (a body)
     attempts = stats["attempts"]
     attempts[content] = n = attempts.get(content, 0) + 1
-    if "sleep" in spec and n <= spec.get("times", 10**9):
+    times = spec.get("times", 10**9)
+    if "sleep" in spec and n <= times:
         await asyncio.sleep(float(spec["sleep"]))
-    if "body" in spec:  # a raw (malformed) body, 200 unless told otherwise
+    if spec.get("drop") and n <= times:
+        return await _drop(request)
+    if spec.get("truncate") and n <= times:
+        return await _truncated(request)
+    if "body" in spec and n <= times:  # a raw (malformed) body, 200 unless told otherwise
         return web.Response(text=spec["body"], status=int(spec.get("status", 200)))
     status = spec.get("status")
     if status and n <= spec.get("times", 10**9):
@@ -243,7 +311,8 @@ class EndpointThread:
 
 @contextmanager
 def endpoint_process(latency: tuple[float, float] = (0.2, 0.3), max_concurrency: int = 64,
-                     logprobs: bool = True):
+                     logprobs: bool = True, fault_rate: float = 0.0, fault_seed: int = 0,
+                     hang_s: float = 3.0):
     """Start the endpoint in a separate process (so its CPU is not the client's) and yield
     its base URL; the process is terminated on exit."""
     root = Path(__file__).resolve().parent.parent
@@ -252,6 +321,8 @@ def endpoint_process(latency: tuple[float, float] = (0.2, 0.3), max_concurrency:
            "--max-concurrency", str(max_concurrency)]
     if not logprobs:
         cmd.append("--no-logprobs")
+    if fault_rate:
+        cmd += ["--fault-rate", str(fault_rate), "--fault-seed", str(fault_seed), "--hang-s", str(hang_s)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(root))
     try:
         line = proc.stdout.readline().strip()
@@ -275,6 +346,15 @@ def fetch_stats(base_url: str) -> dict:
         return json.loads(r.read())
 
 
+def fetch_answers(base_url: str) -> dict:
+    """``GET /answers`` (fault mode): every answer text sent, by prompt."""
+    import urllib.request
+
+    root = base_url.rsplit("/v1", 1)[0]
+    with urllib.request.urlopen(root + "/answers", timeout=60) as r:
+        return json.loads(r.read())
+
+
 def reset_stats(base_url: str) -> None:
     """Zero the counters of a running endpoint."""
     import urllib.request
@@ -289,13 +369,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-concurrency", type=int, default=64)
     ap.add_argument("--no-logprobs", action="store_true")
     ap.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    ap.add_argument("--fault-rate", type=float, default=0.0, help="share of attempts that fail (fault mode)")
+    ap.add_argument("--fault-seed", type=int, default=0)
+    ap.add_argument("--hang-s", type=float, default=3.0, help="how long a 'hang' fault sleeps")
     args = ap.parse_args(argv)
     parts = [float(x) for x in args.latency.split(",")]
     latency = (parts[0], parts[-1])
 
     async def serve() -> None:
         sock = _free_socket(args.port)
-        app = make_app(args.max_concurrency, latency, not args.no_logprobs)
+        app = make_app(args.max_concurrency, latency, not args.no_logprobs, fault_rate=args.fault_rate,
+                       fault_seed=args.fault_seed, hang_s=args.hang_s)
         await _start(app, sock)
         print(f"LISTENING http://127.0.0.1:{sock.getsockname()[1]}/v1", flush=True)
         await asyncio.Event().wait()

@@ -68,6 +68,24 @@ class TeacherError(DistillflowError):
     exit_code = 1
 
 
+class TeacherOutageError(TeacherError):
+    """A teacher's circuit breaker opened (a sustained outage): the run stopped dispatching."""
+
+    exit_code = 1
+
+
+class RunLockedError(DistillflowError):
+    """Another run holds the run directory's lock (or the directory cannot be locked)."""
+
+    exit_code = 2
+
+
+class OutputWriteError(DistillflowError):
+    """The run directory cannot be written (disk full, read-only): answers received are kept."""
+
+    exit_code = 1
+
+
 class BudgetExceeded(DistillflowError):
     """Raised internally when ``max_cost_usd`` would be exceeded; generation stops cleanly."""
 

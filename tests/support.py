@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,3 +35,21 @@ steps:
 {steps}
 {extra}
 """
+
+
+@contextmanager
+def small_disk(where: Path, size: str):
+    """A real tmpfs of ``size`` (e.g. "2m") mounted at ``where``, unmounted on exit. It needs root
+    with CAP_SYS_ADMIN (as on the project's machines); elsewhere the test is skipped."""
+    import pytest
+
+    where.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (the full-disk tests use a real filesystem)")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -3,7 +3,9 @@
     distillflow validate pipelines/quickstart.yaml
     distillflow run pipelines/quickstart.yaml --out runs/quickstart
 
-Exit codes: 0 ok, 2 invalid pipeline or usage, 1 runtime failure, 130 interrupted.
+Exit codes: 0 ok (also when some records were quarantined after teacher errors: a warning names
+them), 2 invalid pipeline or usage (also: the run directory is locked by another run), 1 runtime
+failure (a teacher outage, a full disk), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from distillflow.cli._common import console, handle_errors
+from distillflow.cli._common import console, disk_error, handle_errors
 
 app = typer.Typer(
     name="distillflow",
@@ -60,13 +62,24 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir or runs/<name>)"),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore caches and ask the teachers again"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars"),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="Ask the records quarantined after teacher errors again"),
 ):
     """Run a pipeline; re-running the same command resumes from the cache."""
     from distillflow.api import load
     from distillflow.api import run as run_api
+    from distillflow.cli._common import is_write_error
+    from distillflow.engine.runner import _default_out
+    from distillflow.steps.quarantine import quarantine_note
 
-    spec = load(pipeline)
-    result = run_api(spec, out=out, progress=progress, fresh=fresh)
+    plan = load(pipeline)
+    spec = plan.spec
+    out_dir = out or _default_out(spec, plan.base_dir)
+    try:
+        result = run_api(plan, out=out_dir, progress=progress, fresh=fresh, retry_errors=retry_errors)
+    except OSError as e:
+        if not is_write_error(e, out_dir):
+            raise
+        raise disk_error(e, out_dir) from None
     m = result.manifest
     console.print(
         f"[bold green]done[/] {m['curated']} curated, {m['rejected']} rejected, {m['heldout']} held out "
@@ -75,6 +88,9 @@ def run(
     )
     for note in result.notes:
         console.print(note, highlight=False)
+    warning = quarantine_note(m.get("quarantined", 0))
+    if warning:
+        sys.stderr.write(warning + "\n")
     if m["status"] == "budget_exhausted":
         console.print(f"[yellow]budget reached[/]: generation stopped before ${spec.budget.max_cost_usd}; "
                       "raise budget.max_cost_usd and run again to continue (answers are cached)")

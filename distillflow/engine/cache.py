@@ -6,6 +6,13 @@ fsync). An answer is committed at once when the last commit is at least ``flush_
 (20 ms) old; otherwise it waits, with at most 49 others, for a timer or the next commit. So a
 kill loses at most ~20 ms of answers, a slow run commits every answer, and a 250 req/s run costs
 at most ~50 commits per second instead of 250.
+
+A failed commit (disk full, read-only directory) keeps its answers buffered and raises
+:class:`~distillflow.errors.OutputWriteError` naming the path and what is stored. A 1 MiB
+reserve file (``requests.sqlite.reserve``, made while there is space) is deleted on the first
+failed commit so that the answers already received still fit before the run stops. A commit
+that fails in the background timer raises nothing there (no traceback from a callback): its
+error is raised by the next ``put``/``flush``/``close``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from distillflow.engine.client import ChatResult
+from distillflow.errors import OutputWriteError
 
 try:  # stored values only (keys always use stdlib json, so they never change with installs)
     import orjson as _orjson
@@ -71,9 +79,13 @@ class RequestCache:
     Call :meth:`close` (or use it as a context manager) to commit the last buffered answers.
     """
 
-    def __init__(self, path: str | Path, flush_every: int = 50, flush_interval_s: float = 0.02):
+    def __init__(self, path: str | Path, flush_every: int = 50, flush_interval_s: float = 0.02,
+                 reserve_bytes: int = 1 << 20):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.reserve_bytes = reserve_bytes
+        self._reserve = self.path.with_name(self.path.name + ".reserve")
+        self._make_reserve()
         self.flush_every = flush_every
         self.flush_interval_s = flush_interval_s
         self._lock = threading.RLock()
@@ -82,6 +94,8 @@ class RequestCache:
         self._armed_at = 0.0
         self._last_commit = 0.0
         self._closed = False
+        self._failure: sqlite3.Error | None = None  # a failed commit: later calls raise OutputWriteError
+        self._reported = False  # whether a caller was told of _failure
         # isolation_level=None: we issue BEGIN/COMMIT ourselves around each batch.
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -100,6 +114,7 @@ class RequestCache:
             if self._closed:
                 raise RuntimeError(f"RequestCache({self.path}) is closed")
             self._pending.append((result.key, value))
+            self._raise_pending_error()
             now = time.monotonic()
             if len(self._pending) >= self.flush_every or now - self._last_commit >= self.flush_interval_s:
                 self._flush_locked()
@@ -115,29 +130,99 @@ class RequestCache:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            t = threading.Timer(delay, self.flush)
+            t = threading.Timer(delay, self._timer_flush)
             t.daemon = True
             t.start()
         else:
-            loop.call_later(delay, self.flush)
+            loop.call_later(delay, self._timer_flush)
+
+    def _timer_flush(self) -> None:
+        # Runs as an event-loop or thread callback, where an exception would only print a
+        # traceback: a failure is remembered (in _flush_locked) and raised by the next call.
+        with self._lock:
+            try:
+                self._flush_locked()
+            except Exception:
+                self._reported = False  # nobody heard of it yet: the next caller will
 
     def _flush_locked(self) -> None:
         self._timer_armed = False
         if not self._pending or self._closed:
             return
         self._last_commit = time.monotonic()
-        rows, self._pending = self._pending, []
-        self._db.execute("BEGIN")
         try:
+            self._commit(self._pending)
+        except sqlite3.Error as exc:
+            self._failure = exc
+            # Disk full or read-only: give back the reserve and try once more, so that every
+            # answer received is stored before the run stops (it must stop: the disk is full).
+            if not self._use_reserve():
+                raise self._fail() from None
+            try:
+                self._commit(self._pending)
+            except sqlite3.Error:
+                raise self._fail() from None
+            self._pending = []
+            raise self._fail() from None
+        self._pending = []
+
+    def _commit(self, rows: list[tuple[str, str]]) -> None:
+        try:
+            self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        except BaseException:  # rows stay in self._pending: nothing received is dropped
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+
+    def _make_reserve(self) -> None:
+        # Space set aside while there is some, given back when the disk fills (see _flush_locked).
+        if self.reserve_bytes and not self._reserve.exists():
+            try:
+                with open(self._reserve, "wb") as fh:
+                    fh.truncate(0)
+                    fh.write(b"\0" * self.reserve_bytes)  # written, not sparse: the blocks are really held
+            except OSError:
+                self._reserve.unlink(missing_ok=True)
+
+    def _use_reserve(self) -> bool:
+        try:
+            size = self._reserve.stat().st_size
+            self._reserve.unlink()
+        except OSError:
+            return False
+        return size > 0
+
+    def _fail(self) -> OutputWriteError:
+        """The error for the last failed commit, with what is stored now."""
+        self._reported = True
+        try:
+            stored = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        except sqlite3.Error:
+            stored = "?"
+        lost = (f"{len(self._pending)} answers received last could not be written" if self._pending
+                else "every answer received is stored")
+        return OutputWriteError(
+            f"cannot write the answer cache {self.path} ({self._failure}): the disk is full or the directory is "
+            f"read-only. {stored} answers are stored there ({lost}). Free space (or make the directory "
+            "writable) and run the same command again to resume — stored answers are not requested again."
+        )
+
+    def _raise_pending_error(self) -> None:
+        # A commit failed: the caller hears of it once (also when it failed in the background
+        # timer, which cannot raise), with the counts of that moment; while answers still cannot
+        # be written, every later put/flush/close raises again.
+        if self._failure is not None:
+            self._flush_locked()  # answers still pending get one more chance (raises if they fail)
+            if not self._reported:
+                raise self._fail()
+            self._failure = None  # already raised once, and now everything is stored: carry on
 
     def flush(self) -> None:
-        """Commit buffered answers now."""
+        """Commit buffered answers now (raises OutputWriteError when they cannot be written)."""
         with self._lock:
+            self._raise_pending_error()
             self._flush_locked()
 
     # -- reads ----------------------------------------------------------------------------
@@ -168,9 +253,12 @@ class RequestCache:
         with self._lock:
             if self._closed:
                 return
-            self._flush_locked()
-            self._closed = True
-            self._db.close()
+            try:
+                self._raise_pending_error()
+                self._flush_locked()
+            finally:
+                self._closed = True
+                self._db.close()
 
     def __enter__(self) -> RequestCache:
         return self

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from distillflow.engine.scheduler import (
+    CircuitBreaker,
     PermanentError,
     RateLimiter,
     RetryPolicy,
@@ -82,6 +83,7 @@ class ChatResult:
     cached: bool = False
     meta: dict = field(default_factory=dict)
     transient: bool = False  # the error was retryable and retries ran out (an outage, not a bad request)
+    attempts: int = 1  # times the request was sent (1 + retries); 1 for cached answers
 
 
 def _error_result(req: ChatRequest, message: str, elapsed: float) -> ChatResult:
@@ -135,9 +137,11 @@ class OpenAICompatibleClient:
     """Chat completions against any OpenAI-compatible ``base_url`` (ending in ``/v1``).
 
     ``concurrency`` requests stay in flight; ``rpm``/``tpm`` cap the rate; transient failures
-    (429, 5xx, 408/409, connection errors, timeouts) are retried up to ``max_retries`` times.
-    ``api_key_env`` only names the variable in 401/403 messages. A list of base URLs is a set of
-    replicas of one model (:mod:`distillflow.engine.replicas`): the limits hold for all together.
+    (429, 5xx, 408/409, connection errors, timeouts, truncated or non-OpenAI-shaped 2xx bodies)
+    are retried up to ``max_retries`` times. ``api_key_env`` only names the variable in 401/403
+    messages. A ``breaker`` (:class:`~distillflow.engine.scheduler.CircuitBreaker`) stops a run
+    on a sustained outage; without one, every request is tried to its end. A list of base URLs is
+    a set of replicas of one model (:mod:`distillflow.engine.replicas`): the limits hold for all together.
     """
 
     streams = True  # `arun` accepts an async iterable fed while it runs (one window per run)
@@ -156,9 +160,11 @@ class OpenAICompatibleClient:
         backoff_max_s: float = 60.0,
         extra_headers: dict | None = None,
         api_key_env: str = "OPENAI_API_KEY",
+        breaker: CircuitBreaker | None = None,
     ):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         self.base_url = urls[0].rstrip("/")  # the first replica is the teacher's identity
+        self.breaker = breaker
         self.url = self.base_url + "/chat/completions"
         # One URL keeps the direct path; several route each attempt to a replica.
         self.replicas = ReplicaSet(urls) if len(urls) > 1 else None
@@ -247,6 +253,7 @@ class OpenAICompatibleClient:
                 retry=self.retry,
                 should_stop=should_stop,
                 usage_of=lambda r: r.input_tokens + r.output_tokens,
+                breaker=self.breaker,
             )
 
     def replica_stats(self) -> list[dict] | None:
@@ -265,8 +272,9 @@ class OpenAICompatibleClient:
 
 
 def _parse_completion(req: ChatRequest, raw: bytes, elapsed: float) -> ChatResult:
-    """Build a ChatResult from a 200 body. A malformed body is permanent: retrying a server
-    that answers 200 with garbage would only repeat it (a truncated body raises earlier)."""
+    """Build a ChatResult from a 2xx body. A body that is not an OpenAI-shaped completion (a
+    proxy's HTML page, no or empty ``choices``, cut-off JSON) is transient: it comes from
+    something between us and the model, and asking again is what works."""
     try:
         data = _loads(raw)
         choice = data["choices"][0]
@@ -274,7 +282,7 @@ def _parse_completion(req: ChatRequest, raw: bytes, elapsed: float) -> ChatResul
         text = message.get("content")
         finish = choice.get("finish_reason")
     except Exception:
-        raise PermanentError(f"invalid chat completion (not OpenAI-shaped JSON): {raw[:300]!r}") from None
+        raise TransientError(f"invalid chat completion (not OpenAI-shaped JSON): {raw[:300]!r}") from None
     lps = None
     if req.params.get("logprobs"):
         content = (choice.get("logprobs") or {}).get("content")

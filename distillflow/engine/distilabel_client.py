@@ -124,8 +124,9 @@ class AsyncLLMClient:
 
     def __init__(self, llm: Any, concurrency: int = 16, rpm: float | None = None, tpm: float | None = None,
                  timeout_s: float | None = 300.0, max_retries: int = 6, backoff_base_s: float = 0.5,
-                 backoff_max_s: float = 60.0, api_key_env: str | None = None):
+                 backoff_max_s: float = 60.0, api_key_env: str | None = None, breaker=None):
         self.llm = llm
+        self.breaker = breaker
         self.concurrency = max(1, int(concurrency))
         self.rpm, self.tpm = rpm, tpm
         self.timeout_s = timeout_s
@@ -160,6 +161,7 @@ class AsyncLLMClient:
             requests, attempt, on_result, _error_result,
             concurrency=self.concurrency, limiter=RateLimiter(self.rpm, self.tpm), retry=self.retry,
             should_stop=should_stop, usage_of=lambda r: r.input_tokens + r.output_tokens,
+            breaker=self.breaker,
         )
 
     def run(self, requests: Iterable[ChatRequest], on_result: Callable[[ChatResult], None],

@@ -17,6 +17,11 @@ import asyncio
 from distillflow.engine.ledger import cost_of, estimate_cost
 
 
+def _consume(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class _Feed:
     """The async iterator a client's window pulls requests from."""
 
@@ -92,20 +97,30 @@ class Lane:
         run = self.run
         entry = self.pending.pop(res.key, None)
         step_id, name = (entry[1], entry[2]) if entry else (None, self.teacher.name)
-        if res.error:
-            run.ledger.fail(name)
-        else:
-            run.cache.put(res)
-            run.ledger.add(name, res.input_tokens, res.output_tokens,
-                           cost_of(self.teacher, res.input_tokens, res.output_tokens), False)
-        if step_id is not None:
-            run.reporter.advance(step_id, 1, run.ledger.spent)
+        try:
+            if res.error:
+                run.ledger.fail(name)
+            else:
+                run.cache.put(res)  # may raise (disk full): the waiter must hear it too
+                run.ledger.add(name, res.input_tokens, res.output_tokens,
+                               cost_of(self.teacher, res.input_tokens, res.output_tokens), False)
+            if step_id is not None:
+                run.reporter.advance(step_id, 1, run.ledger.spent)
+        except BaseException as exc:
+            if entry is not None and not entry[0].done():
+                entry[0].set_exception(exc)
+            raise
         if entry is not None and not entry[0].done():
             entry[0].set_result(res)
 
     async def _serve(self) -> None:
         try:
             await self.client.arun(_Feed(self), self.on_result, self.should_stop)
+        except asyncio.CancelledError:  # the run is stopping (Ctrl-C, SIGTERM): so do the waiters
+            for fut, *_ in list(self.pending.values()):
+                fut.cancel()
+            self.pending.clear()
+            raise
         except BaseException as exc:  # an outage or a bug: every waiter gets it
             self.error = exc
             for fut, *_ in list(self.pending.values()):
@@ -135,6 +150,8 @@ class Lane:
                 futures[req.key] = entry[0]
                 continue
             fut = loop.create_future()
+            # a run that stops on one shard's error leaves other shards' futures unread: not an error
+            fut.add_done_callback(_consume)
             futures[req.key] = fut
             if self.stopped or self.error is not None:
                 fut.set_result(None)

@@ -76,7 +76,14 @@ class PromptStore:
             tmp = Path(root) / f".{key}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            _build(src, base_dir, tmp, on_row)
+            try:
+                _build(src, base_dir, tmp, on_row)
+            except sqlite3.OperationalError as e:  # "database or disk is full": the place is wrong, say so
+                import errno
+
+                shutil.rmtree(tmp, ignore_errors=True)
+                code = errno.ENOSPC if "full" in str(e) else errno.EROFS
+                raise OSError(code, f"cannot write the prompt store ({e})", str(tmp)) from None
             os.replace(tmp, final)  # committed whole, or rebuilt on the next run
         return cls(final, src, shard_size)
 

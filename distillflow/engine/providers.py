@@ -120,6 +120,14 @@ def missing_env(spec, teacher_names=None) -> list[str]:
     return out
 
 
+def build_breaker(teacher):
+    """The teacher's circuit breaker, from its `outage:` settings."""
+    from distillflow.engine.scheduler import CircuitBreaker
+
+    o = teacher.outage
+    return CircuitBreaker(teacher.name, o.failures_in_a_row, o.seconds_without_success)
+
+
 def build_client(teacher):
     """A request client with `.run(requests, on_result, should_stop)` for this teacher."""
     if teacher.provider in OPENAI_COMPATIBLE:
@@ -134,13 +142,15 @@ def build_client(teacher):
             tpm=teacher.tpm,
             timeout_s=teacher.timeout_s,
             max_retries=teacher.max_retries,
+            breaker=build_breaker(teacher),
         )
     llm = build_distilabel_llm(teacher)
     llm.load()
     if teacher.provider in ("anthropic", "hf_endpoint"):
         from distillflow.engine.distilabel_client import AsyncLLMClient
 
-        return AsyncLLMClient(llm, concurrency=teacher.concurrency, rpm=teacher.rpm, tpm=teacher.tpm)
+        return AsyncLLMClient(llm, concurrency=teacher.concurrency, rpm=teacher.rpm, tpm=teacher.tpm,
+                              breaker=build_breaker(teacher))
     from distillflow.engine.distilabel_client import SyncLLMClient
 
     return SyncLLMClient(llm, batch_size=max(1, min(teacher.concurrency, 32)))

@@ -29,12 +29,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillflow.engine.ledger import Ledger, cost_of, is_outage
+from distillflow.engine.ledger import Ledger, cost_of
 from distillflow.engine.outputs import Rows
 from distillflow.engine.progress import NullReporter
-from distillflow.errors import ConfigurationError, TeacherError
+from distillflow.engine.providers import missing_env
+from distillflow.errors import ConfigurationError
 from distillflow.graph import SOURCE
 from distillflow.steps import registry
+from distillflow.steps.quarantine import count_quarantined
 
 
 @dataclass
@@ -135,13 +137,8 @@ class RunContext:
                     u["input_tokens"] += res.input_tokens
                     u["output_tokens"] += res.output_tokens
                     u["cost_usd"] += cost_of(teacher, res.input_tokens, res.output_tokens)
-        outages = [f for f in failures.values() if is_outage(f)]
-        if outages:
-            raise TeacherError(
-                f"teacher '{name}' failed {len(outages)} request(s) after retries (last error: {outages[-1].error}). "
-                f"{len(results)} answers are cached in {self.cache_path}; fix the endpoint and run the same command "
-                "to resume — cached answers are not requested again."
-            )
+        # A request that failed for good is the step's to quarantine; a sustained outage opens the
+        # teacher's circuit breaker, whose TeacherOutageError reached us through the lane.
         return results, failures
 
     def ask_blocking(self, step_id: str, teacher, requests: list):
@@ -317,7 +314,7 @@ class LocalExecutor:
                 complete = complete and self.clean[nid]
                 self.clean[nid] = complete
             if complete:
-                quarantined = sum(1 for r in rej if r.get("reason") == "teacher_error")
+                quarantined = count_quarantined(rej)
                 meta = {"usage": shard.usage.get(nid, {}), "units": shard.units.get(nid, len(inp)),
                         "quarantined": quarantined, "in": len(inp)}
                 await asyncio.to_thread(store.put, nid, h, k, kept, rej, meta)
@@ -326,7 +323,7 @@ class LocalExecutor:
         c["in"] += len(inp)
         c["out"] += len(kept)
         c["rejected"] += len(rej)
-        self.quarantined += sum(1 for r in rej if r.get("reason") == "teacher_error")
+        self.quarantined += count_quarantined(rej)
         return kept, rej, complete
 
     async def _shard(self, k: int, sem: asyncio.Semaphore):
@@ -385,20 +382,31 @@ class LocalExecutor:
 
 
 def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_errors: bool = False) -> RunResult:
-    """Run ``plan`` into ``out_dir``, resuming from its caches. See the module docstring."""
-    import shutil
+    """Run ``plan`` into ``out_dir``, resuming from its caches. See the module docstring.
 
-    from distillflow.engine.cache import RequestCache
-    from distillflow.engine.prompts import PromptStore
-    from distillflow.engine.providers import missing_env
-    from distillflow.engine.shards import ShardStore
-    from distillflow.engine.write import OutputWriter
+    The run directory is locked while the run uses it (engine/lock.py): a second run on it fails
+    naming the holder. ``retry_errors`` recomputes the shards whose records were quarantined.
+    """
+    from distillflow.engine.lock import RunLock
 
     spec = plan.spec
     problems = missing_env(spec, plan.teachers_used())
     if problems:
         raise ConfigurationError("\n".join(problems))
     out = Path(out_dir) if out_dir else _default_out(spec, plan.base_dir)
+    with RunLock(out):
+        return _run_locked(plan, out, reporter, fresh, retry_errors)
+
+
+def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> RunResult:
+    import shutil
+
+    from distillflow.engine.cache import RequestCache
+    from distillflow.engine.prompts import PromptStore
+    from distillflow.engine.shards import ShardStore
+    from distillflow.engine.write import OutputWriter
+
+    spec = plan.spec
     out.mkdir(parents=True, exist_ok=True)
     if fresh:
         shutil.rmtree(out / "cache", ignore_errors=True)
@@ -406,12 +414,16 @@ def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_error
     reporter = reporter or NullReporter()
     started = time.time()
     ledger = Ledger(spec.budget.max_cost_usd)
+    cache = RequestCache(out / "cache" / "requests.sqlite")  # first: it keeps a reserve for a full disk
     reporter.step_start(SOURCE, "source", None)
     ex = spec.execution
-    prompts = PromptStore.prepare(spec.source, plan.base_dir, out / "cache" / "source", ex.shard_size,
-                                  on_row=lambda n: reporter.advance(SOURCE, 10_000))
+    try:
+        prompts = PromptStore.prepare(spec.source, plan.base_dir, out / "cache" / "source", ex.shard_size,
+                                      on_row=lambda n: reporter.advance(SOURCE, 10_000))
+    except BaseException:
+        cache.close()
+        raise
     reporter.step_end(SOURCE, f"{prompts.n_train} prompts in {prompts.n_shards} shard(s)")
-    cache = RequestCache(out / "cache" / "requests.sqlite")
     ctx = RunContext(plan, out, cache, ledger, reporter, prompts)
     store = ShardStore(out / "cache" / "shards")
     graph = plan.graph

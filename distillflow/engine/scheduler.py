@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 __all__ = [
+    "CircuitBreaker",
     "PermanentError",
     "RateLimiter",
     "RetryPolicy",
@@ -46,7 +47,81 @@ class TransientError(Exception):
 
 
 class PermanentError(Exception):
-    """A failure that retrying cannot fix (400, 401, 404, malformed reply)."""
+    """A failure that retrying cannot fix (400, 401, 404 and other 4xx)."""
+
+
+class CircuitBreaker:
+    """Opens on a sustained teacher outage, so that a run stops instead of failing every record.
+
+    A request *fails* here when it still fails after all its retries with a transient error
+    (permanent 4xx errors are the request's fault, not an outage, and count for nothing); any
+    answer *succeeds* and closes the count. The breaker opens when either
+
+    - ``failures_in_a_row`` requests in a row failed (default 20), or
+    - no request succeeded for ``seconds_without_success`` (default 600) and at least
+      ``min_failures`` (3) requests failed in a row meanwhile (one slow failure is no outage).
+
+    With 20% of attempts failing at random and 6 retries, a request fails with probability
+    0.2**7 ≈ 1e-5, so 20 in a row never happens by chance; a dead endpoint opens it after
+    20 requests. ``clock`` is injectable for tests.
+
+        breaker = CircuitBreaker("gpt", failures_in_a_row=20)
+        breaker.record(ok=False, error="HTTP 503")   # True once the breaker is open
+        breaker.is_open, breaker.reason
+    """
+
+    def __init__(self, name: str = "teacher", failures_in_a_row: int = 20,
+                 seconds_without_success: float | None = 600.0, min_failures: int = 3,
+                 clock: Callable[[], float] = time.monotonic):
+        self.name = name
+        self.failures_in_a_row = max(1, int(failures_in_a_row))
+        self.seconds_without_success = seconds_without_success
+        self.min_failures = max(1, int(min_failures))
+        self._clock = clock
+        self.last_success = clock()
+        self.consecutive = 0
+        self.last_error: str | None = None
+        self.reason: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.reason is not None
+
+    def start(self) -> None:
+        """Restart the no-success clock (a new batch of requests begins; time spent elsewhere
+        in the run, e.g. in other steps, is no outage)."""
+        if self.consecutive == 0:
+            self.last_success = self._clock()
+
+    def record(self, ok: bool, error: str | None = None) -> bool:
+        """Count one finished request; return whether the breaker is (now) open."""
+        now = self._clock()
+        if ok:
+            self.consecutive = 0
+            self.last_success = now
+            return self.is_open
+        self.consecutive += 1
+        self.last_error = error
+        if self.is_open:
+            return True
+        quiet = now - self.last_success
+        if self.consecutive >= self.failures_in_a_row:
+            self.reason = f"{self.consecutive} requests in a row failed after their retries"
+        elif (self.seconds_without_success is not None and quiet >= self.seconds_without_success
+              and self.consecutive >= self.min_failures):
+            self.reason = (f"no request succeeded for {quiet:.0f}s while {self.consecutive} "
+                           "requests in a row failed after their retries")
+        return self.is_open
+
+    def error(self) -> Exception:
+        """The exception a run stops with once the breaker is open."""
+        from distillflow.errors import TeacherOutageError
+
+        return TeacherOutageError(
+            f"teacher '{self.name}' looks down: {self.reason} (last error: {self.last_error}). "
+            "Every answer received so far is cached; fix the endpoint (or the teacher's outage: "
+            "settings) and run the same command to resume — cached answers are not requested again."
+        )
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -193,6 +268,7 @@ async def run_window(
     retry: RetryPolicy | None = None,
     should_stop: Callable[[], bool] | None = None,
     usage_of: Callable[[Any], int] | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> None:
     """Run ``requests`` (an iterable, or an async iterable fed while running) through ``attempt``
     with ``concurrency`` requests in flight.
@@ -201,7 +277,11 @@ async def run_window(
     ``attempt``'s result or ``make_error(request, message, elapsed_s)`` after the retries are
     spent. ``should_stop()`` is checked before each new request is taken from the iterator;
     requests never taken produce no result. If ``on_result`` (or the iterator) raises, the
-    other workers are cancelled and the exception propagates.
+    other workers are cancelled and the exception propagates. Each result gets ``attempts``
+    (how many times it was sent). With a ``breaker``, a request that fails transiently after
+    its retries is just a failed result; once the breaker opens, no new request is taken,
+    requests waiting to retry give up, and ``breaker.error()`` is raised after every
+    in-flight result was delivered.
     """
     # An async iterable (a queue fed while the window runs) or a plain iterable.
     ait = requests.__aiter__() if hasattr(requests, "__aiter__") else None
@@ -218,6 +298,8 @@ async def run_window(
             # on_result did (e.g. a budget just exhausted); untaken requests stay untouched.
             if should_stop is not None and should_stop():
                 return
+            if breaker is not None and breaker.is_open:
+                return
             try:  # one shared iterator: each request goes to exactly one worker
                 req = await ait.__anext__() if ait is not None else next(it)
             except (StopIteration, StopAsyncIteration):
@@ -231,9 +313,11 @@ async def run_window(
                 try:
                     result = await attempt(req)
                 except TransientError as exc:
-                    if tries >= retry.max_retries:
+                    if tries >= retry.max_retries or (breaker is not None and breaker.is_open):
                         result = make_error(req, f"{exc} (gave up after {tries + 1} attempts)", perf() - t0)
                         result.transient = True
+                        if breaker is not None:
+                            breaker.record(False, str(exc))
                         break
                     await sleep(retry.delay(tries, exc.retry_after))
                     tries += 1
@@ -248,12 +332,19 @@ async def run_window(
                     limiter.correct(est, usage_of(result))
                 if tries:
                     result.latency_s = perf() - t0
+                if breaker is not None:
+                    breaker.record(True)
                 break
+            result.attempts = tries + 1
             on_result(result)
 
     # Checked once before starting so a stopped run dispatches nothing at all.
     if should_stop is not None and should_stop():
         return
+    if breaker is not None:
+        if breaker.is_open:
+            raise breaker.error()
+        breaker.start()
     tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, int(concurrency)))]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -269,3 +360,5 @@ async def run_window(
     for t in done:
         if not t.cancelled() and t.exception() is not None:
             raise t.exception()
+    if breaker is not None and breaker.is_open:
+        raise breaker.error()

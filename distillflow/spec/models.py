@@ -95,6 +95,20 @@ class PriceSpec(Spec):
     output_per_1m: float = Field(0.0, ge=0)
 
 
+class OutageSpec(Spec):
+    """When a teacher counts as down (its circuit breaker opens and the run stops with exit 1).
+
+    A request that still fails after its retries is quarantined (a `teacher_error` row in
+    `rejected`) and the run goes on; only a sustained outage stops it.
+    """
+
+    failures_in_a_row: int = Field(
+        20, ge=1, description="Open after this many requests in a row failed after their retries.")
+    seconds_without_success: float | None = Field(
+        600.0, gt=0, description="Open when no request succeeded for this long while requests keep failing "
+        "(at least 3 in a row); null turns this rule off.")
+
+
 class TermsSpec(Spec):
     """The teacher's declared terms of use, disclosed in dataset and model cards."""
 
@@ -133,6 +147,7 @@ class TeacherSpec(Spec):
     tpm: int | None = Field(None, ge=1, description="Tokens per minute limit.")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(6, ge=0)
+    outage: OutageSpec = Field(default_factory=OutageSpec, description="When the teacher counts as down.")
     price: PriceSpec = Field(default_factory=PriceSpec)
     terms: TermsSpec = Field(default_factory=TermsSpec)
     device: str | None = Field(None, description="Device for local providers ('cpu', 'cuda').")

@@ -70,6 +70,7 @@ def render() -> str:
         (M.HeldoutSpec, "source.heldout"),
         (M.TeacherSpec, "teachers[]"),
         (M.GenerationParams, "teachers[].params, steps[].params (generate)"),
+        (M.OutageSpec, "teachers[].outage"),
         (M.PriceSpec, "teachers[].price"),
         (M.TermsSpec, "teachers[].terms"),
     ]

@@ -6,7 +6,8 @@
       params: {temperature: 0.7}
 
 Adds `id`, `response`, `teacher`, `generation_index`, token counts, `cost_usd`, logprob statistics
-and the teacher's provenance. A request that fails for good quarantines its record into `rejected`.
+and the teacher's provenance. A request that fails for good quarantines its record into `rejected`
+(steps/quarantine.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Literal
 from pydantic import Field
 
 from distillflow.steps.base import GenerationParams, StepBase, StepKind, effective_params
+from distillflow.steps.quarantine import quarantine_row
 
 COLUMNS = {
     "id", "response", "teacher", "generation_index", "input_tokens", "output_tokens", "cost_usd",
@@ -46,12 +48,6 @@ def _logprob_stats(lps):
     if not vals:
         return None, None
     return sum(vals) / len(vals), min(vals)
-
-
-def teacher_error_row(row: dict, step_id: str, fail) -> dict:
-    """A record whose request failed for good: quarantined into `rejected`, with the last error."""
-    return {**row, "rejected_by": step_id, "reason": "teacher_error", "error": fail.error,
-            "attempts": getattr(fail, "attempts", None)}
 
 
 def _teacher_names(step, spec) -> list[str]:
@@ -84,7 +80,7 @@ async def run(ctx, step: GenerateStep, rows: list[dict], state=None):
             if res is None:
                 fail = failures.get(req.key)
                 if fail is not None:
-                    rejected.append({**teacher_error_row(row, step.id, fail), "teacher": teacher.name, "generation_index": g})
+                    rejected.append(quarantine_row(row, step.id, fail, teacher=teacher.name, generation_index=g))
                 continue  # not dispatched: budget reached or interrupted
             kept.append(answer_row(ctx, row, teacher, req.params, g, res))
     return kept, rejected

@@ -22,6 +22,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field
 
 from distillflow.steps.base import StepBase, StepKind, effective_params
+from distillflow.steps.quarantine import quarantine_row
 from distillflow.errors import UsageError, did_you_mean
 
 __all__ = [
@@ -450,7 +451,10 @@ async def _run(ctx, step: JudgeStep, rows: list[dict], state=None):
         def parser(text, row):
             return distilabel_judge_parse(step.backend, text, row, **bp)
 
-    return apply_judgements(rows, step.id, texts, teacher.model, scale=scale, parser=parser), []
+    out = apply_judgements(rows, step.id, texts, teacher.model, scale=scale, parser=parser)
+    failed = [req.key in failures for req in requests]  # quarantined: the answer is kept in the rejected row
+    return ([r for r, f in zip(out, failed) if not f],
+            [quarantine_row(rows[i], step.id, failures[req.key]) for i, req in enumerate(requests) if failed[i]])
 
 
 def _columns(step):

@@ -153,11 +153,41 @@ def test_400_is_not_retried_and_carries_server_message(ep):
     assert attempts(ep, content) == 1
 
 
-def test_malformed_200_is_a_permanent_error(ep):
-    content = '@@{"body": "<html>proxy error</html>"}'
+@pytest.mark.parametrize("directive", [
+    '"body": "<html>proxy error</html>"',           # a proxy's HTML page with status 200
+    '"body": "{\\"id\\": \\"x\\", \\"object\\": \\"chat.completion\\"}"',  # a 200 without choices
+    '"body": "{\\"choices\\": []}"',               # empty choices
+    '"truncate": true',                             # the body stops half-way
+    '"drop": true',                                 # the connection is closed without an answer
+])
+def test_transient_garbage_is_retried_then_answered(ep, directive):
+    content = '@@{' + directive + ', "times": 2}'
     [res] = run(fast_client(ep), [req(0, content)])
+    assert res.error is None and res.text == "Answer: " + content
+    assert attempts(ep, content) == 3 and res.attempts == 3
+
+
+def test_malformed_200_gives_up_as_a_transient_error_and_is_never_cached(ep, tmp_path):
+    from distillflow.engine.cache import RequestCache
+
+    content = '@@{"body": "<html>proxy error</html>", "tag": "always"}'
+    [res] = run(fast_client(ep, max_retries=2), [req(0, content)])
     assert "invalid chat completion" in res.error and "proxy error" in res.error
-    assert attempts(ep, content) == 1
+    assert "gave up after 3 attempts" in res.error
+    assert res.transient is True and res.attempts == 3 and res.text is None
+    assert attempts(ep, content) == 3
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        cache.put(res)
+        assert cache.count() == 0 and cache.get_many([res.key]) == {}
+
+
+def test_permanent_4xx_is_not_retried_but_408_409_429_are(ep):
+    for status, tries in ((404, 1), (422, 1), (408, 2), (409, 2), (429, 2)):
+        content = f'@@{{"status": {status}, "times": 1, "retry_after": "0"}}'
+        [res] = run(fast_client(ep), [req(0, content)])
+        assert attempts(ep, content) == tries, status
+        assert res.attempts == tries
+        assert (res.error is None) == (tries == 2), (status, res.error)
 
 
 def test_401_mentions_the_api_key_env_var(ep):

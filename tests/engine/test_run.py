@@ -78,22 +78,43 @@ def test_budget_cap_stops_cleanly_and_resumes(endpoint, write_yaml, tmp_path):
     assert _requests(endpoint) - before == 16 - got  # answers already received are not bought again
 
 
-def test_outage_keeps_received_answers(endpoint, write_yaml, tmp_path):
+def test_a_request_failing_after_retries_is_quarantined_and_the_run_completes(endpoint, write_yaml, tmp_path):
     rows = """
     - {question: "What is 2+2?", answer: "4"}
-    - {question: '@@{"status": 503, "retry_after": 0}', answer: "x"}
+    - {question: '@@{"status": 503, "retry_after": 0, "message": "overloaded"}', answer: "x"}
     - {question: "Say hi", answer: "hi"}"""
     text = pipeline_yaml(endpoint.base_url, "  - kind: generate\n", rows=rows).replace(
         "    price:", "    max_retries: 1\n    price:")
     path = write_yaml(text)
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert res.manifest["status"] == "complete" and res.manifest["curated"] == 2
+    [q] = res.rejected
+    assert q["rejected_by"] == "generate" and q["reason"] == "teacher_error" and q["attempts"] == 2
+    assert q["error"] == "HTTP 503: overloaded (gave up after 2 attempts)" and q["retryable"] is True
+    assert q["prompt"].startswith('@@{"status": 503') and q["teacher"] == "teacher"
+    on_disk = [json.loads(line) for line in (tmp_path / "run" / "data" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["reason"], r["attempts"]) for r in on_disk] == [("teacher_error", 2)]
+    # The failure was not cached as an answer: with the endpoint healed, a fresh ask pays only for it.
+    before = _requests(endpoint)
+    path.write_text(text.replace('"status": 503, "retry_after": 0', '"status": 503, "times": 0, "retry_after": 0'))
+    res2 = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert res2.manifest["curated"] == 3 and res2.rejected == [] and _requests(endpoint) - before == 1
+
+
+def test_a_sustained_outage_stops_the_run_with_the_resume_hint(endpoint, write_yaml, tmp_path):
+    rows = "".join(f"""\n    - {{question: '@@{{"status": 500, "message": "down"}} {i}', answer: "x"}}""" for i in range(30))
+    text = pipeline_yaml(endpoint.base_url, "  - kind: generate\n", rows=rows).replace(
+        "    price:", "    max_retries: 0\n    concurrency: 1\n    outage: {failures_in_a_row: 5}\n    price:")
+    path = write_yaml(text)
+    before = _requests(endpoint)
     with pytest.raises(TeacherError) as info:
         df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert type(info.value).__name__ == "TeacherOutageError" and info.value.exit_code == 1
     msg = str(info.value)
-    assert "failed 1 request(s)" in msg and "run the same command to resume" in msg and "503" in msg
-    before = _requests(endpoint)
-    path.write_text(text.replace("""    - {question: '@@{"status": 503, "retry_after": 0}', answer: "x"}\n""", ""))
-    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
-    assert res.manifest["curated"] == 2 and _requests(endpoint) == before
+    assert "teacher 'teacher' looks down: 5 requests in a row failed after their retries" in msg
+    assert "HTTP 500: down" in msg and "run the same command to resume" in msg
+    assert _requests(endpoint) - before == 5  # stopped dispatching at once (one request in flight at a time)
+    assert not (tmp_path / "run" / "data" / "curated.jsonl").exists()
 
 
 def test_permanent_error_rejects_only_that_record(endpoint, write_yaml, tmp_path):
@@ -103,8 +124,30 @@ def test_permanent_error_rejects_only_that_record(endpoint, write_yaml, tmp_path
     path = write_yaml(pipeline_yaml(endpoint.base_url, "  - kind: generate\n", rows=rows))
     res = df.run(df.load(path), out=tmp_path / "run", progress=False)
     assert res.manifest["curated"] == 1
-    rej = res.rejected[0]
-    assert (rej["rejected_by"], rej["reason"]) == ("generate", "teacher_error") and "prompt too long" in rej["error"]
+    [r] = res.rejected
+    assert (r["rejected_by"], r["reason"], r["error"], r["attempts"], r["retryable"]) == (
+        "generate", "teacher_error", "HTTP 400: prompt too long", 1, False)
+
+
+def test_a_failed_judge_request_quarantines_its_row(endpoint, write_yaml, tmp_path):
+    # The judge's endpoint is down (nothing listens on port 9): both rows are quarantined by the
+    # judge with the connection error, the run completes (2 failures do not open the breaker).
+    steps = "  - kind: generate\n    teachers: [teacher]\n  - kind: judge\n    teacher: judge\n"
+    text = pipeline_yaml(endpoint.base_url, steps).replace("steps:\n", """  - name: judge
+    provider: openai
+    base_url: http://127.0.0.1:9/v1
+    model: fake-teacher
+    max_retries: 0
+steps:
+""", 1)
+    rows_in = 4
+    res = df.run(df.load(write_yaml(text)), out=tmp_path / "run", progress=False)
+    assert res.manifest["status"] == "complete" and res.manifest["curated"] == 0
+    assert len(res.rejected) == rows_in
+    for r in res.rejected:
+        assert (r["rejected_by"], r["reason"], r["attempts"], r["retryable"]) == ("judge", "teacher_error", 1, True)
+        assert r["error"].startswith("connection error to http://127.0.0.1:9/v1/chat/completions")
+        assert r["response"].startswith("Answer: ")  # the teacher's answer is kept in the rejected row
 
 
 def test_logprobs_become_filterable_columns(endpoint, write_yaml, tmp_path):
