@@ -103,3 +103,22 @@ def test_spec_errors_name_the_cause(kwargs, message):
     with pytest.raises(ValidationError) as info:
         ScreenStep(kind="screen", **kwargs)
     assert message in str(info.value)
+
+
+def test_readme_example_runs_and_prints_what_it_says():
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("The same functions from Python (runnable as is)")
+    code = text[start:].split("```python\n", 1)[1].split("```", 1)[0]
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "screen: ai_developer_claim (teacher identity) in response at char 0: 'As an AI developed by OpenAI'",
+        "[[], ['pipe_to_shell', 'ai_developer_claim']]",
+        "decontaminate: prompt overlaps eval set 'gsm8k' item 12 (shares the 13-word run "
+        "'natalia sold clips to 48 of her friends in april and then she')",
+    ]
