@@ -471,6 +471,12 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
         "timings": {n: round(t, 3) for n, t in executor.busy.items()},
         "sink": graph.sink,
     }
+    for nid in nodes:  # what steps record about themselves (e.g. decontamination sets)
+        step = graph.nodes[nid].step
+        kind = registry.get(step.kind)
+        if kind.manifest is not None:
+            section, entry = kind.manifest(step)
+            manifest.setdefault(section, {})[nid] = entry
     from distillflow.engine.replicas import replica_manifest
 
     replicas = replica_manifest(ctx._clients)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from distillflow.errors import ConfigurationError, UsageError, did_you_mean
+from distillflow.evaluate.contamination import decontamination_status, scored_sets
 
 __all__ = ["evaluate_run", "retention", "plan_metrics", "RESULTS_VERSION"]
 
@@ -34,6 +35,14 @@ def retention(student: float | None, teacher: float | None) -> float | None:
     if student is None or teacher is None or teacher == 0:
         return None
     return student / teacher
+
+
+def _read_manifest(run_dir: Path) -> dict:
+    try:
+        data = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -322,6 +331,8 @@ def evaluate_run(
     finally:
         ctx.close()
 
+    decon = decontamination_status(_read_manifest(run_dir), scored_sets({"lm_eval": lm}))
+    notes += decon["warnings"]
     results = {
         "version": RESULTS_VERSION,
         "pipeline": spec.name,
@@ -337,6 +348,7 @@ def evaluate_run(
         "usage": ctx.ledger.to_dict(),
         "cost_usd": round(ctx.ledger.spent, 6),
         "notes": notes,
+        "decontamination": decon["sets"],
     }
     tmp = eval_dir / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")

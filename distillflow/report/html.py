@@ -43,6 +43,7 @@ th { color: var(--muted); font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .missing { color: var(--muted); font-style: italic; margin: 4px 0; }
 .note { color: var(--muted); font-size: 13px; }
+.warn { color: #b45309; font-weight: 600; }
 .funnel .row { display: grid; grid-template-columns: 110px 80px 1fr 300px; align-items: center; gap: 12px; margin: 6px 0; }
 .funnel .name { font-weight: 600; }
 .funnel .count { font-weight: 700; text-align: right; font-variant-numeric: tabular-nums; }
@@ -304,12 +305,44 @@ def _retention(data: RunData) -> str:
             escape(f"{m['seconds']:.1f}") if isinstance(m.get("seconds"), (int, float)) else "—"]
            for k, m in models.items()]
     parts.append(_table(["model", "path / id", "seconds"], who, numeric_from=2))
-    notes = list(res.get("notes") or [])
+    parts.append(_decontamination(data))
+    notes = [n for n in (res.get("notes") or []) if not str(n).startswith("training data was not decontaminated")]
     lm = res.get("lm_eval") or {}
     if lm.get("status") == "skipped" and "not installed" in str(lm.get("reason")):
         notes.append(lm["reason"])
     notes += [m["note"] for m in res.get("metrics", []) if m.get("note")]
     parts += [f'<p class="note">{escape(n)}</p>' for n in notes]
+    return "\n".join(parts)
+
+
+def _decontamination(data: RunData) -> str:
+    """Per scored set (held-out prompts, lm-eval tasks): was the training data decontaminated against it?
+
+    Reads the manifest's ``decontamination`` block ({step_id: {"sets": [...], "ngram": n}}), so it
+    also holds for results written before ``distillflow eval`` recorded it.
+    """
+    raw = data.manifest.get("decontamination")
+    entries = {str(k): v for k, v in raw.items() if isinstance(v, dict) and isinstance(v.get("sets"), list)} \
+        if isinstance(raw, dict) else {}
+    tasks = ((data.eval_results or {}).get("lm_eval") or {}).get("tasks") or {}
+    scored = ["heldout", *(str(t) for t in tasks if str(t).casefold() != "heldout")]
+    rows, missing = [], []
+    for name in scored:
+        steps = [(sid, e.get("ngram")) for sid, e in entries.items()
+                 if name.casefold() in {str(x).casefold() for x in e["sets"]}]
+        if steps:
+            how = ", ".join(f"{sid} ({n}-grams)" if isinstance(n, int) else sid for sid, n in steps)
+            rows.append([escape(name), "yes", escape(how)])
+        else:
+            rows.append([escape(name), '<span class="warn">no</span>', "—"])
+            missing.append(name)
+    parts = [_table(["scored set", "training data decontaminated against it", "step"], rows, numeric_from=3)]
+    if missing:
+        names = ", ".join(f"'{n}'" for n in missing)
+        parts.append(f'<p class="note warn">Warning: the training data was not decontaminated against {escape(names)}; '
+                     "scores there may be inflated by overlap. Add a <code>decontaminate</code> step (it always covers "
+                     "the held-out prompts; list other sets under <code>sets</code> with the same <code>name</code>) "
+                     "and run the pipeline again.</p>")
     return "\n".join(parts)
 
 

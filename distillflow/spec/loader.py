@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,15 +18,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from distillflow.errors import Problem, SpecError, did_you_mean
+from distillflow.spec.safe_yaml import check_text_size, compose, construct, read_text_file
 
 
-def _line_map(text: str) -> dict[tuple, int]:
+def _line_map(root) -> dict[tuple, int]:
     """Map each YAML path (tuple of keys/indices) to its 1-based line, via the composed node tree."""
     lines: dict[tuple, int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
 
     def walk(node, path):
         if node is None:
@@ -33,7 +31,7 @@ def _line_map(text: str) -> dict[tuple, int]:
         lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                key = k.value
+                key = k.value if isinstance(k, yaml.ScalarNode) else repr(k.value)
                 lines[path + (key,)] = k.start_mark.line + 1
                 walk(v, path + (key,))
                 lines[path + (key,)] = k.start_mark.line + 1
@@ -168,8 +166,10 @@ def parse_yaml(text: str, source: str = "pipeline") -> tuple[dict, dict]:
                     [Problem("", "tab character used for indentation", i, "YAML indents with spaces; replace tabs by spaces")],
                     source,
                 )
+    check_text_size(text, source)
     try:
-        data = yaml.safe_load(text)
+        root = compose(text, source)
+        data = construct(root) if root is not None else None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -185,7 +185,7 @@ def parse_yaml(text: str, source: str = "pipeline") -> tuple[dict, dict]:
             [Problem("", f"the top level must be a mapping (name:, source:, teachers:, steps:), not a {type(data).__name__}", 1)],
             source,
         )
-    return data, _line_map(text)
+    return data, _line_map(root)
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,20 @@ def document_from_data(data: dict, lines: dict | None = None, source: str = "pip
     return Document(spec, dict(lines), Path(base_dir) if base_dir is not None else None, source)
 
 
+def _is_path(value) -> bool:
+    """A Path, or a one-line string naming a file (YAML text has a newline or a ':')."""
+    if isinstance(value, Path):
+        return True
+    if not isinstance(value, str) or "\n" in value or len(value) > 4096:
+        return False
+    try:
+        if os.path.lexists(value):
+            return True
+    except (OSError, ValueError):  # a NUL byte or a name too long is no path
+        return False
+    return value.endswith((".yaml", ".yml")) or not any(c in value for c in ":{}[]#")
+
+
 def load_spec(path_or_text: str | Path):
     """Load a pipeline from a YAML file path (or YAML text) and validate its schema (see load_document)."""
     return load_document(path_or_text).spec
@@ -234,11 +248,9 @@ def load_document(path_or_text: str | Path) -> Document:
     Raises SpecError listing every problem with its path and line. The graph (edges, cycles,
     columns) is checked one layer up: `distillflow.load` / `distillflow.graph.build_graph`.
     """
-    p = Path(path_or_text) if not (isinstance(path_or_text, str) and "\n" in path_or_text) else None
-    if p is not None and p.suffix in (".yaml", ".yml", "") and p.exists():
-        text, source, base = p.read_text(encoding="utf-8"), str(p), p.resolve().parent
-    elif p is not None and p.suffix in (".yaml", ".yml") and not p.exists():
-        raise SpecError([Problem("", f"file not found: {p}", None, "check the path, or run `distillflow init` to create one")], str(p))
+    if _is_path(path_or_text):
+        p = Path(path_or_text)
+        text, source, base = read_text_file(p), str(p), p.resolve().parent
     else:
         text, source, base = str(path_or_text), "pipeline", Path.cwd()
     data, lines = parse_yaml(text, source)

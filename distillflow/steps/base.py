@@ -124,6 +124,9 @@ class StepKind:
     - ``teachers(step, spec)`` -> teacher names the step calls (for env checks and cache hashing).
     - ``generates``: the kind writes answers (a pipeline needs at least one such step).
     - ``field``: the spec field a column error points at (``where`` for filter).
+    - ``manifest(step)`` -> (section, entry): recorded as ``manifest[section][step.id]`` (e.g. which
+      eval sets a decontaminate step covered, read by `distillflow eval` and the report).
+    - ``doc``: one line for generated references (default: the spec model's docstring).
     A kind whose ``columns`` returns None has columns only known at compile time (``describe``).
     """
 
@@ -138,6 +141,8 @@ class StepKind:
     teachers: Callable[[Any, Any], list[str]] | None = None
     generates: bool = False
     field: str | None = None
+    manifest: Callable[[Any], tuple[str, dict]] | None = None
+    doc: str | None = None
 
     def scope_of(self, step) -> Scope:
         return self.scope(step) if callable(self.scope) else self.scope
