@@ -267,6 +267,7 @@ class LocalExecutor:
         self.sync_locks: dict = {}
         self.turns: dict = {}
         self.clean = {n: True for n in self.nodes}
+        self.done = {n: 0 for n in self.nodes}  # shards through each step
         self.write_turn = None
 
     async def _state(self, nid: str):
@@ -326,6 +327,8 @@ class LocalExecutor:
         c["out"] += len(kept)
         c["rejected"] += len(rej)
         self.quarantined += count_quarantined(rej)
+        self.done[nid] += 1
+        ctx.reporter.shards(nid, self.done[nid], self.prompts.n_shards)
         return kept, rej, complete
 
     async def _shard(self, k: int, sem: asyncio.Semaphore):
@@ -417,14 +420,16 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
     started = time.time()
     ledger = Ledger(spec.budget.max_cost_usd)
     cache = RequestCache(out / "cache" / "requests.sqlite")  # first: it keeps a reserve for a full disk
-    reporter.step_start(SOURCE, "source", None)
+    reporter.step_start(SOURCE, "source", 0)
     ex = spec.execution
     try:
         prompts = PromptStore.prepare(spec.source, plan.base_dir, out / "cache" / "source", ex.shard_size,
-                                      on_row=lambda n: reporter.advance(SOURCE, 10_000))
+                                      on_row=None)
     except BaseException:
         cache.close()
         raise
+    reporter.add_total(SOURCE, prompts.n_train)
+    reporter.advance(SOURCE, prompts.n_train)
     reporter.step_end(SOURCE, f"{prompts.n_train} prompts in {prompts.n_shards} shard(s)")
     ctx = RunContext(plan, out, cache, ledger, reporter, prompts)
     store = ShardStore(out / "cache" / "shards")
