@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import json
 import logging
 import os
 import time
@@ -300,12 +301,16 @@ def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: 
         _WORKER.clear()
         env = _WORKER[run_id] = _Steps(plan, ctx, store, opts["hashes"], opts["retry_errors"])
 
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+
     async def go():
         env.ctx.loop = asyncio.get_running_loop()
         shard = _ShardState()
         _CURRENT.set(shard)
         outputs = dict(inputs)
-        out = {"outputs": {}, "rejected": {}, "complete": {}, "stats": {}, "pid": os.getpid()}
+        out = {"outputs": {}, "rejected": {}, "complete": {}, "stats": {}, "pid": os.getpid(), "node": node}
         for nid in nids:
             kept, rej, complete, stats = await env.node(k, nid, outputs, shard)
             outputs[nid] = (kept, complete)
@@ -343,7 +348,7 @@ class RayExecutor:
         self.counts = {n: {"kind": graph.nodes[n].step.kind, "in": 0, "out": 0, "rejected": 0} for n in self.nodes}
         self.busy = {n: 0.0 for n in self.nodes}
         self.quarantined = 0
-        self.workers: set[int] = set()  # pids of the worker processes that ran tasks (for tests, the manifest)
+        self.workers: set[tuple] = set()  # (node id, pid) of the processes that ran tasks: cache/ray-workers.json
         self.hub_status: dict = {}
 
     def _plan_segments(self, scope: dict) -> None:
@@ -404,7 +409,7 @@ class RayExecutor:
                             f"shard {k} failed on the Ray cluster after {TASK_RETRIES} retries: {str(cause).splitlines()[0]}. "
                             "Committed shards are kept: run the same command again to resume."
                         ) from None
-                    self.workers.add(res["pid"])
+                    self.workers.add((res["node"], res["pid"]))
                     for nid in nids:
                         outputs[nid] = (res["outputs"].get(nid, []), res["complete"][nid])
                         rejected[nid] = res["rejected"][nid]
@@ -468,6 +473,9 @@ class RayExecutor:
             raise first from None
         finally:
             await self._close_hub(ray)
+            record = {"nodes": sorted({n for n, _ in self.workers}), "workers": sorted(self.workers),
+                      "hub_pid": self.hub_status.get("pid")}
+            (out / "cache" / "ray-workers.json").write_text(json.dumps(record, indent=1) + "\n")
 
     async def _close_hub(self, ray) -> None:
         try:
