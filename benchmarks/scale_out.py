@@ -7,7 +7,7 @@ pipeline (generate, shards of 250). The local backend runs in this process; each
 real cluster on loopback (ray1: a head with 1 CPU; ray2: a head with 1 CPU plus a worker node with
 1 CPU, so shard tasks run in two worker processes on two raylets). CPU is counted for everything
 that works for the run: this process (the driver) plus every process of the cluster (GCS, raylets,
-the teacher hub, the task workers), sampled every 0.1 s by pid, idle cluster overhead included.
+the teacher hub, the task workers), sampled every 0.25 s by pid (the sampler's own CPU taken out), idle cluster overhead included.
 The last line is ``local_rps=A ray1_rps=B ray2_rps=C``.
 """
 
@@ -81,14 +81,15 @@ class CpuSampler:
                 pass
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.1):
+        while not self._stop.wait(0.25):
             self._sample()
+        self.own = time.thread_time()  # the sampler's own CPU, counted in this process: taken out
 
     def stop(self) -> float:
         self._stop.set()
         self._t.join()
         self._sample()
-        return sum(v - self.first.get(pid, 0.0) for pid, v in self.last.items())
+        return sum(v - self.first.get(pid, 0.0) for pid, v in self.last.items()) - self.own
 
 
 def _run(path: Path, out: Path, **kw) -> tuple[float, int]:
