@@ -212,6 +212,9 @@ def main() -> None:
             result_path.write_text(json.dumps(results, indent=1, default=str))
         ray.shutdown()
     result_path.write_text(json.dumps(results, indent=1, default=str))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
