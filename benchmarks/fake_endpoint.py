@@ -53,7 +53,7 @@ _CFG = web.AppKey("cfg", dict)
 def _new_stats() -> dict:
     return {"requests": 0, "completions": 0, "in_flight": 0, "max_in_flight": 0,
             "busy_s": 0.0, "first_start": None, "last_end": None, "attempts": {}, "service_s": 0.0, "repeats": 0,
-            "faults": {}, "sent": {}}
+            "faults": {}, "sent": {}, "rejected": 0, "starts": []}
 
 
 class SharedGauge:
@@ -79,10 +79,13 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
              logprobs: bool = True, model: str = "fake-teacher",
              gauge: SharedGauge | None = None, fault_rate: float = 0.0,
              fault_seed: int = 0, hang_s: float = 3.0, retry_after: str = "0.1",
-             grade: bool = False) -> web.Application:
+             grade: bool = False, reject_above: int | None = None) -> web.Application:
     """Build the endpoint. ``app[_STATS]`` holds the counters also served at ``GET /stats``;
     ``gauge`` (optional) also counts this endpoint's requests in flight; with ``grade`` a judge
-    prompt gets a parseable ``Score: N`` (N from a hash of the prompt)."""
+    prompt gets a parseable ``Score: N`` (N from a hash of the prompt). ``reject_above``: a
+    request arriving while that many are already in flight gets HTTP 400 "over the concurrency
+    limit" (counted in ``rejected``), like a provider enforcing a hard limit; every request's
+    arrival time (``perf_counter``) is then kept in ``starts``."""
     app = web.Application()
     app[_STATS] = _new_stats()
     app[_CFG] = {"latency": latency, "logprobs": logprobs, "model": model}
@@ -104,6 +107,12 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
         if stats["first_start"] is None:
             stats["first_start"] = t0
         try:
+            if reject_above is not None:
+                stats["starts"].append(t0)
+                if stats["in_flight"] > reject_above:
+                    stats["rejected"] += 1
+                    return web.json_response({"error": {"message": f"over the concurrency limit of {reject_above}",
+                                                        "type": "limit"}}, status=400)
             body = json.loads(await request.read())
             messages = body.get("messages") or []
             content = str(messages[-1].get("content", "")) if messages else ""
@@ -166,7 +175,7 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
         return web.json_response({"object": "list", "data": [{"id": model, "object": "model"}]})
 
     async def get_stats(request: web.Request) -> web.Response:
-        out = {k: v for k, v in stats.items() if k not in ("attempts", "sent")}
+        out = {k: v for k, v in stats.items() if k not in ("attempts", "sent", "starts")}
         out["cpu_s"] = time.process_time()  # the endpoint's own CPU, to tell who is busy
         return web.json_response(out)
 

@@ -44,12 +44,15 @@ def compile(pipeline, objects: dict | None = None):  # noqa: A001 - the public v
 
 
 def run(pipeline, out=None, progress: bool = True, fresh: bool = False, objects: dict | None = None,
-        retry_errors: bool = False):
-    """Run a pipeline (a Plan, YAML path, PipelineSpec or flow.Pipeline) into `out`; resumes from caches."""
+        retry_errors: bool = False, backend: str | None = None, address: str | None = None):
+    """Run a pipeline (a Plan, YAML path, PipelineSpec or flow.Pipeline) into `out`; resumes from caches.
+
+    ``backend`` ("local" or "ray") and ``address`` (a Ray cluster) override the pipeline's ``execution``.
+    """
     from distillflow.engine.progress import NullReporter, RichReporter
     from distillflow.engine.runner import run_plan
 
-    plan = compile(pipeline, objects=objects)
+    plan = with_execution(compile(pipeline, objects=objects), backend, address)
     reporter = RichReporter() if progress else NullReporter()
     try:
         result = run_plan(plan, out_dir=out, reporter=reporter, fresh=fresh, retry_errors=retry_errors)
@@ -62,6 +65,32 @@ def run(pipeline, out=None, progress: bool = True, fresh: bool = False, objects:
         if note:
             result.notes.append(note)
     return result
+
+
+def with_execution(plan, backend: str | None = None, address: str | None = None):
+    """``plan`` with its ``execution.backend`` / ``address`` replaced (None keeps the pipeline's)."""
+    import dataclasses
+
+    from distillflow.errors import ConfigurationError
+    from distillflow.spec.models import ExecutionSpec
+
+    if backend is None and address is None:
+        return plan
+    current = plan.spec.execution
+    fields = current.model_dump()
+    if backend is not None:
+        fields["backend"] = backend
+        if backend != "ray":
+            fields["address"] = None
+    if address is not None:
+        fields["backend"] = "ray" if backend is None else fields["backend"]
+        fields["address"] = address
+    try:
+        execution = ExecutionSpec.model_validate(fields)
+    except ValueError as e:  # pydantic's ValidationError: name the option and the choices
+        first = e.errors()[0] if hasattr(e, "errors") else {"msg": str(e)}
+        raise ConfigurationError(f"backend={backend!r}, address={address!r}: {first['msg']} (backend is local or ray)") from None
+    return dataclasses.replace(plan, spec=plan.spec.model_copy(update={"execution": execution}))
 
 
 def llm(teacher):

@@ -290,10 +290,11 @@ class Pipeline:
     def validate(self):
         return self.compile().graph
 
-    def run(self, out: str | Path | None = None, progress: bool = True, fresh: bool = False):
+    def run(self, out: str | Path | None = None, progress: bool = True, fresh: bool = False,
+            backend: str | None = None, address: str | None = None):
         from distillflow.api import run
 
-        return run(self, out=out, progress=progress, fresh=fresh)
+        return run(self, out=out, progress=progress, fresh=fresh, backend=backend, address=address)
 
 
 def _yaml_safe(spec, step_id, obj) -> bool:

@@ -63,6 +63,8 @@ def run(
     fresh: bool = typer.Option(False, "--fresh", help="Ignore caches and ask the teachers again"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars"),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Ask the records quarantined after teacher errors again"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Executor: local or ray (default: the pipeline's execution.backend)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (implies --backend ray)"),
 ):
     """Run a pipeline; re-running the same command resumes from the cache."""
     from distillflow.api import load
@@ -75,7 +77,8 @@ def run(
     spec = plan.spec
     out_dir = out or _default_out(spec, plan.base_dir)
     try:
-        result = run_api(plan, out=out_dir, progress=progress, fresh=fresh, retry_errors=retry_errors)
+        result = run_api(plan, out=out_dir, progress=progress, fresh=fresh, retry_errors=retry_errors,
+                         backend=backend, address=address)
     except OSError as e:
         if not is_write_error(e, out_dir):
             raise

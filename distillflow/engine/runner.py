@@ -398,6 +398,10 @@ def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_error
     problems = missing_env(spec, plan.teachers_used())
     if problems:
         raise ConfigurationError("\n".join(problems))
+    if spec.execution.backend == "ray":  # before any work: the fix is an install
+        from distillflow.engine.ray_executor import import_ray
+
+        import_ray()
     out = Path(out_dir) if out_dir else _default_out(spec, plan.base_dir)
     with RunLock(out):
         return _run_locked(plan, out, reporter, fresh, retry_errors)
@@ -442,7 +446,11 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
     for nid in nodes:
         reporter.step_start(nid, graph.nodes[nid].step.kind, 0)
     writer = OutputWriter(out, nodes)
-    executor = LocalExecutor(plan, ctx, prompts, store, writer, retry_errors=retry_errors)
+    if ex.backend == "ray":  # shards as Ray tasks, teachers owned by one actor (engine/ray_executor.py)
+        from distillflow.engine.ray_executor import RayExecutor as executor_class
+    else:
+        executor_class = LocalExecutor
+    executor = executor_class(plan, ctx, prompts, store, writer, retry_errors=retry_errors)
     executor.hashes = hashes
     try:
         asyncio.run(executor.run())
@@ -489,7 +497,7 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
             manifest.setdefault(section, {})[nid] = entry
     from distillflow.engine.replicas import replica_manifest
 
-    replicas = replica_manifest(ctx._clients)
+    replicas = replica_manifest(ctx._clients) or getattr(executor, "replicas", {})  # (Ray: from its teacher hub)
     if replicas:
         manifest["replicas"] = replicas
     manifest["seconds"] = round(time.time() - started, 3)

@@ -227,9 +227,20 @@ class OutputSpec(Spec):
 class ExecutionSpec(Spec):
     """How a run executes: shards of prompts stream through the steps, a few at a time."""
 
-    backend: Literal["local"] = Field("local", description="Executor: local (one process).")
+    backend: Literal["local", "ray"] = Field(
+        "local", description="Executor: local (one process) or ray (shards as Ray tasks on a cluster; `pip install 'distillflow[ray]'`)."
+    )
+    address: str | None = Field(
+        None, description="Ray cluster to join (backend ray): `auto`, `HOST:PORT` or `ray://HOST:10001`; unset starts Ray on this machine."
+    )
     shard_size: int = Field(1000, ge=1, le=1_000_000, description="Prompts per shard (the unit of streaming, commit and resume).")
     shards_in_flight: int = Field(4, ge=1, le=256, description="Shards being processed at once (memory ~ shard_size x this).")
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self):
+        if self.address is not None and self.backend != "ray":
+            raise ValueError("address is only used by backend: ray — add `backend: ray`, or remove address")
+        return self
 
 
 class BudgetSpec(Spec):

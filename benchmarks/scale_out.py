@@ -1,0 +1,156 @@
+"""Records/s and CPU per record: the local backend vs the Ray backend with 1 and 2 workers, one run.
+
+    python -m benchmarks.scale_out --prompts 2000          # re-executes itself inside `unshare -n`
+
+Same zero-latency endpoint (its own process: its CPU is not counted) for every backend, same
+pipeline (generate, shards of 250). The local backend runs in this process; each Ray backend on a
+real cluster on loopback (ray1: a head with 1 CPU; ray2: a head with 1 CPU plus a worker node with
+1 CPU, so shard tasks run in two worker processes on two raylets). CPU is counted for everything
+that works for the run: this process (the driver) plus every process of the cluster (GCS, raylets,
+the teacher hub, the task workers), sampled every 0.25 s by pid (the sampler's own CPU taken out), idle cluster overhead included.
+The last line is ``local_rps=A ray1_rps=B ray2_rps=C``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _pipeline(d: Path, base_url: str, n: int, tag: str) -> Path:
+    rows = "".join(f'\n    - {{question: "{tag} {i}: tell me about number {i}", answer: "{i}"}}' for i in range(n))
+    text = f"""name: scale_out
+source:
+  kind: inline
+  columns: {{prompt: question, reference: answer}}
+  rows:{rows}
+teachers:
+  - name: teacher
+    provider: openai
+    base_url: {base_url}
+    model: fake-teacher
+    params: {{temperature: 0.0, max_tokens: 32}}
+    concurrency: 64
+steps:
+  - kind: generate
+execution: {{shard_size: 250, shards_in_flight: 4}}
+"""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "pipeline.yaml").write_text(text)
+    return d / "pipeline.yaml"
+
+
+class CpuSampler:
+    """CPU seconds used by a set of processes (and their descendants) while it runs, by pid."""
+
+    def __init__(self, alone, roots):
+        import psutil
+
+        self.psutil = psutil
+        self.alone = [psutil.Process(p) for p in alone]  # counted without their children (the endpoint)
+        self.roots = [psutil.Process(p) for p in roots]
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._sample()
+        self.first = dict(self.last)
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _sample(self) -> None:
+        procs = list(self.alone)
+        for r in self.roots:
+            try:
+                procs += [r, *r.children(recursive=True)]
+            except self.psutil.Error:
+                pass
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                self.last[p.pid] = t.user + t.system
+            except self.psutil.Error:
+                pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.25):
+            self._sample()
+        self.own = time.thread_time()  # the sampler's own CPU, counted in this process: taken out
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join()
+        self._sample()
+        return sum(v - self.first.get(pid, 0.0) for pid, v in self.last.items()) - self.own
+
+
+def _run(path: Path, out: Path, **kw) -> tuple[float, int]:
+    import distillflow
+
+    t0 = time.perf_counter()
+    r = distillflow.run(str(path), out=out, progress=False, **kw)
+    return time.perf_counter() - t0, r.manifest["curated"]
+
+
+def measure(args) -> None:
+    from benchmarks.fake_endpoint import endpoint_process
+    from benchmarks.ray_cluster import LocalRayCluster
+
+    n = args.prompts
+    tmp = Path(tempfile.mkdtemp(prefix="scale-out-"))
+    results: dict[str, tuple[float, float, int]] = {}
+    with endpoint_process(latency=(0.0, 0.0), max_concurrency=64) as url:
+        # warm-up: imports, the aiohttp session, the parquet writer
+        _run(_pipeline(tmp / "warm", url, 200, "warm"), tmp / "warm" / "run")
+        p = _pipeline(tmp / "local", url, n, "local")
+        c0 = time.process_time()
+        secs, got = _run(p, tmp / "local" / "run")
+        results["local"] = (secs, time.process_time() - c0, got)
+        for name, cpus in (("ray1", [1]), ("ray2", [1, 1])):
+            with LocalRayCluster(node_cpus=cpus, port=6390 + len(cpus)) as cluster:
+                ray = cluster.connect()
+                _run(_pipeline(tmp / f"{name}-warm", url, 200, f"{name}-warm"), tmp / f"{name}-warm" / "run",
+                     backend="ray", address=cluster.address)  # workers started, modules imported
+                time.sleep(1.0)
+                p = _pipeline(tmp / name, url, n, name)
+                sampler = CpuSampler([os.getpid()], [pr.pid for pr in cluster.procs])
+                secs, got = _run(p, tmp / name / "run", backend="ray", address=cluster.address)
+                results[name] = (secs, sampler.stop(), got)
+                ray.shutdown()
+    base = results["local"][1] / max(1, results["local"][2])
+    print(f"{'backend':8} {'records':>8} {'seconds':>8} {'rec/s':>8} {'cpu_s/1k':>9} {'cpu vs local':>13}")
+    for name, (secs, cpu, got) in results.items():
+        per = cpu / max(1, got)
+        print(f"{name:8} {got:8d} {secs:8.2f} {got / secs:8.1f} {per * 1000:9.2f} {per / base:12.2f}x")
+    rps = {k: v[2] / v[0] for k, v in results.items()}
+    print(f"local_rps={rps['local']:.1f} ray1_rps={rps['ray1']:.1f} ray2_rps={rps['ray2']:.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=2000)
+    args = ap.parse_args()
+    if os.environ.get("DISTILLFLOW_NETNS") != "1":  # Ray must run in a namespace of its own on loopback
+        import subprocess
+
+        from benchmarks.ray_cluster import namespace_problem, namespaced
+
+        problem = namespace_problem()
+        if problem:
+            sys.exit(f"cannot start a local Ray cluster: {problem}")
+        env = dict(os.environ, DISTILLFLOW_NETNS="1", PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
+        sys.exit(subprocess.call(namespaced([sys.executable, "-m", "benchmarks.scale_out", *sys.argv[1:]]),
+                                 env=env, cwd=str(ROOT)))
+    measure(args)
+
+
+if __name__ == "__main__":
+    main()

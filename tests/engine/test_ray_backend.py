@@ -1,0 +1,115 @@
+"""The Ray backend's surface without a cluster: spec and flags, the message when Ray is missing,
+the local backend never importing Ray, and how a plan splits into Ray tasks and driver steps.
+The cluster itself is exercised in tests/integration/test_ray_cluster.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import distillflow
+from distillflow.errors import ConfigurationError, MissingDependencyError, SpecError
+from tests.support import pipeline_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = "  - kind: generate\n  - kind: dedup\n  - kind: filter\n    where: \"len(response) > 1\"\n"
+
+
+def test_execution_accepts_ray_and_address(write_yaml):
+    p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS, extra="execution: {backend: ray, address: auto}"))
+    ex = distillflow.load(p).spec.execution
+    assert (ex.backend, ex.address) == ("ray", "auto")
+    assert "address: auto" in distillflow.load(p).spec.to_yaml()
+
+
+def test_address_without_ray_backend_is_an_error_naming_the_fix(write_yaml):
+    p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS, extra="execution: {address: auto}"))
+    with pytest.raises(SpecError) as e:
+        distillflow.load(p)
+    assert "execution" in str(e.value) and "address is only used by backend: ray" in str(e.value)
+
+
+def test_unknown_backend_override_names_the_choices(write_yaml):
+    p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS))
+    with pytest.raises(ConfigurationError) as e:
+        distillflow.run(p, backend="spark", progress=False)
+    assert "backend='spark'" in str(e.value) and "local or ray" in str(e.value)
+
+
+def test_overrides_replace_execution_only():
+    from distillflow.api import with_execution
+
+    spec_yaml = pipeline_yaml("http://127.0.0.1:9/v1", STEPS, extra="execution: {shard_size: 7}")
+    import tempfile
+
+    d = Path(tempfile.mkdtemp())
+    (d / "p.yaml").write_text(spec_yaml)
+    plan = distillflow.load(d / "p.yaml")
+    ray_plan = with_execution(plan, address="10.0.0.1:6379")
+    assert ray_plan.spec.execution.model_dump() == {"backend": "ray", "address": "10.0.0.1:6379", "shard_size": 7,
+                                                    "shards_in_flight": 4}
+    assert with_execution(ray_plan, backend="local").spec.execution.address is None
+    assert plan.spec.execution.backend == "local"  # the original plan is not changed
+    assert with_execution(plan) is plan
+
+
+def test_missing_ray_fails_before_any_work_with_the_install_command(write_yaml, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as when it is not installed
+    p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS, extra="execution: {backend: ray}"))
+    with pytest.raises(MissingDependencyError) as e:
+        distillflow.run(p, out=tmp_path / "run", progress=False)
+    assert "pip install 'distillflow[ray]'" in str(e.value)
+    assert "execution.backend: local" in str(e.value)
+    assert not (tmp_path / "run").exists()  # nothing was started, nothing to lose
+
+
+def test_cli_missing_ray_exit_code_and_message(write_yaml, tmp_path):
+    p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS))
+    code = ("import sys; sys.modules['ray'] = None; from distillflow.cli import main; "
+            f"sys.argv = ['distillflow', 'run', {str(p)!r}, '--out', {str(tmp_path / 'run')!r}, '--backend', 'ray', '--no-progress']; main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT),
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert r.returncode == 1
+    assert "error: execution.backend 'ray' needs Ray" in r.stderr
+    assert "pip install 'distillflow[ray]'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_local_backend_never_imports_ray(endpoint, write_yaml, tmp_path):
+    p = write_yaml(pipeline_yaml(endpoint.base_url, STEPS))
+    code = ("import sys, json, distillflow; "
+            f"r = distillflow.run({str(p)!r}, out={str(tmp_path / 'run')!r}, progress=False); "
+            "print(json.dumps([r.manifest['curated'], 'ray' in sys.modules]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT),
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [4, False]
+
+
+def test_segments_put_global_steps_in_the_driver():
+    from distillflow.engine.ray_executor import _segments
+
+    scope = {"generate": "row", "judge": "row", "best_of": "prompt", "dedup": "global", "filter": "row"}
+    assert _segments(list(scope), scope) == [("task", ["generate", "judge", "best_of"]), ("global", ["dedup"]),
+                                             ("task", ["filter"])]
+    assert _segments(["dedup"], {"dedup": "global"}) == [("global", ["dedup"])]
+
+
+def test_plan_box_ships_python_registered_kinds(write_yaml):
+    """A kind registered from Python in the driver exists in a worker only if shipped with the plan."""
+    import cloudpickle
+
+    from distillflow.engine.ray_executor import _box, _unbox
+
+    p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS))
+    plan = distillflow.load(p)
+    box = cloudpickle.loads(cloudpickle.dumps(_box(plan)))
+    assert sorted(box["kinds"]) == ["dedup", "filter", "generate"]
+    again = _unbox(box)
+    assert again.graph.order == plan.graph.order
+    assert again.spec.to_yaml() == plan.spec.to_yaml()

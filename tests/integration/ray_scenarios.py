@@ -1,0 +1,221 @@
+"""The Ray backend against a real local cluster (head + one worker node), run inside ``unshare -n``.
+
+    unshare -n sh -c 'ip link set lo up && exec python -m tests.integration.ray_scenarios OUT.json'
+
+Started by tests/integration/test_ray_cluster.py (which asserts on OUT.json): one cluster for every
+scenario, because starting Ray takes tens of seconds on a loaded 2-core machine. Each scenario
+records facts (counts, endpoint stats, file contents) without judging them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.fake_endpoint import EndpointThread  # noqa: E402
+from benchmarks.ray_cluster import LocalRayCluster  # noqa: E402
+from tests.support import pipeline_yaml  # noqa: E402
+
+
+def rows(n: int, tag: str = "") -> str:
+    return "".join(f'\n    - {{question: "{tag}question {i}: what is {i}+{i}?", answer: "{2 * i}"}}' for i in range(n))
+
+
+def write(d: Path, base_url: str, n: int, steps: str, execution: str, teacher_extra: str = "", extra: str = "") -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    text = pipeline_yaml(base_url, steps, rows=rows(n, d.name), extra=f"execution: {execution}\n{extra}",
+                         teacher_extra=teacher_extra)
+    p = d / "pipeline.yaml"
+    p.write_text(text)
+    return p
+
+
+def curated(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "data" / "curated.jsonl").read_text().splitlines() if line.strip()]
+
+
+def deadline_poll(pred, timeout: float, what: str, every: float = 0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = pred()
+        if got:
+            return got
+        time.sleep(every)
+    raise TimeoutError(f"waited {timeout}s for {what}")
+
+
+def scenario_limits(tmp: Path, address: str) -> dict:
+    """Several workers, one teacher limited to 3 in flight and 600 RPM, against an endpoint that
+    rejects a 4th concurrent request; then a budget cap across nodes."""
+    import distillflow
+
+    out: dict = {}
+    with EndpointThread(latency=(0.05, 0.1), reject_above=3) as ep:
+        p = write(tmp / "limits", ep.base_url, 48, "  - kind: generate\n", "{shard_size: 4, shards_in_flight: 6}",
+                  teacher_extra="    concurrency: 3\n    rpm: 600")
+        t0 = time.perf_counter()
+        r = distillflow.run(str(p), out=tmp / "limits" / "run", progress=False, backend="ray", address=address)
+        out["seconds"] = time.perf_counter() - t0
+        out["curated"] = r.manifest["curated"]
+        out["quarantined"] = r.manifest["quarantined"]
+        out["max_in_flight"] = ep.stats["max_in_flight"]
+        out["rejected_by_endpoint"] = ep.stats["rejected"]
+        out["requests"] = ep.stats["requests"]
+        starts = sorted(ep.stats["starts"])
+        # most requests that started within any 1-second window (600 RPM = 10/s; the bucket holds 1 s)
+        out["max_per_1s"] = max(sum(1 for t in starts[i:] if t - s < 1.0) for i, s in enumerate(starts))
+        out["workers"] = json.loads((tmp / "limits" / "run" / "cache" / "ray-workers.json").read_text())
+    with EndpointThread(latency=(0.02, 0.04)) as ep:
+        p = write(tmp / "budget", ep.base_url, 60, "  - kind: generate\n", "{shard_size: 5, shards_in_flight: 6}",
+                  extra="budget: {max_cost_usd: 0.0012}")
+        r = distillflow.run(str(p), out=tmp / "budget" / "run", progress=False, backend="ray", address=address)
+        out["budget"] = {"status": r.manifest["status"], "cost_usd": r.manifest["cost_usd"],
+                         "curated": r.manifest["curated"], "completions": ep.stats["completions"]}
+    return out
+
+
+def scenario_same_as_local(tmp: Path, address: str) -> dict:
+    """The same pipeline (generate ▸ judge-free filter ▸ dedup, a global step in the middle) on both backends."""
+    import distillflow
+
+    steps = """  - kind: generate
+  - kind: dedup
+    columns: [reference]
+  - kind: filter
+    where: "len(response) > 12"
+"""
+    with EndpointThread(latency=(0.005, 0.01)) as ep:
+        rowsets = rows(30) + '\n    - {question: "twin a", answer: "1"}\n    - {question: "twin b", answer: "1"}'
+        d = tmp / "same"
+        d.mkdir(parents=True)
+        (d / "pipeline.yaml").write_text(pipeline_yaml(ep.base_url, steps, rows=rowsets,
+                                                      extra="execution: {shard_size: 4, shards_in_flight: 4}"))
+        rr = distillflow.run(str(d / "pipeline.yaml"), out=d / "ray", progress=False, backend="ray", address=address)
+        rl = distillflow.run(str(d / "pipeline.yaml"), out=d / "local", progress=False)
+
+        def files(o):
+            return {n: (o / "data" / n).read_text() for n in ("curated.jsonl", "rejected.jsonl")}
+
+        return {"ray": files(d / "ray"), "local": files(d / "local"),
+                "ray_counts": rr.manifest["counts"], "local_counts": rl.manifest["counts"],
+                "ray_backend": rr.manifest["execution"]["backend"],
+                "requests": ep.stats["requests"],
+                "ray_teachers": rr.manifest["teachers"], "local_teachers": rl.manifest["teachers"],
+                "workers": json.loads((d / "ray" / "cache" / "ray-workers.json").read_text())}
+
+
+def scenario_kill_worker(tmp: Path, address: str) -> dict:
+    """SIGKILL a worker process while it runs a shard: Ray retries it; every record once, no answer paid twice."""
+    import threading
+
+    import psutil
+
+    import distillflow
+
+    n = 24
+    with EndpointThread(latency=(0.15, 0.25)) as ep:
+        p = write(tmp / "killw", ep.base_url, n, "  - kind: generate\n", "{shard_size: 3, shards_in_flight: 2}",
+                  teacher_extra="    concurrency: 2")
+        killed: list[int] = []
+
+        def killer():
+            def running():
+                for proc in psutil.process_iter(["pid", "cmdline"]):
+                    cmd = proc.info.get("cmdline") or []
+                    if cmd and cmd[0].startswith("ray::_segment_task"):
+                        return proc.info["pid"]
+                return None
+
+            try:
+                pid = deadline_poll(lambda: ep.stats["completions"] >= 4 and running(), 120, "a running shard task")
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except TimeoutError:
+                pass
+
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        r = distillflow.run(str(p), out=tmp / "killw" / "run", progress=False, backend="ray", address=address)
+        t.join(5)
+        got = curated(tmp / "killw" / "run")
+        return {"killed": killed, "n": n, "curated_ids": [g["id"] for g in got],
+                "prompts": sorted(g["prompt"] for g in got), "status": r.manifest["status"],
+                "requests": ep.stats["requests"], "completions": ep.stats["completions"],
+                "workers": json.loads((tmp / "killw" / "run" / "cache" / "ray-workers.json").read_text())}
+
+
+def scenario_kill_driver(tmp: Path, address: str) -> dict:
+    """SIGKILL the driver (the `distillflow run` CLI) after some shards committed; rerun resumes."""
+    n = 40
+    with EndpointThread(latency=(0.15, 0.25)) as ep:
+        p = write(tmp / "killd", ep.base_url, n, "  - kind: generate\n", "{shard_size: 4, shards_in_flight: 2}",
+                  teacher_extra="    concurrency: 2")
+        run_dir = tmp / "killd" / "run"
+        cmd = [sys.executable, "-m", "distillflow", "run", str(p), "--out", str(run_dir), "--no-progress",
+               "--address", address]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        first = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        shards = run_dir / "cache" / "shards" / "generate"
+
+        def committed():
+            return sum(1 for _ in shards.glob("*/*/meta.json")) if shards.is_dir() else 0
+
+        try:
+            deadline_poll(lambda: committed() >= 2 or first.poll() is not None, 300, "two committed shards")
+        finally:
+            if first.poll() is None:
+                first.send_signal(signal.SIGKILL)
+        first_rc = first.wait(30)
+        before = committed()
+        requests_first = ep.stats["requests"]
+        second = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+        got = curated(run_dir) if (run_dir / "data" / "curated.jsonl").is_file() else []
+        manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").is_file() else {}
+        return {"n": n, "first_rc": first_rc, "committed_before": before, "requests_first": requests_first,
+                "requests_total": ep.stats["requests"], "second_rc": second.returncode,
+                "second_out": (second.stdout + second.stderr)[-2000:], "curated_ids": [g["id"] for g in got],
+                "prompts": sorted(g["prompt"] for g in got), "teachers": manifest.get("teachers"),
+                "shards": manifest.get("execution", {}).get("shards")}
+
+
+SCENARIOS = {"limits": scenario_limits, "same_as_local": scenario_same_as_local,
+             "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver}
+
+
+def main() -> None:
+    result_path = Path(sys.argv[1])
+    names = sys.argv[2:] or list(SCENARIOS)
+    results: dict = {}
+    tmp = Path(tempfile.mkdtemp(prefix="dfray-"))
+    with LocalRayCluster(node_cpus=[1, 1]) as cluster:
+        t0 = time.perf_counter()
+        ray = cluster.connect()
+        results["cluster_start_s"] = time.perf_counter() - t0
+        results["nodes"] = len([x for x in ray.nodes() if x.get("Alive")])
+        for name in names:
+            t0 = time.perf_counter()
+            try:
+                results[name] = SCENARIOS[name](tmp / name, cluster.address)
+            except Exception:
+                results[name] = {"error": traceback.format_exc()}
+            results[name]["_seconds"] = round(time.perf_counter() - t0, 1)
+            result_path.write_text(json.dumps(results, indent=1, default=str))
+        ray.shutdown()
+    result_path.write_text(json.dumps(results, indent=1, default=str))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
