@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillflow.engine.client import run_coroutine_sync
 from distillflow.engine.ledger import Ledger, cost_of
 from distillflow.engine.outputs import Rows
 from distillflow.engine.progress import NullReporter
@@ -453,7 +454,7 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
     executor = executor_class(plan, ctx, prompts, store, writer, retry_errors=retry_errors)
     executor.hashes = hashes
     try:
-        asyncio.run(executor.run())
+        run_coroutine_sync(executor.run)  # asyncio.run, or a worker thread inside a notebook's loop
     except KeyboardInterrupt:
         ctx.stop_event.set()
         raise
