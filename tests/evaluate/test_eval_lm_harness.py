@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.support import need_module
+
 pytestmark = pytest.mark.integration
 
 TASK = """task: df_echo
@@ -29,7 +31,7 @@ metric_list:
 
 
 def test_lm_eval_runs_a_local_task_on_the_student(endpoint, tmp_path):
-    pytest.importorskip("lm_eval")
+    need_module("lm_eval", "pip install -e '.[dev]'")
     from distillflow.evaluate.harness import run_lm_eval
     from distillflow.spec.models import TeacherSpec
     from distillflow.testing.tiny import build_tiny_chat_model

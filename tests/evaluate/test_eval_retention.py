@@ -6,6 +6,8 @@ import json
 import shutil
 
 import pytest
+
+from tests.support import need_module
 from typer.testing import CliRunner
 
 from grader import Grader
@@ -106,7 +108,7 @@ def test_cli_prints_the_retention_table(run, monkeypatch):
 
 
 def test_lora_adapter_student_is_merged(run, tmp_path):
-    peft = pytest.importorskip("peft")
+    peft = need_module("peft", "pip install -e '.[dev]'")
     from transformers import AutoModelForCausalLM
 
     from distillflow.evaluate import evaluate_run

@@ -11,6 +11,8 @@ import json
 import time
 
 import pytest
+
+from tests.support import need_module
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
@@ -52,7 +54,7 @@ train:
 
 
 def test_cpu_axolotl_train_from_a_real_pipeline_run(tmp_path):
-    pytest.importorskip("axolotl")
+    need_module("axolotl", "pip install -e '.[train,dev]'")
     import distillflow as df
     from benchmarks.fake_endpoint import EndpointThread
     from distillflow.cli import app

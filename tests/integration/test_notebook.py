@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import need_module
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +35,10 @@ def _text(cell) -> str:
 
 
 def test_quickstart_notebook_executes_and_reports(tmp_path):
-    pytest.importorskip("axolotl")
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
+    need_module("axolotl", "pip install -e '.[train,dev]'")
+    nbformat = need_module("nbformat", "pip install -e '.[dev]'")
+    nbclient = need_module("nbclient", "pip install -e '.[dev]'")
+    need_module("ipykernel", "pip install -e '.[dev]'")
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # the kernel inherits this environment: the run goes to a temporary directory
