@@ -5,6 +5,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -26,12 +27,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --ablation
 
-# Random order (seed printed in the header as --random-order-seed=N; rerun with that flag to reproduce);
+# Random order (the seed is printed; `make test SEED=N` reruns an order);
 # then the tree must be as clean as before: tests write only under tmp dirs and test-artifacts/.
 test: $(STAMP) browser
 	$(BIN)/lint-imports
 	@before="$$(git status --porcelain 2>/dev/null)"; \
-	$(BIN)/python -m pytest -q --random-order; rc=$$?; \
+	seed="$${SEED:-$$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')}"; \
+	echo "test order: random, seed $$seed (reproduce: make test SEED=$$seed)"; \
+	$(BIN)/python -m pytest -q --random-order-seed="$$seed" $(PYTEST_ARGS); rc=$$?; \
+	[ $$rc = 0 ] || echo "test order seed was $$seed: make test SEED=$$seed reruns this order"; \
 	after="$$(git status --porcelain 2>/dev/null)"; \
 	if [ "$$before" != "$$after" ]; then \
 	  echo "make test changed the working tree (tests must write under tmp dirs or test-artifacts/):"; \

@@ -101,6 +101,19 @@ def test_cpu_axolotl_train_from_a_real_pipeline_run(tmp_path):
     assert card == (out / "README.md").read_text()  # replaces the card Axolotl wrote next to the weights
     assert "training on outputs allowed ([terms](https://example.com/terms))" in card
     assert f"final {losses[-1]:.4f}" in card and "| hardware | CPU (" in card and "| judge | judge |" in card
+
+    # the report rendered from this real run shows its real numbers (not a stand-in file's)
+    import re
+
+    from distillflow.report import render_report
+
+    html = render_report(run).read_text()
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    steps = [e.get("step") for e in state["log_history"] if "loss" in e]
+    assert f"steps logged {len(losses)}" in text, text[:3000]
+    assert f"first loss {losses[0]:.4f} (step {steps[0]})" in text
+    assert f"last loss {losses[-1]:.4f} (step {steps[-1]})" in text
+    assert "Not trained" not in text and "No training logs" not in text
     assert f"Curated records: {len(PROMPTS)}" in card
     print(f"\ndistillflow train on CPU: {seconds:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps")
 
