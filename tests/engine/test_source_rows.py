@@ -94,3 +94,12 @@ def test_missing_column_error_names_the_file(tmp_path):
         load_source(SourceSpec.model_validate({"kind": "jsonl", "path": "p.jsonl", "columns": {"prompt": "qq"}}), tmp_path)
     assert str(err.value) == ("1 error in p.jsonl:\n  source.columns.prompt: column 'qq' is not in the source"
                               " — did you mean 'q'?")
+
+
+def test_duplicate_prompts_keep_the_first():
+    rows, _, dropped = _inline([{"prompt": "a"}, {"prompt": "b"}, {"prompt": "a"}, {"prompt": "a"}])
+    assert [r["prompt"] for r in rows] == ["a", "b"] and [r["source"]["row"] for r in rows] == [0, 1]
+    assert [(d["source"]["row"], d["reason"]) for d in dropped] == [(2, "duplicate prompt"), (3, "duplicate prompt")]
+    # an empty prompt is dropped as empty, and its conversation holds "" (not "None")
+    _, _, dropped = _inline([{"prompt": "a"}, {"prompt": None}])
+    assert dropped[0]["messages"] == [{"role": "user", "content": ""}] and dropped[0]["reason"] == "empty prompt"
