@@ -18,7 +18,7 @@
 #              ZeRO-2/3 runs on DeepSpeed's CPU accelerator; its first run JIT-builds a comm op, ~2 min).
 # Env:  OUT (default /tmp/gpu-out) gets logs + results; WORK (default /tmp/gpu-deepspeed-check) the
 #       models and data; PYTHON (default python3); STEPS (60) per PART A run; PARTB_STEPS (30);
-#       BUDGET_S (345): PART B gets what is left of it; SKIP_PARTB=1 skips PART B; A_TIMEOUT_S (150) per PART A run.
+#       BUDGET_S (345): PART B gets what is left of it; SKIP_PARTB=1 skips PART B.
 # Wheels: .whl/*.whl (deepspeed built with DS_BUILD_OPS=0, hjson, pydantic 2 + its deps) for A;
 #         .whl/partb/*.whl for B. Each set is installed into its own --target directory.
 set -uo pipefail
@@ -77,7 +77,7 @@ cp "$WORK"/train-*/deepspeed_*.json "$OUT/partA/" 2>/dev/null
 status=0
 for name in "${CONFIGS[@]}"; do
   start=$SECONDS
-  timeout -k 10 "${A_TIMEOUT_S:-150}" "$PY" -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node 1 \
+  timeout -k 10 150 "$PY" -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node 1 \
       scripts/gpu_deepspeed_check.py train "$WORK" "$name" "${A_ARGS[@]}" > "$OUT/partA/$name.log" 2>&1
   rc=$?
   if (( rc != 0 )); then
