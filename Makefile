@@ -5,13 +5,14 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export AXOLOTL_DO_NOT_TRACK := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test test-fast browser bench clean
+.PHONY: setup demo test test-fast browser screenshots mutation bench clean
 
 setup: $(STAMP)
 
@@ -26,15 +27,37 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --ablation
 
+# Random order (the seed is printed; `make test SEED=N` reruns an order);
+# then the tree must be as clean as before: tests write only under tmp dirs and test-artifacts/.
 test: $(STAMP) browser
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	@before="$$(git status --porcelain 2>/dev/null)"; \
+	seed="$${SEED:-$$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')}"; \
+	echo "test order: random, seed $$seed (reproduce: make test SEED=$$seed)"; \
+	$(BIN)/python -m pytest -q --random-order-seed="$$seed" $(PYTEST_ARGS); rc=$$?; \
+	[ $$rc = 0 ] || echo "test order seed was $$seed: make test SEED=$$seed reruns this order"; \
+	after="$$(git status --porcelain 2>/dev/null)"; \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "make test changed the working tree (tests must write under tmp dirs or test-artifacts/):"; \
+	  git status --porcelain; exit 1; fi; exit $$rc
 
-# Debian's chromium for the browser tests (Argilla UI, HTML report); skipped with a reason if absent.
+# Debian's chromium (browser tests: Argilla UI, HTML report) and graphviz (`dot`, SVG rendering).
+# Installed when root + apt; otherwise the tests skip naming the fix, and under CI=true they fail.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
-	  echo "chromium is not installed (needs root + apt): the browser tests will be skipped"
+	@command -v chromium >/dev/null 2>&1 && command -v dot >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium graphviz >/dev/null); } || \
+	  echo "chromium/graphviz are not installed (needs root + apt): the browser and SVG tests will be skipped (failed under CI=true)"
+
+# Refresh the README's pictures (docs/img/*.png) from the browser tests' artifacts in test-artifacts/.
+screenshots: $(STAMP) browser
+	$(BIN)/python -m pytest -q tests/report/test_report_browser.py \
+	  "tests/integration/test_argilla_review.py::test_the_argilla_ui_shows_a_pushed_record"
+	mkdir -p docs/img
+	cp test-artifacts/report.png test-artifacts/argilla_review.png docs/img/
+
+# Mutation testing of the core pure-Python modules (minutes; not part of `make test`).
+mutation: $(STAMP)
+	$(BIN)/python scripts/mutation.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration and not slow"
@@ -43,4 +66,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/teacher_throughput.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache test-artifacts mutants

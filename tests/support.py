@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import shutil
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,3 +57,31 @@ def small_disk(where: Path, size: str):
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def in_ci() -> bool:
+    """CI sets CI=true; there a missing test dependency is a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def require(present: bool, what: str, fix: str) -> None:
+    """Skip the test naming the fix when `what` is absent — or fail under CI=true (issue 15)."""
+    if present:
+        return
+    message = f"{what} is not installed: {fix}"
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: a missing test dependency fails the run)", pytrace=False)
+    pytest.skip(message)
+
+
+def need_module(name: str, fix: str):
+    """Import and return module `name`, or skip/fail through `require`."""
+    require(importlib.util.find_spec(name.split(".")[0]) is not None, f"Python package '{name}'", fix)
+    return importlib.import_module(name)
+
+
+def need_binary(name: str, fix: str) -> str:
+    """The path of executable `name` on the PATH, or skip/fail through `require`."""
+    path = shutil.which(name)
+    require(path is not None, f"'{name}'", fix)
+    return path

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
+import re
 
 import pytest
 
 import distillflow as df
 from distillflow.errors import MissingDependencyError
 from distillflow.graphviz import render, to_dot
-from tests.support import pipeline_yaml
+from tests.support import need_binary, pipeline_yaml
 
 STEPS = """  - kind: generate
   - {id: v, kind: verify, check: json_valid}
@@ -32,10 +32,21 @@ def test_mermaid_and_dot_show_the_branches():
     assert '"v" -> "keep";' in dot and '"j" -> "keep";' in dot and "rankdir=LR" in dot
 
 
-def test_render_needs_graphviz(tmp_path):
-    if shutil.which("dot"):
+def test_render_svg_with_graphviz(tmp_path):
+    need_binary("dot", "apt-get install -y graphviz (make browser does it as root)")
+    render(_graph(), tmp_path / "g.svg")
+    svg = (tmp_path / "g.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    # every step is a node and every edge is drawn: dot wrote the graph we gave it
+    titles = re.findall(r"<title>(.*?)</title>", svg)
+    for node in ("source", "generate", "v", "j", "keep"):
+        assert node in titles
+    for edge in ("generate&#45;&gt;v", "generate&#45;&gt;j", "v&#45;&gt;keep", "j&#45;&gt;keep"):
+        assert edge in titles
+
+
+def test_render_without_graphviz_names_the_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` on this PATH
+    with pytest.raises(MissingDependencyError, match="apt-get install graphviz"):
         render(_graph(), tmp_path / "g.svg")
-        assert "<svg" in (tmp_path / "g.svg").read_text()
-    else:
-        with pytest.raises(MissingDependencyError, match="apt-get install graphviz"):
-            render(_graph(), tmp_path / "g.svg")
+    assert not (tmp_path / "g.svg").exists()

@@ -141,12 +141,18 @@ def check_params(fn: Verifier, params: dict | None, name: str | None = None) -> 
         raise UsageError(f"verifier '{label}': {err} {listing}") from err
 
 
+def _is_bool(value: Any) -> bool:
+    # numpy bools are fine: numpy 1 names the type `bool_`, numpy 2 `bool` (module numpy)
+    kind = type(value)
+    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool"))
+
+
 def _outcome(result: Any) -> tuple[bool, str]:
     if isinstance(result, tuple) and len(result) == 2:
         ok, detail = result
-        if isinstance(ok, bool) or type(ok).__name__ == "bool_":  # numpy bools are fine
+        if _is_bool(ok):
             return bool(ok), "" if detail is None else str(detail)
-    elif isinstance(result, bool) or type(result).__name__ == "bool_":
+    elif _is_bool(result):
         return bool(result), "passed" if result else "failed"
     return False, f"verifier returned {type(result).__name__} {result!r:.80}, expected bool or (bool, str)"
 

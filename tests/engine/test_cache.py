@@ -73,7 +73,10 @@ def test_commits_at_once_when_slow_and_by_timer_when_fast(tmp_path):
     assert _committed(path) == 1  # the last commit is old: this one commits immediately
     for i in range(20):
         cache.put(ok(f"k{i}"))
-    time.sleep(0.1)  # nothing else is put: the timer commits the stragglers
+    # nothing else is put: the timer commits the stragglers (poll the state, never race the 20 ms timer)
+    deadline = time.monotonic() + 60
+    while _committed(path) < 21 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert _committed(path) == 21
     cache.close()
 
@@ -149,7 +152,11 @@ def test_kill_9_loses_nothing_older_than_the_flush_interval(tmp_path, use_loop):
         assert proc.stdout.readline().strip() == "PUT"
         import time
 
-        time.sleep(0.2)  # 10x the 20 ms flush interval
+        # the writer never closes the cache: only its flush timer can commit; wait for that state
+        deadline = time.monotonic() + 60
+        while _committed(path) < 230 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None  # still running, never closed
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
     finally:

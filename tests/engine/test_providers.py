@@ -9,6 +9,9 @@ import pytest
 from distillflow.engine.providers import api_key, build_distilabel_llm
 from distillflow.errors import ConfigurationError, MissingDependencyError
 from distillflow.spec.models import TeacherSpec
+from tests.support import need_module
+
+real_find = importlib.util.find_spec
 
 
 def _t(**kw):
@@ -24,14 +27,21 @@ def test_hf_endpoint_and_openai_are_constructed(monkeypatch):
     assert type(llm).__name__ == "OpenAILLM" and llm.base_url == "http://h:8000/v1"
 
 
-def test_anthropic_constructed_or_names_the_install(monkeypatch):
+def test_anthropic_teacher_is_constructed(monkeypatch):
+    need_module("anthropic", "pip install -e '.[dev]' (the dev extra declares anthropic)")
     monkeypatch.setenv("ANTHROPIC_KEY_X", "dummy")
-    teacher = _t(provider="anthropic", model="claude-3-5-sonnet-20241022", api_key_env="ANTHROPIC_KEY_X")
-    if importlib.util.find_spec("anthropic"):
-        assert type(build_distilabel_llm(teacher)).__name__ == "AnthropicLLM"
-    else:
-        with pytest.raises(MissingDependencyError, match="pip install anthropic"):
-            build_distilabel_llm(teacher)
+    teacher = _t(provider="anthropic", model="claude-3-5-sonnet-20241022", api_key_env="ANTHROPIC_KEY_X", timeout_s=42)
+    llm = build_distilabel_llm(teacher)
+    assert type(llm).__name__ == "AnthropicLLM" and llm.model == "claude-3-5-sonnet-20241022"
+    assert llm.api_key.get_secret_value() == "dummy" and llm.timeout == 42
+
+
+def test_anthropic_missing_names_the_install(monkeypatch):
+    # the SDK is installed here (dev extra): hide it from the check to see the message
+    monkeypatch.setenv("ANTHROPIC_KEY_X", "dummy")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "anthropic" else real_find(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"needs anthropic: pip install anthropic"):
+        build_distilabel_llm(_t(provider="anthropic", model="claude", api_key_env="ANTHROPIC_KEY_X"))
 
 
 def test_local_vllm_without_vllm_names_the_install():

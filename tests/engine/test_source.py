@@ -52,11 +52,32 @@ def test_hub_unreachable_is_a_clear_error(files):
         load_source(_src(kind="hub", dataset="nobody/nothing"), files)
 
 
-def test_limit_shuffle_heldout_are_seeded(files):
-    a, ha, _ = load_source(_src(kind="jsonl", path="p.jsonl", shuffle=True, seed=3, limit=5, heldout={"size": 2}), files)
-    b, hb, _ = load_source(_src(kind="jsonl", path="p.jsonl", shuffle=True, seed=3, limit=5, heldout={"size": 2}), files)
-    assert [r["prompt"] for r in a] == [r["prompt"] for r in b] and len(a) == 3 and len(ha) == 2
-    assert not {r["prompt_id"] for r in a} & {r["prompt_id"] for r in ha}
+def test_limit_shuffle_heldout_are_seeded(tmp_path):
+    # 20 rows: a shuffle that leaves them in file order, or ignores its seed, is caught here
+    n = 20
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"q": f"question {i}", "a": str(i)}) + "\n" for i in range(n)))
+    file_order = [f"question {i}" for i in range(n)]
+
+    def order(**kw):
+        rows, held, _ = load_source(_src(kind="jsonl", path="p.jsonl", **kw), tmp_path)
+        return [r["prompt"] for r in rows], [r["prompt"] for r in held]
+
+    assert order() == (file_order, [])  # no shuffle: file order
+    s3, _ = order(shuffle=True, seed=3)
+    assert sorted(s3) == sorted(file_order) and s3 != file_order  # every row, another order
+    assert order(shuffle=True, seed=3) == (s3, [])  # same seed, same order
+    s4, _ = order(shuffle=True, seed=4)
+    assert sorted(s4) == sorted(file_order) and s4 != s3  # another seed, another order
+    # limit keeps the first rows of the shuffled order, not of the file
+    assert order(shuffle=True, seed=3, limit=5) == (s3[:5], [])
+    assert order(limit=5) == (file_order[:5], [])
+    # held-out prompts come out of the limited rows, seeded on their own, disjoint from training
+    kept, held = order(shuffle=True, seed=3, limit=10, heldout={"size": 3, "seed": 0})
+    assert len(held) == 3 and len(kept) == 7 and sorted(kept + held) == sorted(s3[:10])
+    assert [p for p in s3[:10] if p in kept] == kept  # the training rows keep their shuffled order
+    assert order(shuffle=True, seed=3, limit=10, heldout={"size": 3, "seed": 0}) == (kept, held)
+    _, held_other = order(shuffle=True, seed=3, limit=10, heldout={"size": 3, "seed": 1})
+    assert held_other != held
 
 
 def test_chat_messages_and_system_prompt(tmp_path):

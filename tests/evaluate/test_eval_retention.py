@@ -6,6 +6,8 @@ import json
 import shutil
 
 import pytest
+
+from tests.support import need_module
 from typer.testing import CliRunner
 
 from grader import Grader
@@ -106,21 +108,36 @@ def test_cli_prints_the_retention_table(run, monkeypatch):
 
 
 def test_lora_adapter_student_is_merged(run, tmp_path):
-    peft = pytest.importorskip("peft")
+    peft = need_module("peft", "pip install -e '.[dev]'")
+    import torch
     from transformers import AutoModelForCausalLM
 
     from distillflow.evaluate import evaluate_run
 
     base_dir = run.parent / "base"
     model = AutoModelForCausalLM.from_pretrained(base_dir)
-    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    base_sd = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(0)
+    # init_lora_weights=False: B is random, not zero, so a merge that drops the adapter is caught
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                                      init_lora_weights=False))
     adapter = tmp_path / "adapter"
-    lora.save_pretrained(adapter)  # LoRA's B starts at zero: the merged model *is* the base model
+    lora.save_pretrained(adapter)
     shutil.copy(base_dir / "tokenizer.json", adapter / "tokenizer.json")
     shutil.copy(base_dir / "tokenizer_config.json", adapter / "tokenizer_config.json")
+    expected = lora.merge_and_unload().state_dict()  # peft's own merge, computed here independently
+
     res = evaluate_run(run, student=adapter, metrics=["verifier"])
     merged = run / "eval" / "merged-student"
     assert (merged / "config.json").is_file() and res["models"]["student"]["path"] == str(merged.resolve())
+    got = AutoModelForCausalLM.from_pretrained(merged).state_dict()
+    adapted = [k for k in expected if k.endswith(("q_proj.weight", "v_proj.weight"))]
+    assert len(adapted) == 2 * 2  # two layers, two projections each
+    for k in adapted:
+        assert torch.allclose(got[k], expected[k], atol=1e-5), k
+        assert not torch.allclose(got[k], base_sd[k], atol=1e-3), k  # the adapter really changed the weights
+    for k in expected:
+        if k not in adapted and k in got:
+            assert torch.equal(got[k], base_sd[k]), k
     rows = _rows(run)
-    assert all(r["answers"]["student"] == r["answers"]["base"] for r in rows)
-    assert res["metrics"][0]["values"]["student"] == res["metrics"][0]["values"]["base"]
+    assert any(r["answers"]["student"] != r["answers"]["base"] for r in rows)  # a different model answers

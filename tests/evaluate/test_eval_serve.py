@@ -66,9 +66,25 @@ def test_serve_backend_samples_with_a_seed(endpoint, tmp_path):
             for i, p in enumerate(["What is 2+2?", "Say hi"])]
     (run / "data" / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    res = evaluate_run(run, student=student, backend="serve", sample_temperature=1.0)
+    def sampled(seed: int) -> tuple[dict, list[dict]]:
+        text = PIPELINE.format(url=endpoint.base_url).replace("metrics: [exact_match]}", f"metrics: [exact_match], seed: {seed}}}")
+        (run / "pipeline.yaml").write_text(text)
+        res = evaluate_run(run, student=student, backend="serve", sample_temperature=1.0)
+        return res, [json.loads(x) for x in (run / "eval" / "answers.jsonl").read_text().splitlines()]
+
+    res, saved = sampled(0)
     assert [m["id"] for m in res["metrics"]] == ["exact_match", "exact_match@T1"]
     assert res["metrics"][1]["n"] == {"student": 2, "teacher": 2}
-    saved = [json.loads(x) for x in (run / "eval" / "answers.jsonl").read_text().splitlines()]
-    assert all(isinstance(r["sampled_answers"]["student"], str) for r in saved)
-    assert res["models"]["student"]["sampled_seconds"] > 0
+    assert res["settings"]["seed"] == 0
+    samples = [r["sampled_answers"]["student"] for r in saved]
+    greedy = [r["answers"]["student"] for r in saved]
+    assert all(isinstance(a, str) and a for a in samples)
+    # a random tiny model at temperature 1 does not sample its greedy answer
+    assert samples != greedy
+    # same seed, same samples (a fresh server); another seed, other samples
+    _, again = sampled(0)
+    assert [r["sampled_answers"]["student"] for r in again] == samples
+    assert [r["answers"]["student"] for r in again] == greedy
+    _, other = sampled(7)
+    assert [r["sampled_answers"]["student"] for r in other] != samples
+    assert [r["answers"]["student"] for r in other] == greedy  # greedy answers ignore the seed

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import need_module
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +35,10 @@ def _text(cell) -> str:
 
 
 def test_quickstart_notebook_executes_and_reports(tmp_path):
-    pytest.importorskip("axolotl")
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
+    need_module("axolotl", "pip install -e '.[train,dev]'")
+    nbformat = need_module("nbformat", "pip install -e '.[dev]'")
+    nbclient = need_module("nbclient", "pip install -e '.[dev]'")
+    need_module("ipykernel", "pip install -e '.[dev]'")
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # the kernel inherits this environment: the run goes to a temporary directory
@@ -65,18 +67,24 @@ def test_quickstart_notebook_executes_and_reports(tmp_path):
     curated = int(re.search(r"CURATED: (\d+)", text).group(1))
     assert curated > 500
     assert re.search(r"rejected: \d+ \{.*'filter': \d+", text)
-    # training ran and the loss fell
+    # training ran and the loss fell by more than half: the first loss is the subtraction-pretrained
+    # student being confidently wrong about additions (~6); even a run still on its plateau is far below
+    # half of it, and a trainer that does not update (or trains on masked labels only) stays there
     m = re.search(r"exit code 0; loss ([\d.]+) -> ([\d.]+)", text)
-    assert m and float(m.group(2)) < float(m.group(1))
+    assert m, text[-3000:]
+    first_loss, last_loss = float(m.group(1)), float(m.group(2))
+    assert last_loss <= 0.5 * first_loss, (first_loss, last_loss)
     # retention numbers: the teacher is good, training helped the student
     m = re.search(r"TEACHER: ([\d.]+)\s+BASE STUDENT: ([\d.]+)\s+TRAINED STUDENT: ([\d.]+)\s+RETENTION: ([\d.]+)", text)
     assert m, text[-3000:]
     teacher, base, student, retention = map(float, m.groups())
     assert teacher >= 0.9
     # the base knows subtraction, not addition; 400 steps teach it some addition. How much varies a
-    # lot between runs (make demo: 95.5% and 56%; a stalled 300-step run: 16%), so only "learned" is required
+    # lot between runs (make demo: 95.5% and 56%; a stalled 300-step run: 16%), so a margin is required, not a level
     assert base <= 0.05
-    assert student > base
+    # a margin a broken trainer cannot reach by luck: 10 more right answers in 100 (a stalled
+    # 300-step run still reached 16%)
+    assert student >= base + 0.10, (base, student)
     assert retention == pytest.approx(student / teacher, abs=1e-3)
     m = re.search(r"SAMPLED: TEACHER ([\d.]+)\s+BASE ([\d.]+)\s+TRAINED ([\d.]+)", text)
     assert m, text[-3000:]

@@ -1,19 +1,19 @@
 """The report in headless Chromium: it renders from disk, requests nothing outside the file, and
-shows the run's numbers. Keeps a screenshot (test-artifacts/report.png, docs/img/report.png)."""
+shows the run's numbers. Keeps a screenshot in the ignored test-artifacts/report.png (`make screenshots`
+copies it to docs/img/ for the README)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.support import need_binary, need_module
 from report_fixture import LengthJudge, add_later_stages, build_run, expected_funnel
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -32,14 +32,13 @@ def report(endpoint, tmp_path_factory):
 
 
 def test_report_renders_offline_in_chromium(report):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed: apt-get install -y chromium")
+    sync_api = need_module("playwright.sync_api", "pip install -e '.[dev]'")
+    chromium = need_binary("chromium", "apt-get install -y chromium (make browser does it as root)")
     run, path = report
     requests: list[str] = []
     with sync_api.sync_playwright() as p:
         # playwright gives every launch a fresh temporary profile of its own
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.on("request", lambda r: requests.append(r.url))
@@ -48,13 +47,12 @@ def test_report_renders_offline_in_chromium(report):
             funnel_text = page.inner_text("#funnel")
             images = page.eval_on_selector_all("img.plot", "els => els.map(e => [e.alt, e.naturalWidth])")
             nodes = page.locator("svg.dag g.dag-node").count()
+            # an ignored folder: `make screenshots` copies it to docs/img/ for the README
             artifacts = ROOT / "test-artifacts"
             artifacts.mkdir(exist_ok=True)
             page.screenshot(path=str(artifacts / "report.png"), full_page=True)
         finally:
             browser.close()
-    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-    shutil.copy(artifacts / "report.png", ROOT / "docs" / "img" / "report.png")
 
     assert requests and all(u.startswith(("file://", "data:")) for u in requests), requests
     want = expected_funnel(run)

@@ -38,14 +38,17 @@ def test_missing_run_dir_and_missing_train_section_exit_2(make_run, tmp_path):
     assert r.exit_code == 2 and "the pipeline has no train: section" in r.output
 
 
-def test_dry_run_eight_gpus_two_nodes_zero3(make_run):
+def test_dry_run_eight_gpus_two_nodes_zero3(make_run, monkeypatch):
+    import distillflow.train.plan as plan
+
+    monkeypatch.setattr(plan, "gpus_found", lambda: 2)  # injected: the same text on a GPU host and on CPU
     run = make_run({"base_model": HUB, "adapter": "lora", "gpus_per_node": 8, "nodes": 2,
                     "main_process_ip": "10.0.0.1", "deepspeed": "zero3", "micro_batch_size": 2,
                     "gradient_accumulation_steps": 4})
     r = _invoke(run, "--dry-run", "--machine-rank", "1")
     assert r.exit_code == 0, r.output
     out = r.output
-    assert "processes: 16 — global batch 128 examples/step" in out and "requested 8, found here 0" in out
+    assert "processes: 16 — global batch 128 examples/step" in out and "requested 8, found here 2" in out
     assert "--num_processes 16 --num_machines 2 --multi_gpu --machine_rank 1 --main_process_ip 10.0.0.1" in out
     assert "axolotl.cli.preprocess" in out and "dry run: nothing started" in out
     train = run / "train"

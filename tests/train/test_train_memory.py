@@ -81,7 +81,10 @@ def test_model_shape_counts_parameters_on_the_meta_device(tmp_path):
     assert model_shape(str(tmp_path / "nope")) is None
 
 
-def test_preflight_warns_when_it_will_not_fit(tmp_path):
+def test_preflight_warns_when_it_will_not_fit(tmp_path, monkeypatch):
+    import distillflow.train.plan as plan
+
+    monkeypatch.setattr(plan, "gpus_found", lambda: 3)  # injected: the same text on a GPU host and on CPU
     d = _llama_dir(tmp_path)
     cfg = {"micro_batch_size": 2, "gradient_accumulation_steps": 4, "sequence_len": 2048, "num_epochs": 2}
     train = TrainSpec(base_model=str(d), gpus_per_node=8, gpu_memory_gb=80)
@@ -89,7 +92,7 @@ def test_preflight_warns_when_it_will_not_fit(tmp_path):
     assert pf.global_batch == 2 * 4 * 8 and pf.steps_per_epoch == 16 and pf.total_steps == 32
     assert pf.memory.stage == "none" and pf.memory.total_gib > 100
     assert any("exceeds the 80.0 GiB available — use deepspeed: zero2 or zero3" in w for w in pf.warnings)
-    assert any("8 GPU(s) per node requested but 0 found" in w for w in pf.warnings)
+    assert any("8 GPU(s) per node requested but 3 found here" in w for w in pf.warnings)
     z3 = preflight(TrainSpec(base_model=str(d), gpus_per_node=8, gpu_memory_gb=80, deepspeed="zero3"), cfg,
                    rows=1000, base_model=str(d), deepspeed={"zero_optimization": {"stage": 3}})
     assert z3.memory.stage == "zero3" and z3.memory.total_gib < 80

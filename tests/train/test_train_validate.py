@@ -13,9 +13,15 @@ from distillflow.errors import SpecError
 from distillflow.spec.train import DEEPSPEED_STAGES, TrainSpec
 from distillflow.train.render import TEMPLATES, render
 from distillflow.train.validate import fill_deepspeed_auto, target_capabilities, validate
+from tests.support import need_module
 
-pytest.importorskip("axolotl")
-pytest.importorskip("deepspeed")
+
+
+@pytest.fixture(autouse=True)
+def _validators_installed():
+    need_module("axolotl", "pip install -e '.[train,dev]'")
+    need_module("deepspeed", "pip install -e '.[train,dev]'")
+
 
 HUB = "Qwen/Qwen2.5-0.5B-Instruct"
 
