@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from distillflow.errors import UsageError
-from distillflow.spec.expr import ExprEvalError, parse
+from distillflow.expr import ExprEvalError, parse
 from distillflow.steps.curate import exact_dedup, filter_rows, length_filter
 from distillflow.steps.verify import verify_rows
 

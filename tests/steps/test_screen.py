@@ -112,7 +112,7 @@ def test_readme_example_runs_and_prints_what_it_says():
     from tests.support import ROOT
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("The same functions from Python (runnable as is)")
+    start = text.index("Their pure functions, for use outside a run (runnable as is)")
     code = text[start:].split("```python\n", 1)[1].split("```", 1)[0]
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
