@@ -38,8 +38,8 @@ import uuid
 from pathlib import Path
 from types import MappingProxyType
 
-from distillflow.engine.ledger import Ledger, TeacherStats, cost_of
-from distillflow.engine.runner import RunContext, _merge, _ShardState, _Turns
+from distillflow.engine.ledger import Ledger, TeacherStats
+from distillflow.engine.runner import RunContext, SpecAccess, _merge, _ShardState, _Turns
 from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError
 from distillflow.graph import SOURCE
 from distillflow.plan import Plan
@@ -170,7 +170,7 @@ class TeacherHub:
         return {**self.status(), "replicas": replica_manifest(self.ctx._clients)}
 
 
-class HubContext:
+class HubContext(SpecAccess):
     """The StepContext of a step running under Ray: teachers through the hub, the rest as locally."""
 
     def __init__(self, plan, hub, out_dir: Path, prompts_dir: str | None, shard_size: int):
@@ -180,17 +180,6 @@ class HubContext:
         self.hub = hub
         self.loop: asyncio.AbstractEventLoop | None = None
         self._prompts_dir, self._shard_size, self._prompts = prompts_dir, shard_size, None
-
-    def teacher(self, name: str):
-        return self.spec.teacher(name)
-
-    def request(self, teacher, messages, params, index=0, meta=None):
-        from distillflow.engine.providers import make_request
-
-        return make_request(teacher, messages, params, index, meta or {})
-
-    def cost(self, teacher, input_tokens: int, output_tokens: int) -> float:
-        return cost_of(teacher, input_tokens, output_tokens)
 
     def heldout(self):
         if self._prompts_dir is None:

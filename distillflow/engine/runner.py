@@ -52,7 +52,24 @@ class _ShardState:
 _SHARD: contextvars.ContextVar[_ShardState | None] = contextvars.ContextVar("distillflow_shard", default=None)
 
 
-class RunContext:
+class SpecAccess:
+    """The parts of ``steps.base.StepContext`` that read the plan (shared by the local and Ray contexts)."""
+
+    spec = None
+
+    def teacher(self, name: str):
+        return self.spec.teacher(name)
+
+    def request(self, teacher, messages, params, index=0, meta=None):
+        from distillflow.engine.providers import make_request
+
+        return make_request(teacher, messages, params, index, meta or {})
+
+    def cost(self, teacher, input_tokens: int, output_tokens: int) -> float:
+        return cost_of(teacher, input_tokens, output_tokens)
+
+
+class RunContext(SpecAccess):
     """What steps may ask of a run (the engine's side of ``steps.base.StepContext``)."""
 
     def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, reporter, prompts=None):
@@ -74,18 +91,7 @@ class RunContext:
     def cache_path(self) -> Path:
         return self.out_dir / "cache" / "requests.sqlite"
 
-    # -- the StepContext protocol -------------------------------------------------------------
-    def teacher(self, name: str):
-        return self.spec.teacher(name)
-
-    def request(self, teacher, messages, params, index=0, meta=None):
-        from distillflow.engine.providers import make_request
-
-        return make_request(teacher, messages, params, index, meta or {})
-
-    def cost(self, teacher, input_tokens: int, output_tokens: int) -> float:
-        return cost_of(teacher, input_tokens, output_tokens)
-
+    # -- the rest of the StepContext protocol ---------------------------------------------------
     def heldout(self):
         return iter(()) if self.prompts is None else self.prompts.heldout_rows()
 

@@ -23,47 +23,8 @@ def _resolve(path: str, base_dir: Path | None) -> Path:
 
 
 def read_raw(src, base_dir: Path | None = None) -> list[dict]:
-    """Read the source's rows as plain dicts, before mapping."""
-    kind = src.kind
-    if kind == "inline":
-        return [dict(r) for r in src.rows]
-    if kind == "hub":
-        return _read_hub(src)
-    path = _resolve(src.path, base_dir)
-    if not path.exists():
-        raise ConfigurationError(f"source.path: '{path}' does not exist — check the path (relative paths are relative to the YAML file)")
-    try:
-        if kind == "jsonl":
-            rows = []
-            with path.open(encoding="utf-8") as fh:
-                for i, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise ConfigurationError(f"{path}:{i}: not valid JSON ({e.msg}) — each line must be one JSON object") from None
-            return rows
-        if kind == "csv":
-            with path.open(encoding="utf-8", newline="") as fh:
-                return [dict(r) for r in csv.DictReader(fh)]
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-        if kind == "disk":
-            import datasets
-
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                if src.split not in ds:
-                    raise ConfigurationError(f"source.split: '{src.split}' not in {path} (splits: {', '.join(ds)})")
-                ds = ds[src.split]
-            return ds.to_list()
-    except ConfigurationError:
-        raise
-    except Exception as e:  # a corrupt file is a user problem: name it
-        raise ConfigurationError(f"could not read {kind} source {path}: {e}") from None
-    raise AssertionError(kind)
+    """Read the source's rows as plain dicts, before mapping (in memory; runs stream :func:`iter_raw`)."""
+    return list(iter_raw(src, base_dir))
 
 
 def _read_hub(src) -> list[dict]:

@@ -27,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 
 from distillflow.errors import did_you_mean
 from distillflow.steps.base import StepBase, StepKind
+from distillflow.steps.curate import _keep
 
 __all__ = ["ScreenStep", "Rule", "RULES", "CATEGORIES", "compile_rules", "screen_rows", "screen_text",
            "luhn_ok", "iban_ok", "describe", "KIND"]
@@ -341,12 +342,6 @@ def screen_rows(rows: Rows, step_id: str, rules: list[Rule], columns=("response"
     return kept, rejected
 
 
-def _keep(row: dict, step_id: str) -> dict:
-    out = dict(row)
-    prov = dict(row.get("provenance") or {})
-    prov["filters_passed"] = [*(prov.get("filters_passed") or []), step_id]
-    out["provenance"] = prov
-    return out
 
 
 # --------------------------------------------------------------------------- the kind
