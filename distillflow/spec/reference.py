@@ -70,6 +70,7 @@ def render() -> str:
         (M.TeacherSpec, "teachers[]"),
         (M.GenerationParams, "teachers[].params, steps[].params (generate)"),
         (M.PriceSpec, "teachers[].price"),
+        (M.BatchSpec, "teachers[].batch"),
         (M.TermsSpec, "teachers[].terms"),
     ]
     for model, key in sections:
