@@ -17,7 +17,8 @@ unless ``hold`` is set (then it stays ``in_progress`` until released, cancelled 
 "times": 1}`` (the first attempt of that content errors with a 500, later ones answer),
 ``@@{"error": 400}`` (always), ``@@{"expire": 1}`` (the first 1 attempt is not processed
 before the batch expires). Counters (``stats``, also ``GET /stats``): files uploaded, batches created
-and lines submitted per provider, submissions per custom_id, cancels, result downloads.
+and lines submitted per provider, (lines, bytes) of each batch, submissions per custom_id,
+cancels, result downloads.
 
 Run standalone: ``python -m benchmarks.fake_batch_server`` prints ``LISTENING http://127.0.0.1:PORT``.
 """
@@ -45,7 +46,7 @@ _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 def _new_stats() -> dict:
     return {"files_uploaded": 0, "batches_created": Counter(), "lines_submitted": Counter(),
-            "submissions": Counter(), "cancels": 0, "downloads": 0, "rejected": 0}
+            "submissions": Counter(), "cancels": 0, "downloads": 0, "rejected": 0, "batch_sizes": []}
 
 
 def make_app(openai_max_requests: int = 50_000, openai_max_bytes: int = 200 * 1024 * 1024,
@@ -166,6 +167,7 @@ def make_app(openai_max_requests: int = 50_000, openai_max_bytes: int = 200 * 10
             b.update(status="in_progress", in_progress_at=now)
             b["request_counts"]["total"] = len(lines)
             stats["lines_submitted"]["openai"] += len(lines)
+            stats["batch_sizes"].append((len(lines), len(f["data"])))
             for line in lines:
                 stats["submissions"][line["custom_id"]] += 1
         state["openai"][bid] = {"obj": b, "lines": lines, "t0": time.monotonic()}
@@ -282,6 +284,7 @@ def make_app(openai_max_requests: int = 50_000, openai_max_bytes: int = 200 * 10
         state["anthropic"][bid] = rec
         stats["batches_created"]["anthropic"] += 1
         stats["lines_submitted"]["anthropic"] += len(reqs)
+        stats["batch_sizes"].append((len(reqs), len(raw)))
         for c in ids:
             stats["submissions"][c] += 1
         return web.json_response(ant_obj(rec))

@@ -186,6 +186,7 @@ async def answer_batch(
         live = store.live_keys(teacher.name)
         watched = {live[k] for k in reqs if k in live}
         inherited = {k for k in reqs if k in live}
+        attempts.update({k: 1 for k in inherited})  # submitted once already, by an earlier run
 
         async def submit(keys: list[str], resubmission: bool) -> None:
             new = await _submit(teacher, backend, store, endpoint, [reqs[k] for k in keys], budget, out)
@@ -353,14 +354,13 @@ async def _collect(teacher, backend, store: BatchStore, row: dict, status: str, 
             continue  # another caller's line: kept in the store for it
         if ln.outcome == SUCCEEDED and ln.result is not None:
             deliver(ln.key, ln.result, costs[ln.key], ln.key in inherited)
-        elif ln.retryable and attempts.get(ln.key, 0) <= max_resubmits:
-            attempts.setdefault(ln.key, 1)
+        elif ln.retryable and attempts.get(ln.key, 1) <= max_resubmits:  # attempts - 1 resubmits so far
             retry.append(ln.key)
         else:
             out.failures[ln.key] = _fail(reqs[ln.key], f"batch {row['batch_id']}: {ln.error}", ln.retryable)
     if status in ("expired", "cancelled", "canceled", "failed") or lost[EXPIRED] or lost[CANCELLED]:
         out.notes.append(
-            f"batch {row['batch_id']} ended {status}: {ok} of {len(lines)} answers recovered"
+            f"batch {row['batch_id']} ({status}): {ok} of {len(lines)} answers recovered"
             + (f", {lost[EXPIRED]} expired" if lost[EXPIRED] else "")
             + (f", {lost[CANCELLED]} cancelled" if lost[CANCELLED] else "")
             + (f", {len(retry)} resubmitted" if retry else "")
