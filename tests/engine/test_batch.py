@@ -266,3 +266,18 @@ def test_interrupted_submission_is_adopted_not_resubmitted(server, tmp_path):
     out = run(answer_batch(t, reqs, store=store, on_result=caller.on_result))
     assert out.notes[0].startswith("adopted batch batch_") and out.delivered == 2 and out.submitted == 0
     assert server.stats["batches_created"]["openai"] == 1
+
+
+def test_spec_mode_batch_needs_a_batch_provider_and_batch_prices_default_to_half():
+    from pydantic import ValidationError
+
+    from distillflow.engine.ledger import cost_of
+    from distillflow.spec.models import PriceSpec, TeacherSpec
+
+    with pytest.raises(ValidationError, match="mode: batch needs a provider with a batch API"):
+        TeacherSpec(name="t", provider="ollama", model="m", base_url="http://x/v1", mode="batch")
+    t = TeacherSpec(name="t", provider="openai", model="m", mode="batch", price=PriceSpec(input_per_1m=2, output_per_1m=8))
+    assert t.price.rates(batch=True) == (1.0, 4.0) and cost_of(t, 1_000_000, 0, batch=True) == 1.0
+    t2 = TeacherSpec(name="t", provider="anthropic", model="m", mode="batch",
+                     price=PriceSpec(input_per_1m=2, output_per_1m=8, batch_output_per_1m=3))
+    assert t2.price.rates(batch=True) == (1.0, 3.0) and cost_of(t2, 0, 1_000_000) == 8.0
