@@ -137,6 +137,7 @@ for _mod, _name, _kind in (
     ("distillflow.cli.train", "train", "command"),
     ("distillflow.cli.evaluate", "eval", "command"),
     ("distillflow.cli.report", "report", "command"),
+    ("distillflow.cli.status", "status", "command"),
 ):
     try:
         _m = importlib.import_module(_mod)
