@@ -16,8 +16,9 @@ unless ``hold`` is set (then it stays ``in_progress`` until released, cancelled 
 ``expire_held``). Lines are scripted through the last message's content: ``@@{"error": 500,
 "times": 1}`` (the first attempt of that content errors with a 500, later ones answer),
 ``@@{"error": 400}`` (always), ``@@{"expire": 1}`` (the first 1 attempt is not processed
-before the batch expires). Counters (``stats``, also ``GET /stats``): files uploaded, batches created
-and lines submitted per provider, (lines, bytes) of each batch, submissions per custom_id,
+before the batch expires). A judge's rubric prompt (it asks for ``Score: N``) is answered with
+``Score: K``, K taken from ``score=K`` in the graded text (default 4). Counters (``stats``, also
+``GET /stats``): files uploaded, batches created and lines submitted per provider, (lines, bytes) of each batch, submissions per custom_id,
 cancels, result downloads.
 
 Run standalone: ``python -m benchmarks.fake_batch_server`` prints ``LISTENING http://127.0.0.1:PORT``.
@@ -82,7 +83,11 @@ def make_app(openai_max_requests: int = 50_000, openai_max_bytes: int = 200 * 10
                     return "expired", {}
                 if "error" in spec:
                     return "error", {"status": int(spec["error"]), "message": f"scripted {spec['error']}"}
-        text = "Answer: " + content[:160]
+        if "Score: N" in content:  # a distillflow judge's rubric prompt: grade it, "score=K" in the answer sets K
+            m = re.search(r"score=(\d)", content)
+            text = f"Rationale: scripted grade.\nScore: {m.group(1) if m else 4}"
+        else:
+            text = "Answer: " + content[:160]
         return "ok", {"text": text, "in": len(content) // 4 + 1, "out": len(text) // 4 + 1}
 
     # -- OpenAI files + batches ------------------------------------------------------------

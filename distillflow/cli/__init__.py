@@ -63,6 +63,8 @@ def run(
     fresh: bool = typer.Option(False, "--fresh", help="Ignore caches and ask the teachers again"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars"),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Ask the records quarantined after teacher errors again"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="mode: batch teachers: wait for the provider batches "
+                              "(up to 24 h), or submit them and exit 0; running again collects them"),
 ):
     """Run a pipeline; re-running the same command resumes from the cache."""
     from distillflow.api import load
@@ -75,12 +77,17 @@ def run(
     spec = plan.spec
     out_dir = out or _default_out(spec, plan.base_dir)
     try:
-        result = run_api(plan, out=out_dir, progress=progress, fresh=fresh, retry_errors=retry_errors)
+        result = run_api(plan, out=out_dir, progress=progress, fresh=fresh, retry_errors=retry_errors, wait=wait)
     except OSError as e:
         if not is_write_error(e, out_dir):
             raise
         raise disk_error(e, out_dir) from None
     m = result.manifest
+    if m["status"] == "batches_pending":
+        console.print(f"[bold yellow]submitted[/] — provider batches pending — {result.out_dir}", highlight=False)
+        for note in result.notes:
+            console.print(note, highlight=False)
+        return
     console.print(
         f"[bold green]done[/] {m['curated']} curated, {m['rejected']} rejected, {m['heldout']} held out "
         f"— est. cost ${m['cost_usd']:.4f} — {result.out_dir}",

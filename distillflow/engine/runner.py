@@ -54,7 +54,7 @@ _SHARD: contextvars.ContextVar[_ShardState | None] = contextvars.ContextVar("dis
 class RunContext:
     """What steps may ask of a run (the engine's side of ``steps.base.StepContext``)."""
 
-    def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, reporter, prompts=None):
+    def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, reporter, prompts=None, batch_lanes=None):
         self.plan = plan
         self.spec = plan.spec
         self.base_dir = plan.base_dir
@@ -68,6 +68,7 @@ class RunContext:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lanes: dict = {}
         self._clients: dict = {}
+        self.batch_lanes = batch_lanes  # engine/batch/lane.py: lanes of mode: batch teachers, kept across passes
 
     @property
     def cache_path(self) -> Path:
@@ -83,7 +84,7 @@ class RunContext:
         return make_request(teacher, messages, params, index, meta or {})
 
     def cost(self, teacher, input_tokens: int, output_tokens: int) -> float:
-        return cost_of(teacher, input_tokens, output_tokens)
+        return cost_of(teacher, input_tokens, output_tokens, _batch(teacher))
 
     def heldout(self):
         return iter(()) if self.prompts is None else self.prompts.heldout_rows()
@@ -99,6 +100,8 @@ class RunContext:
         return self._clients[teacher.name]
 
     def _lane(self, teacher):
+        if self.batch_lanes and _batch(teacher):
+            return self.batch_lanes.lane(teacher, self)
         lane = self._lanes.get(teacher.name)
         if lane is None:
             from distillflow.engine.lanes import Lane
@@ -118,7 +121,7 @@ class RunContext:
             shard.units[step_id] = shard.units.get(step_id, 0) + len(requests)
         hits = await asyncio.to_thread(self.cache.get_many, [r.key for r in requests]) if requests else {}
         for res in hits.values():
-            ledger.add(name, res.input_tokens, res.output_tokens, cost_of(teacher, res.input_tokens, res.output_tokens), True)
+            ledger.add(name, res.input_tokens, res.output_tokens, self.cost(teacher, res.input_tokens, res.output_tokens), True)
         self.reporter.advance(step_id, sum(1 for r in requests if r.key in hits), ledger.spent)
         misses = [r for r in requests if r.key not in hits]
         results, failures = dict(hits), {}
@@ -136,7 +139,7 @@ class RunContext:
                     u["requests"] += 1
                     u["input_tokens"] += res.input_tokens
                     u["output_tokens"] += res.output_tokens
-                    u["cost_usd"] += cost_of(teacher, res.input_tokens, res.output_tokens)
+                    u["cost_usd"] += self.cost(teacher, res.input_tokens, res.output_tokens)
         # A request that failed for good is the step's to quarantine; a sustained outage opens the
         # teacher's circuit breaker, whose TeacherOutageError reached us through the lane.
         return results, failures
@@ -180,6 +183,11 @@ class RunResult:
     def __repr__(self) -> str:
         m = self.manifest
         return f"RunResult({str(self.out_dir)!r}, curated={m.get('curated')}, rejected={m.get('rejected')}, status={m.get('status')!r})"
+
+
+def _batch(teacher) -> bool:
+    """A ``mode: batch`` teacher: answers through provider batches, at batch prices."""
+    return getattr(teacher, "mode", "online") == "batch"
 
 
 def _h(*parts) -> str:
@@ -372,6 +380,8 @@ class LocalExecutor:
                         sem.release()
                         break
                     tg.create_task(self._shard(k, sem))
+            if self.ctx.batch_lanes:  # every shard has asked: submit what the batch lanes pooled
+                await self.ctx.batch_lanes.flush()
         except BaseExceptionGroup as eg:  # one shard's failure stops the run: re-raise it plainly
             first = eg.exceptions[0]
             while isinstance(first, BaseExceptionGroup):
@@ -381,11 +391,14 @@ class LocalExecutor:
             await self.ctx.close()
 
 
-def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_errors: bool = False) -> RunResult:
+def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_errors: bool = False,
+             wait: bool = True) -> RunResult:
     """Run ``plan`` into ``out_dir``, resuming from its caches. See the module docstring.
 
     The run directory is locked while the run uses it (engine/lock.py): a second run on it fails
     naming the holder. ``retry_errors`` recomputes the shards whose records were quarantined.
+    ``wait=False``: a run with ``mode: batch`` teachers submits its provider batches and returns
+    (status ``batches_pending``, nothing final written); running it again collects them.
     """
     from distillflow.engine.lock import RunLock
 
@@ -395,10 +408,10 @@ def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_error
         raise ConfigurationError("\n".join(problems))
     out = Path(out_dir) if out_dir else _default_out(spec, plan.base_dir)
     with RunLock(out):
-        return _run_locked(plan, out, reporter, fresh, retry_errors)
+        return _run_locked(plan, out, reporter, fresh, retry_errors, wait)
 
 
-def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> RunResult:
+def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait: bool = True) -> RunResult:
     import shutil
 
     from distillflow.engine.cache import RequestCache
@@ -413,7 +426,6 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
     (out / "cache").mkdir(exist_ok=True)
     reporter = reporter or NullReporter()
     started = time.time()
-    ledger = Ledger(spec.budget.max_cost_usd)
     cache = RequestCache(out / "cache" / "requests.sqlite")  # first: it keeps a reserve for a full disk
     reporter.step_start(SOURCE, "source", None)
     ex = spec.execution
@@ -424,7 +436,6 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
         cache.close()
         raise
     reporter.step_end(SOURCE, f"{prompts.n_train} prompts in {prompts.n_shards} shard(s)")
-    ctx = RunContext(plan, out, cache, ledger, reporter, prompts)
     store = ShardStore(out / "cache" / "shards")
     graph = plan.graph
     hashes = {SOURCE: _h("source", spec.source.model_dump(mode="json"), prompts.dir.name, ex.shard_size)}
@@ -434,21 +445,37 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
     nodes = [n for n in graph.order if n != SOURCE]
     for nid in nodes:
         reporter.step_start(nid, graph.nodes[nid].step.kind, 0)
-    writer = OutputWriter(out, nodes)
-    executor = LocalExecutor(plan, ctx, prompts, store, writer, retry_errors=retry_errors)
-    executor.hashes = hashes
+    from distillflow.engine.batch.lane import BatchLanes, new_since, run_pass
+
+    batch = BatchLanes([spec.teacher(n) for n in sorted(plan.teachers_used())], out, retry_errors=retry_errors)
+    earlier: list = []  # ledgers of earlier passes (batch teachers: one pass per round of provider batches)
     try:
-        asyncio.run(executor.run())
-    except KeyboardInterrupt:
-        ctx.stop_event.set()
-        raise
+        while True:
+            ledger = Ledger(spec.budget.max_cost_usd)
+            ctx = RunContext(plan, out, cache, ledger, reporter, prompts, batch_lanes=batch or None)
+            writer = OutputWriter(out, nodes)
+            executor = LocalExecutor(plan, ctx, prompts, store, writer, retry_errors=retry_errors and not earlier)
+            executor.hashes = hashes
+            try:
+                next_pass = run_pass(executor, batch, wait, reporter, ctx.stop_event)
+            except KeyboardInterrupt:
+                ctx.stop_event.set()
+                raise
+            finally:
+                writer.close()
+            if not next_pass:
+                break
+            earlier.append(ledger)
+        pending = bool(batch.live())
+        batches = batch.manifest() if batch else None
     finally:
-        writer.close()
         cache.close()
+        batch.close()
+    new_since(ledger, earlier)  # answers received in earlier passes count as new, not cached
     for nid in nodes:
         c = executor.counts[nid]
         reporter.step_end(nid, f"{c['out']} kept, {c['rejected']} rejected")
-    status = "budget_exhausted" if ledger.budget_hit else "complete"
+    status = "batches_pending" if pending else "budget_exhausted" if ledger.budget_hit else "complete"
     counts = {SOURCE: {"in": prompts.n_raw, "out": prompts.n_train, "rejected": prompts.n_dropped,
                        "heldout": len(prompts.heldout_positions)}}
     counts.update(executor.counts)
@@ -482,10 +509,17 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
     replicas = replica_manifest(ctx._clients)
     if replicas:
         manifest["replicas"] = replicas
+    if batches is not None:
+        manifest["batches"] = batches
     manifest["seconds"] = round(time.time() - started, 3)
+    if pending:  # --no-wait: nothing final is written; the manifest says what waits where
+        from distillflow.engine.batch.lane import pending_result
+
+        prompts.close()
+        return pending_result(out, manifest)
     writer.finish(plan, prompts, manifest)
     prompts.close()
-    return RunResult(out, manifest)
+    return RunResult(out, manifest, notes=list(manifest.get("batches", {}).get("notes", [])))
 
 
 def _default_out(spec, base_dir: Path) -> Path:

@@ -338,7 +338,7 @@ async def _collect(teacher, backend, store: BatchStore, row: dict, status: str, 
         if ln.outcome == SUCCEEDED and ln.result is not None:
             ln.result.latency_s = now - created
             priced.append((ln.result, cost_of(teacher, ln.result.input_tokens, ln.result.output_tokens, batch=True)))
-    store.collect(sub, status, [(ln.key, ln.outcome, ln.error) for ln in lines], priced)
+    store.collect(sub, status, [(ln.key, ln.outcome, ln.error, ln.retryable) for ln in lines], priced)
     if row["batch_id"] not in out.batch_ids:
         out.batch_ids.append(row["batch_id"])
     costs = {r.key: c for r, c in priced}

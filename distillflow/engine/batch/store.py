@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS lines (
     custom_id TEXT NOT NULL,
     outcome TEXT,                    -- NULL until the batch is collected
     error TEXT,
+    retryable INTEGER,               -- 1: the error may pass on resubmission (5xx, rate limit, expiry)
     PRIMARY KEY (submission, key)
 );
 CREATE INDEX IF NOT EXISTS lines_key ON lines (key);
@@ -80,6 +81,9 @@ class BatchStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(lines)")}
+        if "retryable" not in cols:  # a store written before line retryability was recorded
+            self._db.execute("ALTER TABLE lines ADD COLUMN retryable INTEGER")
 
     # -- submissions ----------------------------------------------------------------------
     def add_pending(self, submission: str, teacher: str, provider: str, endpoint: str,
@@ -109,12 +113,13 @@ class BatchStore:
                    (provider_status, completed, failed, time.time(), submission))
 
     def collect(self, submission: str, provider_status: str,
-                outcomes: list[tuple[str, str, str | None]],
+                outcomes: list[tuple],
                 results: list[tuple[ChatResult, float]]) -> None:
-        """Store a finished batch in one transaction: each line's (key, outcome, error) and the
-        successful results with their cost; the batch becomes ``collected``."""
+        """Store a finished batch in one transaction: each line's (key, outcome, error[, retryable])
+        and the successful results with their cost; the batch becomes ``collected``."""
         counts = {"succeeded": 0, "errored": 0, "expired": 0, "cancelled": 0}
-        for _, outcome, _ in outcomes:
+        outcomes = [(o[0], o[1], o[2], None if len(o) < 4 else int(bool(o[3]))) for o in outcomes]
+        for _, outcome, _, _ in outcomes:
             if outcome in counts:
                 counts[outcome] += 1
         cost = sum(c for _, c in results)
@@ -122,8 +127,8 @@ class BatchStore:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.executemany("UPDATE lines SET outcome=?, error=? WHERE submission=? AND key=?",
-                                     [(o, e, submission, k) for k, o, e in outcomes])
+                self._db.executemany("UPDATE lines SET outcome=?, error=?, retryable=? WHERE submission=? AND key=?",
+                                     [(o, e, r, submission, k) for k, o, e, r in outcomes])
                 self._db.executemany(
                     "INSERT OR IGNORE INTO results (key, submission, value, cost_usd) VALUES (?,?,?,?)",
                     [(r.key, submission, json.dumps([r.text, r.input_tokens, r.output_tokens, r.token_logprobs,
@@ -166,6 +171,30 @@ class BatchStore:
         with self._lock:
             return dict(self._db.execute("SELECT key, outcome FROM lines WHERE submission=?",
                                          (submission,)).fetchall())
+
+    def line_history(self, keys: list[str]) -> dict[str, dict]:
+        """For keys submitted at least once: ``attempts`` (submissions the provider got) and the
+        latest one's ``outcome`` (None while live), ``error``, ``retryable`` and ``created_at``."""
+        out: dict[str, dict] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, outcome, error, retryable, created in self._db.execute(
+                    "SELECT l.key, l.outcome, l.error, l.retryable, b.created_at FROM lines l"
+                    " JOIN batches b ON b.submission=l.submission"
+                    f" WHERE b.state != 'abandoned' AND l.key IN ({marks}) ORDER BY b.created_at", chunk
+                ):
+                    h = out.setdefault(key, {"attempts": 0})
+                    h.update(attempts=h["attempts"] + 1, outcome=outcome, error=error,
+                             retryable=bool(retryable), created_at=created)
+        return out
+
+    def live_teachers(self) -> set[str]:
+        """Teachers with batches the provider may still be answering."""
+        with self._lock:
+            return {t for (t,) in self._db.execute(
+                "SELECT DISTINCT teacher FROM batches WHERE state IN ('pending','submitted')")}
 
     def outstanding_usd(self) -> float:
         """Estimated cost of every live batch (all teachers): held against the budget."""
