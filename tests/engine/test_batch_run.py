@@ -201,16 +201,25 @@ def test_kill_9_after_submission_then_resume_without_resubmitting(server, tmp_pa
 
 
 def test_budget_cap_holds_before_submission_in_a_run(server, tmp_path):
-    # one generate request is estimated at (chars//4+8)*1 + 1000*4 USD per 1M at batch prices (~0.00401)
-    p = tmp_path / "p.yaml"
-    p.write_text(pipeline(server, prompts=[f"b {i}" for i in range(6)],
-                          steps="  - kind: generate\n    teachers: [gen]\n    params: {max_tokens: 1000}\n",
-                          extra="budget: {max_cost_usd: 0.0125}"))
-    res = df.run(df.load(p), out=tmp_path / "run", progress=False)
-    assert server.stats["lines_submitted"]["openai"] == 3  # 3 estimates fit under the cap, 4 would not
-    assert res.manifest["status"] == "budget_exhausted" and res.manifest["curated"] == 3
-    assert res.manifest["batches"]["teachers"]["gen"]["budget_blocked"] >= 3
-    assert res.manifest["cost_usd"] <= 0.0125
+    # one request is estimated at (chars//4+8)*1 + 1000*4 USD per 1M at batch prices (~0.00401): the
+    # first pass submits the 3 that fit under 0.0125; once their (small) real cost is known, the rest
+    def run_with(cap, out):
+        p = tmp_path / f"{out}.yaml"
+        text = pipeline(server, prompts=[f"b {i}" for i in range(6)], steps="  - kind: generate\n    teachers: [gen]\n",
+                        extra=f"budget: {{max_cost_usd: {cap}}}")
+        p.write_text(text.replace("model: fake-model\n", "model: fake-model\n    params: {max_tokens: 1000}\n"))
+        return df.run(df.load(p), out=tmp_path / out, progress=False)
+
+    res = run_with(0.0125, "fits")
+    assert [n for n, _ in server.stats["batch_sizes"]] == [3, 3]
+    assert res.manifest["status"] == "complete" and res.manifest["curated"] == 6
+    assert res.manifest["batches"]["teachers"]["gen"]["budget_blocked"] == 3
+    assert res.manifest["cost_usd"] <= 0.0125 and max(server.stats["submissions"].values()) == 1
+    # a cap below one request's estimate: nothing is submitted at all
+    res = run_with(0.003, "tight")
+    assert [n for n, _ in server.stats["batch_sizes"]] == [3, 3]
+    assert res.manifest["status"] == "budget_exhausted" and res.manifest["curated"] == 0
+    assert res.manifest["batches"]["teachers"]["gen"]["budget_blocked"] == 6
 
 
 def test_distilabel_task_with_a_batch_teacher(server, tmp_path):
