@@ -358,6 +358,7 @@ def make_app(openai_max_requests: int = 50_000, openai_max_bytes: int = 200 * 10
         return web.json_response({**{k: (dict(v) if isinstance(v, Counter) else v) for k, v in stats.items()
                                      if k != "submissions"},
                                   "max_submissions_per_line": max(stats["submissions"].values(), default=0),
+                                  "distinct_lines": len(stats["submissions"]),
                                   "cpu_s": time.process_time()})
 
     async def control(request: web.Request) -> web.Response:
