@@ -236,3 +236,17 @@ def test_distilabel_task_with_a_batch_teacher(server, tmp_path):
     assert sorted(r["second_opinion"] for r in res.curated) == ["Answer: alpha", "Answer: beta", "Answer: gamma"]
     assert server.stats["batches_created"]["openai"] == 1 and server.stats["lines_submitted"]["openai"] == 3
     assert res.manifest["batches"]["passes"] == 2
+
+
+def test_readme_example_runs_and_prints_what_it_says():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("A runnable example: a batch teacher and a batch judge")
+    code = text[start:].split("```python\n", 1)[1].split("```", 1)[0]
+    expected = text[start:].split("It prints", 1)[1].split("```\n", 1)[1].split("```", 1)[0].splitlines()
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == expected == [
+        "batches_pending -> complete 2 curated",
+        "claude 3 answers through 1 batch(es), $0.001170",
+        "gpt 3 answers through 1 batch(es), $0.000117",
+    ]
