@@ -250,3 +250,24 @@ def test_readme_example_runs_and_prints_what_it_says():
         "claude 3 answers through 1 batch(es), $0.001170",
         "gpt 3 answers through 1 batch(es), $0.000117",
     ]
+
+
+def test_expired_batch_is_reported_and_its_records_quarantined(server, tmp_path):
+    p = tmp_path / "p.yaml"
+    text = pipeline(server, prompts=["x one", "x two", "x three"], steps="  - kind: generate\n    teachers: [gen]\n")
+    p.write_text(text.replace("batch: {poll_initial_s: 0.02,", "batch: {max_resubmits: 0, poll_initial_s: 0.02,", 1))
+    out = tmp_path / "run"
+    server.set(hold=True)
+    first = df.run(df.load(p), out=out, progress=False, wait=False)
+    assert first.manifest["status"] == "batches_pending"
+    server.set(expire_held=True)  # the 24 h window passes with nothing processed
+    r = runner.invoke(app, ["run", str(p), "--out", str(out), "--no-progress"], terminal_width=300)
+    assert r.exit_code == 0, r.output
+    with BatchStore(store_path(out)) as store:
+        (row,) = store.summary()
+    assert f"batch {row['batch_id']} (expired): 0 of 3 answers recovered, 3 expired" in r.output
+    assert "done 0 curated, 3 rejected" in r.output
+    rejected = [json.loads(x) for x in (out / "data" / "rejected.jsonl").read_text().splitlines()]
+    assert sorted(x["prompt"] for x in rejected) == ["x one", "x three", "x two"]
+    assert all(x["rejected_by"] == "generate" and "batch line expired" in json.dumps(x) for x in rejected)
+    assert server.stats["lines_submitted"]["openai"] == 3  # max_resubmits: 0 — not sent again
