@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,7 +52,7 @@ _CFG = web.AppKey("cfg", dict)
 
 def _new_stats() -> dict:
     return {"requests": 0, "completions": 0, "in_flight": 0, "max_in_flight": 0,
-            "busy_s": 0.0, "first_start": None, "last_end": None, "attempts": {}, "service_s": 0.0,
+            "busy_s": 0.0, "first_start": None, "last_end": None, "attempts": {}, "service_s": 0.0, "repeats": 0,
             "faults": {}, "sent": {}}
 
 
@@ -77,15 +78,18 @@ class SharedGauge:
 def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3),
              logprobs: bool = True, model: str = "fake-teacher",
              gauge: SharedGauge | None = None, fault_rate: float = 0.0,
-             fault_seed: int = 0, hang_s: float = 3.0, retry_after: str = "0.1") -> web.Application:
+             fault_seed: int = 0, hang_s: float = 3.0, retry_after: str = "0.1",
+             grade: bool = False) -> web.Application:
     """Build the endpoint. ``app[_STATS]`` holds the counters also served at ``GET /stats``;
-    ``gauge`` (optional) also counts this endpoint's requests in flight."""
+    ``gauge`` (optional) also counts this endpoint's requests in flight; with ``grade`` a judge
+    prompt gets a parseable ``Score: N`` (N from a hash of the prompt)."""
     app = web.Application()
     app[_STATS] = _new_stats()
     app[_CFG] = {"latency": latency, "logprobs": logprobs, "model": model}
     lo, hi = latency
     gate = asyncio.Semaphore(max_concurrency)  # created lazily-bound; aiohttp runs one loop
     stats = app[_STATS]
+    seen: set = set()  # contents answered (200) at least once
     uniform, perf = random.uniform, time.perf_counter
     rng = random.Random(fault_seed)
 
@@ -116,7 +120,11 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
                 if hi > 0:
                     await asyncio.sleep(uniform(lo, hi))
                 stats["service_s"] += perf() - s0
-            text = "Answer: " + content[:160]
+            if grade and content.startswith("Grade the assistant response below"):
+                # a judge prompt (steps/judge.py): a parseable verdict, the same for the same prompt
+                text = f"Rationale: graded by the fake endpoint.\nScore: {1 + zlib.crc32(content.encode()) % 5}"
+            else:
+                text = "Answer: " + content[:160]
             if fault_rate:  # a tag per answer: an answer asked twice differs, so a copy is detectable
                 text += f" #{rng.getrandbits(48):012x}"
                 stats["sent"].setdefault(content, []).append(text)
@@ -138,6 +146,10 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
                                 for i, w in enumerate(words)]
                 }
             stats["completions"] += 1
+            if content in seen:  # the same prompt answered again: paid twice
+                stats["repeats"] += 1
+            else:
+                seen.add(content)
             return web.Response(body=json.dumps(reply).encode(), content_type="application/json")
         finally:
             end = perf()
@@ -312,7 +324,7 @@ class EndpointThread:
 @contextmanager
 def endpoint_process(latency: tuple[float, float] = (0.2, 0.3), max_concurrency: int = 64,
                      logprobs: bool = True, fault_rate: float = 0.0, fault_seed: int = 0,
-                     hang_s: float = 3.0):
+                     hang_s: float = 3.0, grade: bool = False):
     """Start the endpoint in a separate process (so its CPU is not the client's) and yield
     its base URL; the process is terminated on exit."""
     root = Path(__file__).resolve().parent.parent
@@ -323,6 +335,8 @@ def endpoint_process(latency: tuple[float, float] = (0.2, 0.3), max_concurrency:
         cmd.append("--no-logprobs")
     if fault_rate:
         cmd += ["--fault-rate", str(fault_rate), "--fault-seed", str(fault_seed), "--hang-s", str(hang_s)]
+    if grade:
+        cmd.append("--grade")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(root))
     try:
         line = proc.stdout.readline().strip()
@@ -369,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-concurrency", type=int, default=64)
     ap.add_argument("--no-logprobs", action="store_true")
     ap.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    ap.add_argument("--grade", action="store_true", help="answer judge prompts with a parseable Score: N")
     ap.add_argument("--fault-rate", type=float, default=0.0, help="share of attempts that fail (fault mode)")
     ap.add_argument("--fault-seed", type=int, default=0)
     ap.add_argument("--hang-s", type=float, default=3.0, help="how long a 'hang' fault sleeps")
@@ -379,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     async def serve() -> None:
         sock = _free_socket(args.port)
         app = make_app(args.max_concurrency, latency, not args.no_logprobs, fault_rate=args.fault_rate,
-                       fault_seed=args.fault_seed, hang_s=args.hang_s)
+                       fault_seed=args.fault_seed, hang_s=args.hang_s, grade=args.grade)
         await _start(app, sock)
         print(f"LISTENING http://127.0.0.1:{sock.getsockname()[1]}/v1", flush=True)
         await asyncio.Event().wait()

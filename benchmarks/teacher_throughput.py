@@ -47,9 +47,8 @@ def make_prompts(n: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------
-# (a) distillflow. TODO(engine): switch this to the full pipeline (distillflow.run) once the
-# engine exists; until then it calls the request layer exactly as engine/ledger.py does:
-# keys -> cache lookup -> client.run over the misses -> cache.put per answer.
+# (a) distillflow: the full pipeline through `distillflow.run` (in a child process), and the
+# whole CLI command timed from process start to outputs written.
 # ------------------------------------------------------------------------------------------
 def run_distillflow(base_url: str, prompts: list[str], workdir: Path) -> int:
     """Generate one answer per prompt through a full distillflow pipeline (`distillflow.run`).
@@ -178,6 +177,27 @@ def _measure(kind: str, base_url: str, n: int) -> tuple[float, dict]:
                                "server_max_in_flight": stats["max_in_flight"]}
 
 
+def run_cli(base_url: str, n: int) -> float:
+    """Seconds for `python -m distillflow run` from process start to exit (outputs written)."""
+    with tempfile.TemporaryDirectory(prefix="df-cli-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in make_prompts(n)))
+        (tmp / "p.yaml").write_text(json.dumps({
+            "name": "bench", "source": {"kind": "jsonl", "path": "prompts.jsonl"},
+            "teachers": [{"name": "teacher", "provider": "openai", "base_url": base_url, "model": MODEL,
+                          "params": PARAMS, "concurrency": CONCURRENCY}],
+            "steps": [{"kind": "generate"}]}))  # JSON is YAML
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "distillflow", "run", "p.yaml", "--out", "run", "--no-progress"],
+                              cwd=tmp, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr[-3000:])
+            raise RuntimeError("distillflow run failed")
+    return wall
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="teacher request throughput benchmark")
     ap.add_argument("--n", type=int, default=5000, help="prompts per client (default 5000)")
@@ -201,6 +221,10 @@ def main(argv: list[str] | None = None) -> None:
               f"generate step {df['gen_s']:.2f}s; whole pipeline incl. outputs {df['wall_s']:.2f}s "
               f"= {args.n / df['wall_s']:.1f} records/s; server saw {df['server_requests']} requests, "
               f"max {df['server_max_in_flight']} in flight", flush=True)
+        reset_stats(url)
+        cli_s = run_cli(url, args.n)
+        print(f"distillflow CLI n={args.n}: {args.n / cli_s:7.1f} req/s ({args.n / cli_s / capacity:.0%} of capacity) "
+              f"from process start to outputs written ({cli_s:.2f}s)", flush=True)
         bare_rps, bare = _measure("bare", url, args.n)
         print(f"bare aiohttp n={args.n}: {bare_rps:7.1f} req/s ({bare_rps / capacity:.0%} of capacity) "
               f"reference: the transport alone under this machine's current load", flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 class NullReporter:
     def step_start(self, step_id: str, kind: str, total: int | None) -> None: ...
     def add_total(self, step_id: str, n: int) -> None: ...
+    def shards(self, step_id: str, done: int, total: int) -> None: ...
     def advance(self, step_id: str, n: int, cost_usd: float = 0.0, cached: bool = False) -> None: ...
     def step_end(self, step_id: str, summary: str) -> None: ...
     def message(self, text: str) -> None: ...
@@ -62,6 +63,11 @@ class RichReporter(NullReporter):
             task = self.progress.tasks[tid]
             self.progress.update(tid, total=(task.total or 0) + n)
 
+    def shards(self, step_id, done, total):
+        tid = self.tasks.get(step_id)
+        if tid is not None:
+            self.progress.update(tid, note=f"shard {done}/{total}")
+
     def advance(self, step_id, n, cost_usd=0.0, cached=False):
         tid = self.tasks.get(step_id)
         if tid is None:
@@ -70,7 +76,7 @@ class RichReporter(NullReporter):
         rate = ""
         if task is not None and task.speed:
             rate = f"{task.speed:.1f}/s"
-        self.progress.update(tid, advance=n, cost=cost_usd, rate=rate, note="(cached)" if cached else "")
+        self.progress.update(tid, advance=n, cost=cost_usd, rate=rate)
 
     def step_end(self, step_id, summary):
         tid = self.tasks.get(step_id)

@@ -267,13 +267,15 @@ class LocalExecutor:
         self.calls_teachers = calls
         self.hashes: dict[str, str] = {}
         self.counts = {n: {"kind": graph.nodes[n].step.kind, "in": 0, "out": 0, "rejected": 0} for n in self.nodes}
-        self.busy = {n: 0.0 for n in self.nodes}
+        self.span: dict[str, list[float]] = {}  # step id -> [first start, last end] (perf_counter)
+        self.t0 = time.perf_counter()
         self.quarantined = 0
         self.states: dict = {}
         self.prepare_locks: dict = {}
         self.sync_locks: dict = {}
         self.turns: dict = {}
         self.clean = {n: True for n in self.nodes}
+        self.done = {n: 0 for n in self.nodes}  # shards through each step
         self.write_turn = None
 
     async def _state(self, nid: str):
@@ -326,12 +328,15 @@ class LocalExecutor:
                 meta = {"usage": shard.usage.get(nid, {}), "units": shard.units.get(nid, len(inp)),
                         "quarantined": quarantined, "in": len(inp)}
                 await asyncio.to_thread(store.put, nid, h, k, kept, rej, meta)
-        self.busy[nid] += time.perf_counter() - t0
+        span = self.span.setdefault(nid, [t0, t0])
+        span[1] = time.perf_counter()
         c = self.counts[nid]
         c["in"] += len(inp)
         c["out"] += len(kept)
         c["rejected"] += len(rej)
         self.quarantined += count_quarantined(rej)
+        self.done[nid] += 1
+        ctx.reporter.shards(nid, self.done[nid], self.prompts.n_shards)
         return kept, rej, complete
 
     async def _shard(self, k: int, sem: asyncio.Semaphore):
@@ -427,14 +432,16 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
     reporter = reporter or NullReporter()
     started = time.time()
     cache = RequestCache(out / "cache" / "requests.sqlite")  # first: it keeps a reserve for a full disk
-    reporter.step_start(SOURCE, "source", None)
+    reporter.step_start(SOURCE, "source", 0)
     ex = spec.execution
     try:
         prompts = PromptStore.prepare(spec.source, plan.base_dir, out / "cache" / "source", ex.shard_size,
-                                      on_row=lambda n: reporter.advance(SOURCE, 10_000))
+                                      on_row=None)
     except BaseException:
         cache.close()
         raise
+    reporter.add_total(SOURCE, prompts.n_train)
+    reporter.advance(SOURCE, prompts.n_train)
     reporter.step_end(SOURCE, f"{prompts.n_train} prompts in {prompts.n_shards} shard(s)")
     store = ShardStore(out / "cache" / "shards")
     graph = plan.graph
@@ -495,7 +502,10 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
         "budget": {"max_cost_usd": spec.budget.max_cost_usd, "exhausted": ledger.budget_hit},
         "execution": {"backend": ex.backend, "shard_size": ex.shard_size, "shards": prompts.n_shards,
                       "shards_in_flight": ex.shards_in_flight},
-        "timings": {n: round(t, 3) for n, t in executor.busy.items()},
+        # a step's wall time: from its first shard's start to its last shard's end (steps overlap)
+        "timings": {n: round(b - a, 3) for n, (a, b) in executor.span.items()},
+        # [first start, last end] of each step in seconds since the run started: steps overlap
+        "step_spans": {n: [round(a - executor.t0, 3), round(b - executor.t0, 3)] for n, (a, b) in executor.span.items()},
         "sink": graph.sink,
     }
     for nid in nodes:  # what steps record about themselves (e.g. decontamination sets)

@@ -1,0 +1,110 @@
+"""Peak memory against the number of prompts: generate -> judge -> filter -> exact dedup.
+
+The pipeline runs through ``distillflow run`` (a subprocess per size, so each peak RSS is its own)
+against a zero-latency local endpoint (``benchmarks/fake_endpoint.py``, its own process, grading
+judge prompts with a parseable score). The engine streams shards through the steps, so peak
+memory should depend on ``execution.shard_size`` x ``shards_in_flight``, not on the prompts:
+the target is ``rss_large_mb <= 1.3 x rss_small_mb``.
+
+    python -m benchmarks.memory_scaling                         # 20,000 and 200,000 prompts
+    python -m benchmarks.memory_scaling --small 2000 --large 20000
+    python -m benchmarks.memory_scaling --only 1000000          # one size (the README's 1M run)
+
+Last line: ``rss_small_mb=A rss_large_mb=B records_per_s=C`` (records/s: prompts of the large run
+per second of its whole CLI process, start to outputs written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.fake_endpoint import endpoint_process  # noqa: E402
+
+
+def write_prompts(path: Path, n: int) -> None:
+    with path.open("w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"prompt": f"Question {i}: why does topic {i % 997} matter to a student of "
+                                           f"distributed systems? Give one example ({i})."}) + "\n")
+
+
+PIPELINE = """name: memory
+source: {{kind: jsonl, path: prompts.jsonl}}
+teachers:
+  - {{name: teacher, provider: openai, base_url: "{url}", model: fake-teacher, concurrency: 64,
+     params: {{max_tokens: 64, temperature: 0.7}}}}
+steps:
+  - kind: generate
+  - {{kind: judge, teacher: teacher}}
+  - {{kind: filter, where: "judge_score >= 2"}}
+  - {{kind: dedup}}
+execution: {{shard_size: {shard_size}, shards_in_flight: {in_flight}}}
+"""
+
+
+def measure(url: str, n: int, shard_size: int, in_flight: int) -> dict:
+    """One `distillflow run` of n prompts in a fresh directory: peak RSS (MiB), wall seconds, counts."""
+    with tempfile.TemporaryDirectory(prefix="df-mem-") as tmp:
+        tmp = Path(tmp)
+        write_prompts(tmp / "prompts.jsonl", n)
+        (tmp / "p.yaml").write_text(PIPELINE.format(url=url, shard_size=shard_size, in_flight=in_flight))
+        # GNU time is not everywhere: a tiny wrapper reads the child's peak RSS from getrusage
+        wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+                   "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+        cmd = [sys.executable, "-c", wrapper, sys.executable, "-m", "distillflow", "run", str(tmp / "p.yaml"),
+               "--out", str(tmp / "run"), "--no-progress"]
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=str(tmp), env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr[-4000:])
+            raise RuntimeError(f"distillflow run failed with exit code {proc.returncode}")
+        rss_kib = int(next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("MAXRSS")))
+        manifest = json.loads((tmp / "run" / "manifest.json").read_text())
+    return {"n": n, "rss_mb": rss_kib / 1024, "wall_s": wall, "curated": manifest["curated"],
+            "rejected": manifest["rejected"], "timings": manifest["timings"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", type=int, default=20_000)
+    ap.add_argument("--large", type=int, default=200_000)
+    ap.add_argument("--only", type=int, help="measure one size only")
+    ap.add_argument("--shard-size", type=int, default=1000)
+    ap.add_argument("--in-flight", type=int, default=4)
+    args = ap.parse_args(argv)
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; shard_size {args.shard_size}, "
+          f"{args.in_flight} shards in flight", flush=True)
+    with endpoint_process(latency=(0.0, 0.0), max_concurrency=64, grade=True) as url:
+        sizes = [args.only] if args.only else [args.small, args.large]
+        got = []
+        for n in sizes:
+            r = measure(url, n, args.shard_size, args.in_flight)
+            got.append(r)
+            print(f"n={n}: peak RSS {r['rss_mb']:.0f} MiB, {r['wall_s']:.1f} s for the whole CLI run "
+                  f"({n / r['wall_s']:.0f} records/s), {r['curated']} curated, {r['rejected']} rejected; "
+                  f"step spans {r['timings']}", flush=True)
+    if args.only:
+        r = got[0]
+        print(f"rss_mb={r['rss_mb']:.0f} wall_s={r['wall_s']:.1f} records_per_s={r['n'] / r['wall_s']:.0f}")
+        return
+    small, large = got
+    print(f"ratio large/small RSS = {large['rss_mb'] / small['rss_mb']:.2f} (target <= 1.3)")
+    print(f"rss_small_mb={small['rss_mb']:.0f} rss_large_mb={large['rss_mb']:.0f} "
+          f"records_per_s={large['n'] / large['wall_s']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
