@@ -51,8 +51,9 @@ class BatchLane:
         self.pool: dict = {}  # key -> ChatRequest, waiting for submission
         self.resubmit: set[str] = set()
         self.too_large: dict[str, str] = {}  # key -> error: lines no batch may hold
-        self.stats = {"from_batches": 0, "submitted": 0, "resubmitted": 0, "waiting": 0, "failed": 0,
-                      "budget_blocked": 0}
+        self.stats = {"from_batches": 0, "submitted": 0, "resubmitted": 0, "waiting": 0}
+        self.failed: set[str] = set()  # keys that failed for good (asked again in later passes: counted once)
+        self.held_back: set[str] = set()  # keys held back at some submission by the budget
         self._flush_lock = asyncio.Lock()
         self.flush_at = 0
 
@@ -107,7 +108,7 @@ class BatchLane:
                 failures[k] = self._failure(unique[k], f"batch line {h['outcome']}: {h['error']}")
         for _ in failures:
             run.ledger.fail(label)
-        self.stats["failed"] += len(failures)
+        self.failed.update(failures)
         if results or failures:
             run.reporter.advance(step_id, len(results) + len(failures), run.ledger.spent)
         if len(self.pool) >= self._flush_at():
@@ -129,7 +130,8 @@ class BatchLane:
             endpoint = f"{getattr(backend, 'model', self.teacher.model)}@{self.teacher.base_url or self.teacher.provider}"
             out = BatchOutcome()
             try:
-                new = await _submit(self.teacher, backend, self.store, endpoint, reqs, self.run.ledger, out)
+                new = await _submit(self.teacher, backend, self.store, endpoint, reqs,
+                                    _Budget(self.run.ledger, self.store), out)
             finally:
                 await backend.aclose()
             for keys in new.values():
@@ -137,12 +139,36 @@ class BatchLane:
                 self.stats["resubmitted"] += n_re
                 self.stats["submitted"] += len(keys) - n_re
                 self.stats["waiting"] += len(keys)
-            self.stats["budget_blocked"] += len(out.budget_blocked)
+            self.held_back.update(out.budget_blocked)
             for k, fail in out.failures.items():  # too large for any batch of this provider
                 self.too_large[k] = fail.error or "request larger than one batch may be"
 
     async def close(self) -> None:
         """End of a pass (also after an error): nothing is submitted here; see ``flush``."""
+
+
+class _Budget:
+    """The budget a submission is held against: what the run has spent so far is at least what the
+    ledger counted in this pass and at least what the collected batches cost (a pass re-counts
+    cached answers only as its shards ask again, so early in a pass the ledger alone is low)."""
+
+    def __init__(self, ledger, store: BatchStore):
+        self.ledger, self.store = ledger, store
+        self.max_cost_usd = ledger.max_cost_usd
+
+    @property
+    def spent(self) -> float:
+        if self.max_cost_usd is None:
+            return self.ledger.spent
+        return max(self.ledger.spent, sum(t["cost_usd"] for t in self.store.totals().values()))
+
+    @property
+    def budget_hit(self) -> bool:
+        return self.ledger.budget_hit
+
+    @budget_hit.setter
+    def budget_hit(self, value: bool) -> None:
+        self.ledger.budget_hit = value
 
 
 class BatchLanes:
@@ -198,7 +224,8 @@ class BatchLanes:
         teachers = {}
         for name in sorted(self.teachers):
             mine = [r for r in rows if r["teacher"] == name]
-            s = self.lanes[name].stats if name in self.lanes else {}
+            lane = self.lanes.get(name)
+            s = lane.stats if lane else {}
             teachers[name] = {
                 "answers": totals.get(name, {}).get("answers", 0),
                 "cost_usd": totals.get(name, {}).get("cost_usd", 0.0),
@@ -207,8 +234,8 @@ class BatchLanes:
                 "lines_waiting": sum(r["n_requests"] for r in mine if r["state"] in ("pending", "submitted")),
                 "submitted_this_run": s.get("submitted", 0),
                 "resubmitted_this_run": s.get("resubmitted", 0),
-                "failed": s.get("failed", 0),
-                "budget_blocked": s.get("budget_blocked", 0),
+                "failed": len(lane.failed) if lane else 0,
+                "budget_blocked": len(lane.held_back) if lane else 0,
             }
         return {"teachers": teachers, "passes": self.passes, "notes": list(self.notes)}
 
