@@ -458,6 +458,8 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
     earlier: list = []  # ledgers of earlier passes (batch teachers: one pass per round of provider batches)
     try:
         while True:
+            for nid in nodes if earlier else ():  # a new pass: the step bars count it afresh
+                getattr(reporter, "restart", lambda _: None)(nid)
             ledger = Ledger(spec.budget.max_cost_usd)
             ctx = RunContext(plan, out, cache, ledger, reporter, prompts, batch_lanes=batch or None)
             writer = OutputWriter(out, nodes)
