@@ -271,3 +271,25 @@ def test_expired_batch_is_reported_and_its_records_quarantined(server, tmp_path)
     assert sorted(x["prompt"] for x in rejected) == ["x one", "x three", "x two"]
     assert all(x["rejected_by"] == "generate" and "batch line expired" in json.dumps(x) for x in rejected)
     assert server.stats["lines_submitted"]["openai"] == 3  # max_resubmits: 0 — not sent again
+
+
+def test_store_line_history_and_an_older_store_gains_the_retryable_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)  # the lines table as stores written before retryability was recorded
+    db.executescript("CREATE TABLE lines (submission TEXT NOT NULL, key TEXT NOT NULL, custom_id TEXT NOT NULL,"
+                     " outcome TEXT, error TEXT, PRIMARY KEY (submission, key));")
+    db.close()
+    with BatchStore(path) as store:
+        store.add_pending("s1", "t", "openai", "m@x", {"a": "a", "b": "b"}, 10, 0.0)
+        store.set_submitted("s1", "batch_1")
+        assert store.line_history(["a", "zz"]) == {"a": {"attempts": 1, "outcome": None, "error": None,
+                                                         "retryable": False, "created_at": pytest.approx(time.time(), abs=60)}}
+        store.collect("s1", "completed", [("a", "errored", "HTTP 500: boom", True), ("b", "errored", "HTTP 400: no")], [])
+        store.add_pending("s2", "t", "openai", "m@x", {"a": "a"}, 5, 0.0)
+        store.set_abandoned("s2")  # never reached the provider: not an attempt
+        h = store.line_history(["a", "b"])
+        assert (h["a"]["attempts"], h["a"]["outcome"], h["a"]["error"], h["a"]["retryable"]) == (1, "errored", "HTTP 500: boom", True)
+        assert (h["b"]["retryable"], h["b"]["error"]) == (False, "HTTP 400: no")
+        assert store.live_teachers() == set()
