@@ -21,11 +21,21 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    if not Path(path).exists():
+def read_jsonl(path: Path, tolerant: bool = False) -> list[dict]:
+    """Rows of a JSONL file ([] when absent). ``tolerant`` skips unparseable lines (a torn last
+    line after a crash must not stop a report)."""
+    if not Path(path).is_file():
         return []
+    out = []
     with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        for line in fh:
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    if not tolerant:
+                        raise
+    return out
 
 
 def _flat(rows: list[dict]) -> list[dict]:

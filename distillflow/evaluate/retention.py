@@ -46,10 +46,9 @@ def _read_manifest(run_dir: Path) -> dict:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    from distillflow.engine.outputs import read_jsonl
+
+    return read_jsonl(path)
 
 
 def _load(run_dir: Path, config: Path | None):

@@ -40,17 +40,9 @@ class RunData:
 
 
 def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue  # a torn last line after a crash must not stop a report
-    return out
+    from distillflow.engine.outputs import read_jsonl
+
+    return read_jsonl(path, tolerant=True)  # a torn last line after a crash must not stop a report
 
 
 def _json(path: Path) -> dict | None:
