@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,6 +155,12 @@ def test_batch_teacher_and_batch_judge_no_wait_then_collect(server, tmp_path):
     card = (out / "README.md").read_text()
     assert "## Answers through provider batch APIs" in card
     assert f"| gen | 6 | 2 | {totals['gen']['cost_usd']:.4f} |" in card
+    rep = runner.invoke(app, ["report", str(out), "-o", str(tmp_path / "report.html")])
+    assert rep.exit_code == 0, rep.output
+    html = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", (tmp_path / "report.html").read_text()))
+    assert "Answers through provider batch APIs" in html
+    assert f" gen 6 2 ${totals['gen']['cost_usd']:.4f} " in html
+    assert f" grader 6 2 ${totals['grader']['cost_usd']:.4f} " in html
 
     # a rerun: everything cached, nothing goes to the provider
     before = json.dumps(server.stats["submissions"], sort_keys=True)
