@@ -44,21 +44,22 @@ def compile(pipeline, objects: dict | None = None):  # noqa: A001 - the public v
 
 
 def run(pipeline, out=None, progress: bool = True, fresh: bool = False, objects: dict | None = None,
-        retry_errors: bool = False, backend: str | None = None, address: str | None = None):
+        retry_errors: bool = False, backend: str | None = None, address: str | None = None, wait: bool = True):
     """Run a pipeline (a Plan, YAML path, PipelineSpec or flow.Pipeline) into `out`; resumes from caches.
 
     ``backend`` ("local" or "ray") and ``address`` (a Ray cluster) override the pipeline's ``execution``.
-    """
+    ``wait=False``: ``mode: batch`` teachers submit their provider batches and the call returns
+    (``result.manifest["status"] == "batches_pending"``); calling it again collects them."""
     from distillflow.engine.progress import NullReporter, RichReporter
     from distillflow.engine.runner import run_plan
 
     plan = with_execution(compile(pipeline, objects=objects), backend, address)
     reporter = RichReporter() if progress else NullReporter()
     try:
-        result = run_plan(plan, out_dir=out, reporter=reporter, fresh=fresh, retry_errors=retry_errors)
+        result = run_plan(plan, out_dir=out, reporter=reporter, fresh=fresh, retry_errors=retry_errors, wait=wait)
     finally:
         reporter.close()
-    if plan.spec.review is not None:
+    if plan.spec.review is not None and result.manifest.get("status") != "batches_pending":
         from distillflow.review.push import auto_push
 
         note = auto_push(result.out_dir)  # never raises: a failed push does not undo a finished run

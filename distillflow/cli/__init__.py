@@ -65,6 +65,8 @@ def run(
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Ask the records quarantined after teacher errors again"),
     backend: Optional[str] = typer.Option(None, "--backend", help="Executor: local or ray (default: the pipeline's execution.backend)"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (implies --backend ray)"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="mode: batch teachers: wait for the provider batches "
+                              "(up to 24 h), or submit them and exit 0; running again collects them"),
 ):
     """Run a pipeline; re-running the same command resumes from the cache."""
     from distillflow.api import load
@@ -78,12 +80,17 @@ def run(
     out_dir = out or _default_out(spec, plan.base_dir)
     try:
         result = run_api(plan, out=out_dir, progress=progress, fresh=fresh, retry_errors=retry_errors,
-                         backend=backend, address=address)
+                         backend=backend, address=address, wait=wait)
     except OSError as e:
         if not is_write_error(e, out_dir):
             raise
         raise disk_error(e, out_dir) from None
     m = result.manifest
+    if m["status"] == "batches_pending":
+        console.print(f"[bold yellow]submitted[/] — provider batches pending — {result.out_dir}", highlight=False)
+        for note in result.notes:
+            console.print(note, highlight=False)
+        return
     console.print(
         f"[bold green]done[/] {m['curated']} curated, {m['rejected']} rejected, {m['heldout']} held out "
         f"— est. cost ${m['cost_usd']:.4f} — {result.out_dir}",
@@ -140,6 +147,7 @@ for _mod, _name, _kind in (
     ("distillflow.cli.train", "train", "command"),
     ("distillflow.cli.evaluate", "eval", "command"),
     ("distillflow.cli.report", "report", "command"),
+    ("distillflow.cli.status", "status", "command"),
 ):
     try:
         _m = importlib.import_module(_mod)

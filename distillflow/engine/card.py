@@ -47,6 +47,7 @@ def render_dataset_card(spec, manifest: dict, curated: list[dict]) -> str:
     forbidden = [t.name for t in spec.teachers if not t.terms.allows_training]
     if forbidden:
         lines += ["", f"> **Warning:** the declared terms of {', '.join(forbidden)} do not allow training models on their outputs."]
+    lines += _batch_lines(manifest.get("batches"))
     lines += ["", "## Steps", "", "| step | kind | settings | in | kept | rejected |", "| --- | --- | --- | --- | --- | --- |"]
     counts = manifest.get("counts", {})
     src = counts.get("source", {})
@@ -74,3 +75,16 @@ def render_dataset_card(spec, manifest: dict, curated: list[dict]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _batch_lines(batches: dict | None) -> list[str]:
+    """Which answers came through provider batch APIs (``mode: batch`` teachers), at batch prices."""
+    if not batches or not batches.get("teachers"):
+        return []
+    lines = ["", "## Answers through provider batch APIs", "",
+             "These teachers answered through their provider's batch API (about half the online price, "
+             "up to 24 h); the answers are cached by request and none was paid twice.", "",
+             "| teacher | answers through batches | batches | cost at batch prices (USD) |", "| --- | --- | --- | --- |"]
+    for name, t in sorted(batches["teachers"].items()):
+        lines.append(f"| {name} | {t.get('answers', 0)} | {t.get('batches', 0)} | {t.get('cost_usd', 0):.4f} |")
+    return lines

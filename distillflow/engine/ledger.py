@@ -76,15 +76,16 @@ class Ledger:
         }
 
 
-def cost_of(teacher, input_tokens: int, output_tokens: int) -> float:
-    p = teacher.price
-    return (input_tokens * p.input_per_1m + output_tokens * p.output_per_1m) / 1e6
+def cost_of(teacher, input_tokens: int, output_tokens: int, batch: bool = False) -> float:
+    """USD of one answer; ``batch=True`` uses the teacher's batch-API prices."""
+    inp, out = teacher.price.rates(batch)
+    return (input_tokens * inp + output_tokens * out) / 1e6
 
 
-def estimate_cost(teacher, messages: list[dict], max_tokens: int | None) -> float:
+def estimate_cost(teacher, messages: list[dict], max_tokens: int | None, batch: bool = False) -> float:
     """Upper-bound cost of one request before sending it (chars/4 prompt tokens + max_tokens)."""
     chars = sum(len(m.get("content") or "") for m in messages)
-    return cost_of(teacher, chars // 4 + 8, max_tokens or 512)
+    return cost_of(teacher, chars // 4 + 8, max_tokens or 512, batch)
 
 
 def is_outage(result) -> bool:

@@ -13,7 +13,9 @@ class NullReporter:
     def shards(self, step_id: str, done: int, total: int) -> None: ...
     def advance(self, step_id: str, n: int, cost_usd: float = 0.0, cached: bool = False) -> None: ...
     def step_end(self, step_id: str, summary: str) -> None: ...
+    def restart(self, step_id: str) -> None: ...  # a new pass over the shards (mode: batch teachers)
     def message(self, text: str) -> None: ...
+    def batches(self, teacher: str, rows: list[dict], waited_s: float) -> None: ...
     def close(self) -> None: ...
 
 
@@ -82,6 +84,23 @@ class RichReporter(NullReporter):
         if tid is not None:
             t = self.progress.tasks[tid]
             self.progress.update(tid, completed=t.total or t.completed, note=summary)
+
+    def restart(self, step_id):
+        tid = self.tasks.get(step_id)
+        if tid is not None:
+            self.progress.reset(tid, total=0, completed=0)  # (fields given here would replace them all)
+
+    def batches(self, teacher, rows, waited_s):
+        """One bar per provider batch: lines completed+failed of total, its status and failures."""
+        for r in rows:
+            name = f"batch:{r['submission']}"
+            done = r["completed"] + r["failed"]
+            note = f"{r['provider_status'] or r['state']}, {r['failed']} failed, waiting {waited_s:.0f}s"
+            if name not in self.tasks:
+                label = f"{teacher} {(r['batch_id'] or 'creating')[-8:]}"
+                self.tasks[name] = self.progress.add_task(label, total=r["n_requests"], rate="", cost=0.0, note="")
+            self.progress.update(self.tasks[name], completed=done, note=note,
+                                 cost=r["cost_usd"] if r["state"] == "collected" else r["est_cost_usd"])
 
     def message(self, text):
         self.progress.console.print(text)

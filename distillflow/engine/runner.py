@@ -66,13 +66,13 @@ class SpecAccess:
         return make_request(teacher, messages, params, index, meta or {})
 
     def cost(self, teacher, input_tokens: int, output_tokens: int) -> float:
-        return cost_of(teacher, input_tokens, output_tokens)
+        return cost_of(teacher, input_tokens, output_tokens, _batch(teacher))  # batch teachers: batch prices
 
 
 class RunContext(SpecAccess):
     """What steps may ask of a run (the engine's side of ``steps.base.StepContext``)."""
 
-    def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, reporter, prompts=None):
+    def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, reporter, prompts=None, batch_lanes=None):
         self.plan = plan
         self.spec = plan.spec
         self.base_dir = plan.base_dir
@@ -86,6 +86,7 @@ class RunContext(SpecAccess):
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lanes: dict = {}
         self._clients: dict = {}
+        self.batch_lanes = batch_lanes  # engine/batch/lane.py: lanes of mode: batch teachers, kept across passes
 
     @property
     def cache_path(self) -> Path:
@@ -106,6 +107,8 @@ class RunContext(SpecAccess):
         return self._clients[teacher.name]
 
     def _lane(self, teacher):
+        if self.batch_lanes and _batch(teacher):
+            return self.batch_lanes.lane(teacher, self)
         lane = self._lanes.get(teacher.name)
         if lane is None:
             from distillflow.engine.lanes import Lane
@@ -125,7 +128,7 @@ class RunContext(SpecAccess):
             shard.units[step_id] = shard.units.get(step_id, 0) + len(requests)
         hits = await asyncio.to_thread(self.cache.get_many, [r.key for r in requests]) if requests else {}
         for res in hits.values():
-            ledger.add(name, res.input_tokens, res.output_tokens, cost_of(teacher, res.input_tokens, res.output_tokens), True)
+            ledger.add(name, res.input_tokens, res.output_tokens, self.cost(teacher, res.input_tokens, res.output_tokens), True)
         self.reporter.advance(step_id, sum(1 for r in requests if r.key in hits), ledger.spent)
         misses = [r for r in requests if r.key not in hits]
         results, failures = dict(hits), {}
@@ -143,7 +146,7 @@ class RunContext(SpecAccess):
                     u["requests"] += 1
                     u["input_tokens"] += res.input_tokens
                     u["output_tokens"] += res.output_tokens
-                    u["cost_usd"] += cost_of(teacher, res.input_tokens, res.output_tokens)
+                    u["cost_usd"] += self.cost(teacher, res.input_tokens, res.output_tokens)
         # A request that failed for good is the step's to quarantine; a sustained outage opens the
         # teacher's circuit breaker, whose TeacherOutageError reached us through the lane.
         return results, failures
@@ -187,6 +190,11 @@ class RunResult:
     def __repr__(self) -> str:
         m = self.manifest
         return f"RunResult({str(self.out_dir)!r}, curated={m.get('curated')}, rejected={m.get('rejected')}, status={m.get('status')!r})"
+
+
+def _batch(teacher) -> bool:
+    """A ``mode: batch`` teacher: answers through provider batches, at batch prices."""
+    return getattr(teacher, "mode", "online") == "batch"
 
 
 def _h(*parts) -> str:
@@ -384,6 +392,8 @@ class LocalExecutor:
                         sem.release()
                         break
                     tg.create_task(self._shard(k, sem))
+            if self.ctx.batch_lanes:  # every shard has asked: submit what the batch lanes pooled
+                await self.ctx.batch_lanes.flush()
         except BaseExceptionGroup as eg:  # one shard's failure stops the run: re-raise it plainly
             first = eg.exceptions[0]
             while isinstance(first, BaseExceptionGroup):
@@ -393,11 +403,14 @@ class LocalExecutor:
             await self.ctx.close()
 
 
-def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_errors: bool = False) -> RunResult:
+def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_errors: bool = False,
+             wait: bool = True) -> RunResult:
     """Run ``plan`` into ``out_dir``, resuming from its caches. See the module docstring.
 
     The run directory is locked while the run uses it (engine/lock.py): a second run on it fails
     naming the holder. ``retry_errors`` recomputes the shards whose records were quarantined.
+    ``wait=False``: a run with ``mode: batch`` teachers submits its provider batches and returns
+    (status ``batches_pending``, nothing final written); running it again collects them.
     """
     from distillflow.engine.lock import RunLock
 
@@ -411,10 +424,10 @@ def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_error
         import_ray()
     out = Path(out_dir) if out_dir else _default_out(spec, plan.base_dir)
     with RunLock(out):
-        return _run_locked(plan, out, reporter, fresh, retry_errors)
+        return _run_locked(plan, out, reporter, fresh, retry_errors, wait)
 
 
-def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> RunResult:
+def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait: bool = True) -> RunResult:
     import shutil
 
     from distillflow.engine.cache import RequestCache
@@ -429,7 +442,6 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
     (out / "cache").mkdir(exist_ok=True)
     reporter = reporter or NullReporter()
     started = time.time()
-    ledger = Ledger(spec.budget.max_cost_usd)
     cache = RequestCache(out / "cache" / "requests.sqlite")  # first: it keeps a reserve for a full disk
     reporter.step_start(SOURCE, "source", 0)
     ex = spec.execution
@@ -442,7 +454,6 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
     reporter.add_total(SOURCE, prompts.n_train)
     reporter.advance(SOURCE, prompts.n_train)
     reporter.step_end(SOURCE, f"{prompts.n_train} prompts in {prompts.n_shards} shard(s)")
-    ctx = RunContext(plan, out, cache, ledger, reporter, prompts)
     store = ShardStore(out / "cache" / "shards")
     graph = plan.graph
     hashes = {SOURCE: _h("source", spec.source.model_dump(mode="json"), prompts.dir.name, ex.shard_size)}
@@ -452,25 +463,48 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
     nodes = [n for n in graph.order if n != SOURCE]
     for nid in nodes:
         reporter.step_start(nid, graph.nodes[nid].step.kind, 0)
-    writer = OutputWriter(out, nodes)
+    from distillflow.engine.batch.lane import BatchLanes, new_since, run_pass
+
     if ex.backend == "ray":  # shards as Ray tasks, teachers owned by one actor (engine/ray_executor.py)
         from distillflow.engine.ray_executor import RayExecutor as executor_class
     else:
         executor_class = LocalExecutor
-    executor = executor_class(plan, ctx, prompts, store, writer, retry_errors=retry_errors)
-    executor.hashes = hashes
-    try:
-        run_coroutine_sync(executor.run)  # asyncio.run, or a worker thread inside a notebook's loop
-    except KeyboardInterrupt:
-        ctx.stop_event.set()
-        raise
-    finally:
-        writer.close()
+    batch = BatchLanes([spec.teacher(n) for n in sorted(plan.teachers_used())], out, retry_errors=retry_errors)
+    if batch and ex.backend == "ray":
+        batch.close()
         cache.close()
+        raise ConfigurationError("teachers with `mode: batch` run on the local backend only: set "
+                                 "`execution.backend: local` (provider batches need no cluster: the provider does the work)")
+    earlier: list = []  # ledgers of earlier passes (batch teachers: one pass per round of provider batches)
+    try:
+        while True:
+            for nid in nodes if earlier else ():  # a new pass: the step bars count it afresh
+                getattr(reporter, "restart", lambda _: None)(nid)
+            ledger = Ledger(spec.budget.max_cost_usd)
+            ctx = RunContext(plan, out, cache, ledger, reporter, prompts, batch_lanes=batch or None)
+            writer = OutputWriter(out, nodes)
+            executor = executor_class(plan, ctx, prompts, store, writer, retry_errors=retry_errors and not earlier)
+            executor.hashes = hashes
+            try:
+                next_pass = run_pass(executor, batch, wait, reporter, ctx.stop_event)
+            except KeyboardInterrupt:
+                ctx.stop_event.set()
+                raise
+            finally:
+                writer.close()
+            if not next_pass:
+                break
+            earlier.append(ledger)
+        pending = bool(batch.live())
+        batches = batch.manifest() if batch else None
+    finally:
+        cache.close()
+        batch.close()
+    new_since(ledger, earlier)  # answers received in earlier passes count as new, not cached
     for nid in nodes:
         c = executor.counts[nid]
         reporter.step_end(nid, f"{c['out']} kept, {c['rejected']} rejected")
-    status = "budget_exhausted" if ledger.budget_hit else "complete"
+    status = "batches_pending" if pending else "budget_exhausted" if ledger.budget_hit else "complete"
     counts = {SOURCE: {"in": prompts.n_raw, "out": prompts.n_train, "rejected": prompts.n_dropped,
                        "heldout": len(prompts.heldout_positions)}}
     counts.update(executor.counts)
@@ -507,10 +541,17 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool) -> R
     replicas = replica_manifest(ctx._clients) or getattr(executor, "replicas", {})  # (Ray: from its teacher hub)
     if replicas:
         manifest["replicas"] = replicas
+    if batches is not None:
+        manifest["batches"] = batches
     manifest["seconds"] = round(time.time() - started, 3)
+    if pending:  # --no-wait: nothing final is written; the manifest says what waits where
+        from distillflow.engine.batch.lane import pending_result
+
+        prompts.close()
+        return pending_result(out, manifest)
     writer.finish(plan, prompts, manifest)
     prompts.close()
-    return RunResult(out, manifest)
+    return RunResult(out, manifest, notes=list(manifest.get("batches", {}).get("notes", [])))
 
 
 def _default_out(spec, base_dir: Path) -> Path:

@@ -185,6 +185,12 @@ def _teachers(data: RunData) -> str:
         parts.append(_table(["teacher", "requests", "cached", "new", "failed", "input tokens", "output tokens",
                              "est. cost"], rows))
         parts.append(_img(plots.usage_chart(usage), "tokens and cost per teacher"))
+        batches = (data.manifest.get("batches") or {}).get("teachers") or {}
+        if batches:  # mode: batch teachers: which answers came through provider batches, at what cost
+            parts.append("<h3>Answers through provider batch APIs</h3>")
+            parts.append(_table(["teacher", "answers through batches", "batches", "cost at batch prices"],
+                                [[escape(n), _fmt_int(t.get("answers")), _fmt_int(t.get("batches")),
+                                  _fmt_cost(t.get("cost_usd"))] for n, t in sorted(batches.items())]))
     else:
         parts.append(_missing("No token or cost records in manifest.json."))
 

@@ -93,6 +93,38 @@ class PriceSpec(Spec):
 
     input_per_1m: float = Field(0.0, ge=0)
     output_per_1m: float = Field(0.0, ge=0)
+    batch_input_per_1m: float | None = Field(
+        None, ge=0, description="Batch-API price per 1M input tokens (default: half of input_per_1m)."
+    )
+    batch_output_per_1m: float | None = Field(
+        None, ge=0, description="Batch-API price per 1M output tokens (default: half of output_per_1m)."
+    )
+
+    def rates(self, batch: bool = False) -> tuple[float, float]:
+        """(input, output) USD per 1M tokens; batch prices default to half the online ones."""
+        if not batch:
+            return self.input_per_1m, self.output_per_1m
+        inp = self.input_per_1m / 2 if self.batch_input_per_1m is None else self.batch_input_per_1m
+        out = self.output_per_1m / 2 if self.batch_output_per_1m is None else self.batch_output_per_1m
+        return inp, out
+
+
+# "openai" also covers any OpenAI-compatible server implementing /v1/files + /v1/batches (base_url).
+BATCH_PROVIDERS = ("openai", "anthropic")
+
+
+class BatchSpec(Spec):
+    """How a `mode: batch` teacher submits and polls provider batches."""
+
+    poll_initial_s: float = Field(5.0, gt=0, description="First wait between status polls; doubles up to poll_max_s.")
+    poll_max_s: float = Field(300.0, gt=0, description="Longest wait between status polls.")
+    max_requests: int | None = Field(
+        None, ge=1, description="Requests per batch (default and ceiling: the provider's documented limit)."
+    )
+    max_bytes: int | None = Field(
+        None, ge=1024, description="Bytes per batch file (default and ceiling: the provider's documented limit)."
+    )
+    max_resubmits: int = Field(2, ge=0, description="Times an errored or expired line is resubmitted in one run.")
 
 
 class OutageSpec(Spec):
@@ -149,6 +181,10 @@ class TeacherSpec(Spec):
     max_retries: int = Field(6, ge=0)
     outage: OutageSpec = Field(default_factory=OutageSpec, description="When the teacher counts as down.")
     price: PriceSpec = Field(default_factory=PriceSpec)
+    mode: Literal["online", "batch"] = Field(
+        "online", description="online: one request per answer; batch: the provider's batch API (about half price, up to 24 h)."
+    )
+    batch: BatchSpec = Field(default_factory=BatchSpec, description="Batch submission settings (mode: batch).")
     terms: TermsSpec = Field(default_factory=TermsSpec)
     device: str | None = Field(None, description="Device for local providers ('cpu', 'cuda').")
 
@@ -193,6 +229,15 @@ class TeacherSpec(Spec):
             raise ValueError(
                 f"provider '{self.provider}' takes one base_url, not a list: replicas are supported for "
                 f"OpenAI-compatible providers ({', '.join(OPENAI_COMPATIBLE)})"
+            )
+        if self.mode == "batch" and self.provider not in BATCH_PROVIDERS:
+            raise ValueError(
+                f"mode: batch needs a provider with a batch API ({', '.join(BATCH_PROVIDERS)}); "
+                f"'{self.provider}' has none — use mode: online"
+            )
+        if self.mode == "batch" and isinstance(self.base_url, list):
+            raise ValueError(
+                "mode: batch takes one base_url, not a list: a provider batch is submitted to one endpoint"
             )
         return self
 

@@ -72,6 +72,7 @@ def render() -> str:
         (M.GenerationParams, "teachers[].params, steps[].params (generate)"),
         (M.OutageSpec, "teachers[].outage"),
         (M.PriceSpec, "teachers[].price"),
+        (M.BatchSpec, "teachers[].batch"),
         (M.TermsSpec, "teachers[].terms"),
     ]
     for model, key in sections:
