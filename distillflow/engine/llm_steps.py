@@ -88,7 +88,7 @@ def _answer_row(row, teacher, params, g, res) -> dict:
     prov["tokens"] = {"input": res.input_tokens, "output": res.output_tokens}
     prov["cost_usd"] = round(cost, 8)
     prov.setdefault("filters_passed", [])
-    return {
+    out = {
         **row,
         "id": record_id(row["prompt_id"], teacher.name, g, text),
         "response": text,
@@ -102,6 +102,9 @@ def _answer_row(row, teacher, params, g, res) -> dict:
         "finish_reason": res.finish_reason,
         "provenance": prov,
     }
+    if params.get("top_logprobs"):  # only when asked: the column is large (K pairs per token)
+        out["teacher_top_logprobs"] = res.top_logprobs
+    return out
 
 
 def run_judge(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -110,6 +113,7 @@ def run_judge(ctx, step, rows: list[dict]) -> tuple[list[dict], list[dict]]:
     teacher = ctx.spec.teacher(step.teacher)
     params = effective_params(teacher)
     params.pop("logprobs", None)
+    params.pop("top_logprobs", None)
     if params.get("temperature") is None:
         params["temperature"] = 0.0  # judges should be repeatable
     ctx.reporter.step_start(step.id, "judge", len(rows))
