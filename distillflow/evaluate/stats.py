@@ -1,7 +1,7 @@
 """Small-sample statistics for the demo study: mean ± sd, Student-t 95% intervals, differences between arms.
 
     s = summarize([0.62, 0.71, 0.55, 0.80, 0.66])
-    s.mean, s.sd, s.lo, s.hi                 # 0.668, 0.0937, 0.552, 0.784
+    s.mean, s.sd, s.lo, s.hi                 # 0.668, 0.0942, 0.551, 0.785
     d = difference([0.9, 0.8, 0.85], [0.7, 0.75, 0.6])   # Welch interval of mean(a) - mean(b)
 
 No SciPy: the t quantiles come from a table (two-sided 95%), interpolated in 1/df between its rows,
