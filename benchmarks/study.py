@@ -14,7 +14,8 @@ It prints base -> student (mean ± sd [95% interval]) -> teacher, retention (stu
 differences between arms with Welch 95% intervals, and writes everything to ``--out/study.json``
 (each finished run is recorded at once, so an interrupted study keeps its results).
 
-    python benchmarks/study.py --seeds 5 --steps 200          # ~35 min on 2 cores
+    python benchmarks/study.py --seeds 5 --steps 200                 # all 4,000 prompts
+    python benchmarks/study.py --seeds 5 --steps 150 --limit 1200    # what the README's table ran
     python benchmarks/study.py --seeds 2 --steps 20 --arms verified_kd   # a smoke run
 """
 
@@ -94,9 +95,11 @@ def exact_match(model_dir: Path | str, items: list[dict]) -> float:
     return sum(a.strip() == it["answer"] for a, it in zip(answers, items)) / len(items)
 
 
-def make_data(out: Path) -> dict[str, Path]:
+def make_data(out: Path, limit: int | None) -> dict[str, Path]:
     """One seeded teacher run for the verified arms, and the unfiltered run on its cached samples."""
     import sqlite3
+
+    import yaml
 
     runs = {"quickstart.yaml": out / "data_verified", "quickstart_unfiltered.yaml": out / "data_unfiltered"}
     for name, run in runs.items():
@@ -107,8 +110,14 @@ def make_data(out: Path) -> dict[str, Path]:
             (run / "cache").mkdir(parents=True, exist_ok=True)
             with sqlite3.connect(src) as a, sqlite3.connect(run / "cache" / "requests.sqlite") as b:
                 a.backup(b)
-        print(f"teacher data: distillflow run pipelines/{name}", flush=True)
-        cli(["run", str(ROOT / "pipelines" / name), "--out", str(run)], out / f"run_{run.name}.log")
+        data = absolute_pipeline(name)
+        if limit:
+            data["source"]["limit"] = limit  # the first LIMIT prompts (held-out ones drawn from them)
+        cfg = out / f"data_{name}"
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        print(f"teacher data: distillflow run pipelines/{name}" + (f" (first {limit} prompts)" if limit else ""),
+              flush=True)
+        cli(["run", str(cfg), "--out", str(run)], out / f"run_{run.name}.log")
     return runs
 
 
@@ -168,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5, help="training seeds per arm (0..N-1)")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per student (equal in every arm)")
+    p.add_argument("--limit", type=int, help="use the first N prompts only (default: all 4,000)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "study")
     p.add_argument("--json", type=Path, help="also copy study.json here (e.g. docs/study_results.json)")
@@ -175,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    runs = make_data(out)
+    runs = make_data(out, args.limit)
     items_unseen = unseen_problems(ROOT / "pipelines" / "data" / "arithmetic_prompts.jsonl")
     items_mixed = [{"question": r["prompt"], "answer": str(r["reference"])}
                    for r in map(json.loads, (runs["quickstart.yaml"] / "data" / "heldout.jsonl").open())]
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = absolute_pipeline("quickstart.yaml")["teachers"][0]["model"]
     ref = {"teacher_unseen": exact_match(teacher, items_unseen), "teacher_mixed": exact_match(teacher, items_mixed),
            "base_unseen": exact_match(student, items_unseen), "base_mixed": exact_match(student, items_mixed)}
-    results = {"seeds": args.seeds, "steps": args.steps, "reference": ref, "runs": {a: [] for a in args.arms},
+    results = {"seeds": args.seeds, "steps": args.steps, "limit": args.limit, "reference": ref, "runs": {a: [] for a in args.arms},
                "unseen_prompts": len(items_unseen), "mixed_prompts": len(items_mixed)}
     print(f"teacher {ref['teacher_unseen']:.3f} unseen / {ref['teacher_mixed']:.3f} mixed; base student "
           f"{ref['base_unseen']:.3f} / {ref['base_mixed']:.3f}", flush=True)
