@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from distillflow.evaluate.stats import difference, summarize  # noqa: E402
+from distillflow.stats import study_table  # noqa: E402
 
 ARMS = {  # arm -> (pipeline, train.mode)
     "unfiltered_sft": ("quickstart_unfiltered.yaml", "sft"),
@@ -42,7 +42,6 @@ ARMS = {  # arm -> (pipeline, train.mode)
 }
 ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1",
        "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
-DIFFS = [("verified_sft", "unfiltered_sft"), ("verified_kd", "verified_sft"), ("verified_kd", "unfiltered_sft")]
 
 
 def cli(args: list[str], log: Path) -> float:
@@ -139,40 +138,6 @@ def train_arm(out: Path, runs: dict, arm: str, seed: int, steps: int) -> dict:
             "loss_last": losses[-1] if losses else None}
 
 
-def table(results: dict) -> str:
-    """The study's Markdown table (what the README shows) from ``study.json``'s content."""
-    ref = results["reference"]
-    lines = [f"{results['seeds']} training seeds per arm, {results['steps']} steps each, same teacher samples; "
-             "greedy exact match, mean ± sd [95% interval]",
-             "",
-             "| arm | unseen problems (headline) | retention, unseen | mixed held-out prompts | retention, mixed |",
-             "| --- | --- | --- | --- | --- |",
-             f"| base student | {100 * ref['base_unseen']:.1f}% | | {100 * ref['base_mixed']:.1f}% | |"]
-    for arm in ARMS:
-        runs = results["runs"].get(arm) or []
-        if not runs:
-            continue
-        u, m = summarize([r["unseen"] for r in runs]), summarize([r["mixed"] for r in runs])
-        ru = summarize([r["unseen"] / ref["teacher_unseen"] for r in runs])
-        rm = summarize([r["mixed"] / ref["teacher_mixed"] for r in runs])
-        lines.append(f"| {arm.replace('_', ' ')} (n={u.n}) | {u.pct()} | {ru.pct()} | {m.pct()} | {rm.pct()} |")
-    lines.append(f"| teacher | {100 * ref['teacher_unseen']:.1f}% | | {100 * ref['teacher_mixed']:.1f}% | |")
-    lines += ["", "| difference (Welch 95% interval) | unseen | mixed |", "| --- | --- | --- |"]
-    for a, b in DIFFS:
-        ra, rb = results["runs"].get(a) or [], results["runs"].get(b) or []
-        if len(ra) < 2 or len(rb) < 2:
-            continue
-        du = difference([r["unseen"] for r in ra], [r["unseen"] for r in rb])
-        dm = difference([r["mixed"] for r in ra], [r["mixed"] for r in rb])
-
-        def fmt(d):
-            return (f"{100 * d.mean:+.1f} pts [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
-                    + (" (excludes 0)" if d.excludes_zero() else ""))
-
-        lines.append(f"| {a.replace('_', ' ')} − {b.replace('_', ' ')} | {fmt(du)} | {fmt(dm)} |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5, help="training seeds per arm (0..N-1)")
@@ -208,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             (out / "study.json").write_text(json.dumps(results, indent=2))
             print(f"{arm} seed {seed}: unseen {rec['unseen']:.3f}, mixed {rec['mixed']:.3f}, loss "
                   f"{rec['loss_first']} -> {rec['loss_last']} ({rec['seconds']:.0f} s)", flush=True)
-    print("\n" + table(results))
+    print("\n" + study_table(results))
     print(f"\ntotal {results['total_seconds'] / 60:.1f} min; results: {out / 'study.json'}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

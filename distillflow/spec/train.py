@@ -238,3 +238,28 @@ def kd_problems(spec) -> list[str]:
             problems.append(f"train.kd.top_k: {train.kd.top_k} exceeds the {ks[name]} log-probabilities teacher "
                             f"'{name}' is asked for — lower it or raise the teacher's top_logprobs")
     return problems
+
+
+def sampling_seeds(spec) -> str:
+    """``teacher: 0 (+ sample index)`` per generating teacher, for cards and reports (``unseeded`` when none)."""
+    parts = []
+    for step in spec.steps:
+        if getattr(step, "kind", None) != "generate":
+            continue
+        override = step.params.seed if step.params is not None else None
+        for name in step.teachers or [t.name for t in spec.teachers]:
+            teacher = next((t for t in spec.teachers if t.name == name), None)
+            seed = override if override is not None else (teacher.params.seed if teacher else None)
+            parts.append(f"{name}: {seed} (+ sample index)" if seed is not None else f"{name}: unseeded")
+    return ", ".join(dict.fromkeys(parts)) or "no generate step"
+
+
+def mode_text(spec) -> str:
+    """``sft`` or ``kd (Axolotl KD plugin: kd_alpha 0.9, ...)`` for cards and reports."""
+    train = spec.train
+    if train is None or train.mode == "sft":
+        return "sft (the teacher's answer text)"
+    k = train.kd.top_k or kd_teacher_k(spec).get(train.kd.teacher or "", None) or next(
+        (v for v in kd_teacher_k(spec).values() if v), None)
+    return (f"kd (Axolotl KD plugin: kd_alpha {train.kd.alpha:g}, kd_ce_alpha {train.kd.ce_alpha:g}, "
+            f"kd_temperature {train.kd.temperature:g}, top-{k})")

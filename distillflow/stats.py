@@ -4,6 +4,8 @@
     s.mean, s.sd, s.lo, s.hi                 # 0.668, 0.0942, 0.551, 0.785
     d = difference([0.9, 0.8, 0.85], [0.7, 0.75, 0.6])   # Welch interval of mean(a) - mean(b)
 
+Imports nothing from distillflow, so the report (HTML), the model card (train) and the study script
+all read ``study.json`` through :func:`study_table` without crossing the layer contracts.
 No SciPy: the t quantiles come from a table (two-sided 95%), interpolated in 1/df between its rows,
 which is exact at the tabulated degrees of freedom and within 0.002 elsewhere.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Interval", "difference", "summarize", "t975"]
+__all__ = ["Interval", "difference", "study_table", "summarize", "t975"]
 
 # Student t 0.975 quantiles (two-sided 95%) by degrees of freedom.
 _T975 = {
@@ -94,3 +96,39 @@ def difference(a: list[float], b: list[float]) -> Interval:
     df = (va + vb) ** 2 / ((va ** 2 / (sa.n - 1) if va else 0) + (vb ** 2 / (sb.n - 1) if vb else 0))
     half = t975(max(1.0, df)) * se
     return Interval(diff, se, diff - half, diff + half, min(sa.n, sb.n))
+
+
+#: The study's comparisons, (arm, baseline): the differences its table reports.
+STUDY_DIFFS = [("verified_sft", "unfiltered_sft"), ("verified_kd", "verified_sft"), ("verified_kd", "unfiltered_sft")]
+
+
+def study_table(results: dict) -> str:
+    """The Markdown table of a ``study.json`` (``benchmarks/study.py``): base -> arms -> teacher, greedy exact
+    match on unseen problems (the headline) and on the mixed held-out prompts, retention, differences."""
+    ref = results["reference"]
+    runs = {arm: recs for arm, recs in results["runs"].items() if recs}
+    lines = [f"{results['seeds']} training seeds per arm, {results['steps']} steps each, same teacher samples; "
+             "greedy exact match, mean ± sd [95% interval]",
+             "",
+             "| arm | unseen problems (headline) | retention, unseen | mixed held-out prompts | retention, mixed |",
+             "| --- | --- | --- | --- | --- |",
+             f"| base student | {100 * ref['base_unseen']:.1f}% | | {100 * ref['base_mixed']:.1f}% | |"]
+    for arm, recs in runs.items():
+        u, m = summarize([r["unseen"] for r in recs]), summarize([r["mixed"] for r in recs])
+        ru = summarize([r["unseen"] / ref["teacher_unseen"] for r in recs])
+        rm = summarize([r["mixed"] / ref["teacher_mixed"] for r in recs])
+        lines.append(f"| {arm.replace('_', ' ')} (n={u.n}) | {u.pct()} | {ru.pct()} | {m.pct()} | {rm.pct()} |")
+    lines.append(f"| teacher | {100 * ref['teacher_unseen']:.1f}% | | {100 * ref['teacher_mixed']:.1f}% | |")
+    diffs = [(a, b) for a, b in STUDY_DIFFS if len(runs.get(a, [])) >= 2 and len(runs.get(b, [])) >= 2]
+    if diffs:
+        lines += ["", "| difference (Welch 95% interval) | unseen | mixed |", "| --- | --- | --- |"]
+
+    def fmt(d: Interval) -> str:
+        return (f"{100 * d.mean:+.1f} pts [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
+                + (" (excludes 0)" if d.excludes_zero() else ""))
+
+    for a, b in diffs:
+        du = difference([r["unseen"] for r in runs[a]], [r["unseen"] for r in runs[b]])
+        dm = difference([r["mixed"] for r in runs[a]], [r["mixed"] for r in runs[b]])
+        lines.append(f"| {a.replace('_', ' ')} − {b.replace('_', ' ')} | {fmt(du)} | {fmt(dm)} |")
+    return "\n".join(lines)

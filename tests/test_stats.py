@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from distillflow.evaluate.stats import difference, summarize, t975
+from distillflow.stats import difference, summarize, t975
 
 
 def test_t_quantiles_match_the_table_and_interpolate_between_rows():
@@ -54,3 +54,22 @@ def test_welch_difference_known_inputs():
     assert not overlap.excludes_zero()
     same = difference([0.4, 0.4], [0.4, 0.4])
     assert (same.mean, same.lo, same.hi) == (0.0, 0.0, 0.0)
+
+
+def test_study_table_from_known_results():
+    from distillflow.stats import study_table
+
+    results = {"seeds": 3, "steps": 150, "reference": {"teacher_unseen": 0.8, "teacher_mixed": 1.0,
+                                                       "base_unseen": 0.0, "base_mixed": 0.0},
+               "runs": {"unfiltered_sft": [{"unseen": x, "mixed": x} for x in (0.4, 0.5, 0.6)],
+                        "verified_sft": [{"unseen": x, "mixed": x} for x in (0.6, 0.7, 0.8)],
+                        "verified_kd": []}}
+    text = study_table(results)
+    lines = text.splitlines()
+    assert lines[0].startswith("3 training seeds per arm, 150 steps each")
+    # mean 0.5, sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.2484; retention unseen = x / 0.8
+    assert "| unfiltered sft (n=3) | 50.0% ± 10.0 [25.2, 74.8] | 62.5% ± 12.5 [31.4, 93.6] | 50.0% ± 10.0 [25.2, 74.8] |" in text
+    assert "| teacher | 80.0% | | 100.0% | |" in text
+    assert "verified kd" not in text  # an arm without runs is left out, and so are its differences
+    # Welch: diff 0.2, se sqrt(2 * 0.01 / 3) = 0.08165, df = 4 -> t 2.776 -> half 0.2267
+    assert "| verified sft − unfiltered sft | +20.0 pts [-2.7, +42.7] | +20.0 pts [-2.7, +42.7] |" in text
