@@ -93,5 +93,5 @@ def test_seeded_runs_repeat_and_kd_trains_on_cpu(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(train / "output")
     assert model.config.num_hidden_layers == 2
     card = (train / "README.md").read_text()
-    assert "| training mode | kd (Axolotl KD plugin: kd_alpha 0.9, kd_ce_alpha 0.1, kd_temperature 1.0, top-5) |" in card
+    assert "| training mode | kd (Axolotl KD plugin: kd_alpha 0.9, kd_ce_alpha 0.1, kd_temperature 1, top-5) |" in card
     assert "| teacher sampling seeds | teacher: 0 (+ sample index) |" in card
