@@ -110,6 +110,8 @@ def make_data(out: Path, limit: int | None) -> dict[str, Path]:
             with sqlite3.connect(src) as a, sqlite3.connect(run / "cache" / "requests.sqlite") as b:
                 a.backup(b)
         data = absolute_pipeline(name)
+        # every arm reads the same samples: the KD arm needs their top-5 log-probabilities, so all ask for them
+        data["teachers"][0]["params"]["top_logprobs"] = 5
         if limit:
             data["source"]["limit"] = limit  # the first LIMIT prompts (held-out ones drawn from them)
         cfg = out / f"data_{name}"
@@ -125,6 +127,7 @@ def train_arm(out: Path, runs: dict, arm: str, seed: int, steps: int) -> dict:
 
     pipeline, mode = ARMS[arm]
     data = absolute_pipeline(pipeline)
+    data["teachers"][0]["params"]["top_logprobs"] = 5  # as in make_data (kd needs the teacher asked for them)
     data["train"].update({"mode": mode, "seed": seed, "max_steps": steps, "preprocess": False})
     run = out / f"{arm}_s{seed}"
     shutil.rmtree(run, ignore_errors=True)
