@@ -91,6 +91,8 @@ def pipeline_demo(pipeline: Path, run_dir: Path, timings: dict, verbose: bool) -
     rel = str(run_dir.relative_to(ROOT))
     logs = ROOT / "runs" / "logs" / run_dir.name
     stage("run", ["run", str(pipeline.relative_to(ROOT)), "--out", rel], logs, timings, verbose)
+    if STUDY.is_file():  # the report and the model card show the study's table from RUN_DIR/study.json
+        shutil.copy(STUDY, run_dir / "study.json")
     # --config: the pipeline's own YAML, so train.base_model resolves relative to pipelines/
     cfg = ["--config", str(pipeline.relative_to(ROOT))]
     stage("train", ["train", rel, *cfg], logs, timings, verbose)
@@ -191,6 +193,35 @@ def print_summary(main: dict, timings: dict, ablation: dict | None, ab_timings: 
         print(f"ablation report    {ablation['report']}")
 
 
+STUDY = ROOT / "docs" / "study_results.json"
+_ARM_OF = {"quickstart": "verified_sft", "ablation": "unfiltered_sft"}
+
+
+def compare_with_study(results: dict, study_path: Path = STUDY) -> list[str]:
+    """Lines saying where this run's greedy held-out score falls against the study's 95% interval per arm."""
+    if not study_path.is_file():
+        return [f"study              none recorded ({study_path.name}): run benchmarks/study.py to see the spread"]
+    sys.path.insert(0, str(ROOT))
+    from distillflow.stats import summarize
+
+    study = json.loads(study_path.read_text())
+    out = [f"study              {study['seeds']} seeds x {study['steps']} steps per arm"
+           + (f" on the first {study['limit']} prompts" if study.get("limit") else "")
+           + " (benchmarks/study.py); greedy exact match on the held-out prompts:"]
+    for key, arm in _ARM_OF.items():
+        run, recs = results.get(key), study["runs"].get(arm) or []
+        if run is None or not recs or run.get("student") is None:
+            continue
+        s = summarize([r["mixed"] for r in recs])
+        where = "inside" if s.lo <= run["student"] <= s.hi else "outside"
+        lo, hi = min(r["mixed"] for r in recs), max(r["mixed"] for r in recs)
+        out.append(f"  {arm:<16} this run {_pct(run['student'])}; study mean {_pct(s.mean)}, 95% interval of the "
+                   f"mean [{_pct(s.lo)}, {_pct(s.hi)}] ({where}), single runs ranged {_pct(lo)}-{_pct(hi)}")
+    if study.get("limit") or study["steps"] != (results.get("quickstart") or {}).get("steps"):
+        out.append("  (the study's setting differs from this run's — a rough guide to the spread, not a test)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ablation", action="store_true", help="also train a student on the unfiltered teacher samples")
@@ -223,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         ab_summary = pipeline_demo(PIPELINES / "quickstart_unfiltered.yaml", ab_dir, ab_timings, args.verbose)
     total = time.perf_counter() - started
     print_summary(summary, timings, ab_summary, ab_timings, total)
+    print("\n".join(compare_with_study({"quickstart": summary, "ablation": ab_summary})))
     if args.json:
         args.json.write_text(json.dumps({"quickstart": summary, "timings": timings, "ablation": ab_summary,
                                          "ablation_timings": ab_timings, "total_seconds": total}, indent=2))

@@ -49,7 +49,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 __all__ = ["RequestCache", "request_key"]
 
 # Stored as a JSON list: text, input_tokens, output_tokens, token_logprobs, finish_reason,
-# latency_s. `cached` and `meta` are not stored (meta belongs to the caller's rows).
+# latency_s[, top_logprobs]. `cached` and `meta` are not stored (meta belongs to the caller's rows).
+# The 7th item is only written when present, so caches written before it read back unchanged.
 _CHUNK = 500  # keys per SELECT: SQLite's default variable limit is far above it
 
 
@@ -108,8 +109,11 @@ class RequestCache:
         """Buffer a successful result (errors and already-cached results are ignored)."""
         if result.error is not None or result.cached:
             return
-        value = _dump_value([result.text, result.input_tokens, result.output_tokens,
-                             result.token_logprobs, result.finish_reason, result.latency_s])
+        stored = [result.text, result.input_tokens, result.output_tokens,
+                  result.token_logprobs, result.finish_reason, result.latency_s]
+        if result.top_logprobs is not None:
+            stored.append(result.top_logprobs)
+        value = _dump_value(stored)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"RequestCache({self.path}) is closed")
@@ -238,8 +242,9 @@ class RequestCache:
                 for key, value in self._db.execute(
                     f"SELECT key, value FROM answers WHERE key IN ({marks})", chunk
                 ):
-                    text, inp, outp, lps, finish, latency = _load_value(value)
-                    out[key] = ChatResult(key, text, inp, outp, lps, finish, None, latency, True, {})
+                    text, inp, outp, lps, finish, latency, *rest = _load_value(value)
+                    out[key] = ChatResult(key, text, inp, outp, lps, finish, None, latency, True, {},
+                                          top_logprobs=rest[0] if rest else None)
         return out
 
     def count(self) -> int:

@@ -84,6 +84,9 @@ class ChatResult:
     meta: dict = field(default_factory=dict)
     transient: bool = False  # the error was retryable and retries ran out (an outage, not a bad request)
     attempts: int = 1  # times the request was sent (1 + retries); 1 for cached answers
+    # Per answer token, the teacher's top-k alternatives as [token, logprob] pairs (params top_logprobs=K);
+    # token is "token_id:<id>" when the provider gives ids, else the token's text. None unless asked.
+    top_logprobs: list[list[list]] | None = None
 
 
 def _error_result(req: ChatRequest, message: str, elapsed: float) -> ChatResult:
@@ -189,6 +192,8 @@ class OpenAICompatibleClient:
                 if v:
                     body["logprobs"] = True
                 continue
+            if k == "top_logprobs":
+                body["logprobs"] = True  # OpenAI rejects top_logprobs without logprobs
             body[k] = v
         return _dumps(body)
 
@@ -296,7 +301,24 @@ def _parse_completion(req: ChatRequest, raw: bytes, elapsed: float) -> ChatResul
     out = usage.get("completion_tokens")
     if out is None:
         out = len(text or "") // 4
-    return ChatResult(req.key, text, int(inp), int(out), lps, finish, None, elapsed, False, req.meta)
+    return ChatResult(req.key, text, int(inp), int(out), lps, finish, None, elapsed, False, req.meta,
+                      top_logprobs=parse_top_logprobs(req, choice))
+
+
+def parse_top_logprobs(req: ChatRequest, choice: dict) -> list[list[list]] | None:
+    """The ``top_logprobs`` of every answer token as ``[[token, logprob], ...]`` (None when not asked).
+
+    vLLM with ``return_tokens_as_token_ids`` sends ``token_id:<id>`` tokens, which are kept as they are;
+    other servers send token text, mapped to ids through the student's tokenizer at export time.
+    """
+    if not req.params.get("top_logprobs"):
+        return None
+    content = (choice.get("logprobs") or {}).get("content") or []
+    out = []
+    for tok in content:
+        alts = tok.get("top_logprobs") or []
+        out.append([[str(a.get("token")), float(a["logprob"])] for a in alts if a.get("logprob") is not None])
+    return out or None
 
 
 async def alist_models(base_url: str, api_key: str | None = None, timeout_s: float = 10.0,

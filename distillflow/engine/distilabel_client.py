@@ -14,6 +14,7 @@ method does not accept are dropped, since distilabel validates its calls strictl
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +30,7 @@ from distillflow.engine.scheduler import (
     run_window,
 )
 
-__all__ = ["AsyncLLMClient", "SyncLLMClient", "classify_exception", "map_params"]
+__all__ = ["AsyncLLMClient", "SyncLLMClient", "batch_seed", "classify_exception", "local_top_logprobs", "map_params"]
 
 # Our name -> alternatives distilabel LLMs use for the same thing, in order of preference.
 _ALIASES = {
@@ -194,15 +195,27 @@ class SyncLLMClient:
             params["do_sample"] = False
         t0 = time.perf_counter()
         try:
+            seed = batch_seed(batch)
+            if seed is not None:
+                # distilabel's local LLMs take no seed: seed torch's generator for this batch instead
+                import torch
+
+                torch.manual_seed(seed)
             outputs = self.llm.generate(inputs=[[dict(m) for m in r.messages] for r in batch], **params)
+            k = batch[0].params.get("top_logprobs")
+            tops = (local_top_logprobs(self.llm, [r.messages for r in batch],
+                                       [(o.get("generations") or [None])[0] for o in outputs], int(k))
+                    if k else [None] * len(batch))
         except Exception as exc:
             elapsed = time.perf_counter() - t0
             for req in batch:
                 on_result(_error_result(req, f"{type(exc).__name__}: {exc}", elapsed))
             return
         elapsed = (time.perf_counter() - t0) / len(batch)
-        for req, output in zip(batch, outputs):
-            on_result(_result_from_output(req, output, elapsed))
+        for req, output, top in zip(batch, outputs, tops):
+            result = _result_from_output(req, output, elapsed)
+            result.top_logprobs = top
+            on_result(result)
 
     def run(self, requests: Iterable[ChatRequest], on_result: Callable[[ChatResult], None],
             should_stop: Callable[[], bool] | None = None) -> None:
@@ -218,7 +231,7 @@ class SyncLLMClient:
             pipe._batch_size = self.batch_size
         batch: list[ChatRequest] = []
         for req in _stoppable(requests, should_stop):
-            if batch and (len(batch) >= self.batch_size or req.params != batch[0].params):
+            if batch and (len(batch) >= self.batch_size or _batch_params(req) != _batch_params(batch[0])):
                 self._flush(batch, on_result)
                 batch = []
                 if should_stop is not None and should_stop():
@@ -231,6 +244,75 @@ class SyncLLMClient:
                    should_stop: Callable[[], bool] | None = None) -> None:
         """:meth:`run` in a worker thread, so an event loop stays responsive meanwhile."""
         await asyncio.to_thread(self.run, requests, on_result, should_stop)
+
+
+def _batch_params(req: ChatRequest) -> dict:
+    # Requests differing only by seed (one per sample index) share a batch, seeded by batch_seed.
+    return {k: v for k, v in req.params.items() if k != "seed"}
+
+
+def batch_seed(batch: list[ChatRequest]) -> int | None:
+    """The torch seed of one local generate() batch, or None when no request carries a seed.
+
+    Derived from every request's seed and cache key (which holds the teacher, params, messages
+    and sample index), so the same requests in the same batches sample the same answers in
+    every fresh run. A resumed run whose cache already holds part of a batch forms other
+    batches: its new answers are reproducible for that cache state, not equal to a fresh run's.
+    """
+    if all(r.params.get("seed") is None for r in batch):
+        return None
+    blob = "|".join(f"{r.params.get('seed')}:{r.key}" for r in batch)
+    return int(hashlib.sha256(blob.encode()).hexdigest()[:15], 16)
+
+
+def local_top_logprobs(llm: Any, conversations: list[list[dict]], answers: list[str | None],
+                       k: int) -> list[list[list] | None]:
+    """The teacher's top-``k`` log-probabilities at every answer token, by one forward pass.
+
+    For local transformers teachers (distilabel keeps no scores): the prompt is formatted with the
+    tokenizer's chat template (as distilabel does before generating), the answer re-tokenized and
+    the end-of-turn token appended, so the positions are those a trainer sees. Raw model
+    log-probabilities (temperature 1), tokens as ``token_id:<id>``.
+    """
+    import torch
+
+    pipe = getattr(llm, "_pipeline", None)
+    if pipe is None:
+        raise RuntimeError(f"{type(llm).__name__} exposes no local model: top_logprobs needs local transformers "
+                           "or an OpenAI-compatible endpoint")
+    model, tok = pipe.model, pipe.tokenizer
+    seqs, starts = [], []
+    for messages, answer in zip(conversations, answers):
+        if answer is None:
+            seqs.append(None)
+            starts.append(0)
+            continue
+        prompt = tok.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True, tokenize=False)
+        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        seqs.append(prompt_ids + answer_ids)
+        starts.append(len(prompt_ids))
+    live = [s for s in seqs if s is not None]
+    if not live:
+        return [None] * len(seqs)
+    width = max(len(s) for s in live)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in live])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in live])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
+                                 .logits.float(), dim=-1).cpu()
+    out: list[list[list] | None] = []
+    row = 0
+    for seq, start in zip(seqs, starts):
+        if seq is None:
+            out.append(None)
+            continue
+        # the logits at position p score the token at p + 1
+        vals, idx = logp[row, start - 1 : len(seq) - 1].topk(k, dim=-1)
+        out.append([[[f"token_id:{int(i)}", float(v)] for i, v in zip(ii, vv)] for ii, vv in zip(idx, vals)])
+        row += 1
+    return out
 
 
 def _stoppable(requests: Iterable[ChatRequest], should_stop: Callable[[], bool] | None):

@@ -262,6 +262,7 @@ def evaluate_run(
 
     tparams = effective_params(tspec)
     tparams.pop("logprobs", None)
+    tparams.pop("top_logprobs", None)  # kept for KD training data, not wanted when scoring answers
     tparams["temperature"] = 0.0  # greedy, like the students: evaluation should be repeatable
     tparams.pop("seed", None)
     max_tokens = es.max_tokens or tparams.get("max_tokens") or 256
@@ -398,6 +399,7 @@ def _judge_params(judge_teacher) -> dict:
 
     params = effective_params(judge_teacher)
     params.pop("logprobs", None)
+    params.pop("top_logprobs", None)
     if params.get("temperature") is None:
         params["temperature"] = 0.0  # as in the pipeline's judge step: repeatable
     return params

@@ -9,6 +9,8 @@ review agreement, training loss, retention. Figures are matplotlib PNGs embedded
 
 from __future__ import annotations
 
+import json
+
 import time
 from html import escape
 from pathlib import Path
@@ -276,6 +278,11 @@ def _training(data: RunData) -> str:
         if last.get("epoch") is not None:
             summary["epochs"] = f"{last['epoch']:.2f}"
         parts.append(_table(["", "value"], [[escape(k), escape(str(v))] for k, v in summary.items()]))
+    if data.spec is not None and getattr(data.spec, "train", None) is not None:
+        from distillflow.spec.train import mode_text, sampling_seeds
+
+        parts.append(f"<p>mode: <b>{escape(mode_text(data.spec))}</b>; teacher sampling seeds: "
+                     f"{escape(sampling_seeds(data.spec))}; training seed: {escape(str(data.spec.train.seed))}</p>")
     rel = data.trainer_state_path.relative_to(data.run_dir) if data.trainer_state_path else ""
     parts.append(f'<p class="note">from <code>{escape(str(rel))}</code></p>')
     return "\n".join(parts)
@@ -352,6 +359,30 @@ def _decontamination(data: RunData) -> str:
     return "\n".join(parts)
 
 
+def _study(data: RunData) -> str | None:
+    """The study table (``RUN_DIR/study.json`` from benchmarks/study.py) as HTML tables; None without one."""
+    path = Path(data.run_dir) / "study.json"
+    if not path.is_file():
+        return None
+    from distillflow.stats import study_table
+
+    try:
+        text = study_table(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError) as e:
+        return _missing(f"study.json could not be read: {e}")
+    parts, rows = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+            continue
+        if rows:
+            parts.append(_table(rows[0], [[escape(c) for c in r] for r in rows[2:]]))
+            rows = []
+        if line:
+            parts.append(f"<p>{escape(line)}</p>")
+    return "\n".join(parts)
+
+
 # ------------------------------------------------------------------ assembly
 
 def render_html(data: RunData) -> str:
@@ -368,6 +399,7 @@ def render_html(data: RunData) -> str:
         _section("review", "Review: judge and human agreement", _review(data)),
         _section("training", "Training", _training(data)),
         _section("retention", "Retention: student vs teacher", _retention(data)),
+        *([_section("study", "Study: arms over several seeds", study)] if (study := _study(data)) else []),
     ]
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     return (

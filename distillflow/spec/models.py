@@ -332,6 +332,15 @@ class PipelineSpec(Spec):
             taken.add(cand)
         return self
 
+    @model_validator(mode="after")
+    def _kd_teacher(self):
+        from distillflow.spec.train import kd_problems
+
+        problems = kd_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def teacher(self, name: str) -> TeacherSpec:
         for t in self.teachers:
             if t.name == name:

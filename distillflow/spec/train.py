@@ -21,9 +21,37 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class KDSpec(_Spec):
+    """Logprob distillation (``train.mode: kd``) with Axolotl's KD plugin: the student matches the teacher's
+    top-K token distribution (forward KL, weight ``alpha``) besides the answer text (cross-entropy, ``ce_alpha``).
+
+        train: {mode: kd, kd: {alpha: 0.9, ce_alpha: 0.1, temperature: 1.0}}
+    """
+
+    alpha: float = Field(0.9, ge=0, le=1, description="Weight of the KD loss (Axolotl kd_alpha).")
+    ce_alpha: float = Field(0.1, ge=0, le=1, description="Weight of the cross-entropy on the answer (kd_ce_alpha).")
+    temperature: float = Field(1.0, gt=0, description="Distillation temperature (kd_temperature).")
+    top_k: int | None = Field(
+        None, ge=1, le=20, description="Teacher alternatives kept per token (default: the teacher's top_logprobs)."
+    )
+    teacher: str | None = Field(
+        None, description="Teacher whose log-probabilities train the student (default: the first teacher asked "
+        "for top_logprobs). Only its answers are exported."
+    )
+    teacher_tokenizer: str | None = Field(
+        None, description="Directory or Hub id of the teacher's tokenizer, compared with the student's before "
+        "anything runs (default: the teacher's model when it is a local directory)."
+    )
+
+
 class TrainSpec(_Spec):
     """Fine-tune a student on the curated dataset with Axolotl (optionally DeepSpeed ZeRO or FSDP)."""
 
+    mode: Literal["sft", "kd"] = Field(
+        "sft", description="sft: train on the teacher's answer text; kd: also on its top-K log-probabilities "
+        "per answer token (needs a teacher with params.top_logprobs and the same tokenizer as the student)."
+    )
+    kd: KDSpec = Field(default_factory=KDSpec, description="Logprob distillation settings (train.mode: kd).")
     base_model: str = Field(description="Student base model: a local directory (relative to the pipeline YAML) or a Hub id.")
     adapter: Literal["full", "lora", "qlora"] = Field("full", description="full fine-tune, LoRA or QLoRA (4-bit base).")
     template: str | None = Field(
@@ -160,3 +188,78 @@ class EvalSpec(_Spec):
     lm_eval_tasks: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks, if installed.")
     lm_eval_limit: int | None = Field(None, ge=1, description="Examples per lm-evaluation-harness task.")
     lm_eval_include: str | None = Field(None, description="Directory of custom lm-evaluation-harness task YAMLs.")
+
+
+#: Providers whose answers can carry top-K log-probabilities (OpenAI-compatible ``top_logprobs``;
+#: local transformers computes them). Anthropic, HF endpoints and local vLLM through distilabel do not.
+TOP_LOGPROB_PROVIDERS = ("openai", "vllm_server", "tgi", "ollama", "transformers_serve", "transformers")
+
+
+def kd_teacher_k(spec) -> dict[str, int | None]:
+    """Per generating teacher, the top_logprobs its answers will carry (None: no log-probabilities)."""
+    out: dict[str, int | None] = {}
+    for step in spec.steps:
+        if getattr(step, "kind", None) != "generate":
+            continue
+        override = step.params.top_logprobs if step.params is not None else None
+        for name in step.teachers or [t.name for t in spec.teachers]:
+            teacher = next((t for t in spec.teachers if t.name == name), None)
+            if teacher is None:
+                continue
+            k = override or teacher.params.top_logprobs
+            out[name] = k if teacher.provider in TOP_LOGPROB_PROVIDERS else None
+    return out
+
+
+def kd_problems(spec) -> list[str]:
+    """Why ``train.mode: kd`` cannot work with this pipeline's teachers (empty when it can)."""
+    train = spec.train
+    if train is None or train.mode != "kd":
+        return []
+    ks = kd_teacher_k(spec)
+    if train.kd.teacher is not None:
+        if train.kd.teacher not in ks:
+            return [f"train.kd.teacher: '{train.kd.teacher}' is not a teacher of any generate step "
+                    f"(generating: {', '.join(ks) or 'none'})"]
+        names = [train.kd.teacher]
+    else:
+        names = [n for n, k in ks.items() if k] or list(ks)[:1]
+    problems = []
+    for name in names:
+        teacher = next(t for t in spec.teachers if t.name == name)
+        if teacher.provider not in TOP_LOGPROB_PROVIDERS:
+            problems.append(f"train.mode: kd needs token log-probabilities, and teacher '{name}' (provider "
+                            f"{teacher.provider}) returns none — use train.mode: sft, or a teacher served by an "
+                            "OpenAI-compatible endpoint or local transformers")
+        elif not ks.get(name):
+            problems.append(f"train.mode: kd needs token log-probabilities, and teacher '{name}' is not asked for "
+                            "any — add `top_logprobs: 5` to its params (or the generate step's params)")
+        elif train.kd.top_k and train.kd.top_k > ks[name]:
+            problems.append(f"train.kd.top_k: {train.kd.top_k} exceeds the {ks[name]} log-probabilities teacher "
+                            f"'{name}' is asked for — lower it or raise the teacher's top_logprobs")
+    return problems
+
+
+def sampling_seeds(spec) -> str:
+    """``teacher: 0 (+ sample index)`` per generating teacher, for cards and reports (``unseeded`` when none)."""
+    parts = []
+    for step in spec.steps:
+        if getattr(step, "kind", None) != "generate":
+            continue
+        override = step.params.seed if step.params is not None else None
+        for name in step.teachers or [t.name for t in spec.teachers]:
+            teacher = next((t for t in spec.teachers if t.name == name), None)
+            seed = override if override is not None else (teacher.params.seed if teacher else None)
+            parts.append(f"{name}: {seed} (+ sample index)" if seed is not None else f"{name}: unseeded")
+    return ", ".join(dict.fromkeys(parts)) or "no generate step"
+
+
+def mode_text(spec) -> str:
+    """``sft`` or ``kd (Axolotl KD plugin: kd_alpha 0.9, ...)`` for cards and reports."""
+    train = spec.train
+    if train is None or train.mode == "sft":
+        return "sft (the teacher's answer text)"
+    k = train.kd.top_k or kd_teacher_k(spec).get(train.kd.teacher or "", None) or next(
+        (v for v in kd_teacher_k(spec).values() if v), None)
+    return (f"kd (Axolotl KD plugin: kd_alpha {train.kd.alpha:g}, kd_ce_alpha {train.kd.ce_alpha:g}, "
+            f"kd_temperature {train.kd.temperature:g}, top-{k})")

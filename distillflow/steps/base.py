@@ -57,6 +57,11 @@ class GenerationParams(Spec):
     seed: int | None = None
     stop: list[str] | None = None
     logprobs: bool = Field(False, description="Ask for token log-probabilities (OpenAI-compatible endpoints).")
+    top_logprobs: int | None = Field(
+        None, ge=1, le=20, description="Keep the teacher's top-K log-probabilities per answer token (column "
+        "teacher_top_logprobs) for logprob distillation (train.mode: kd): OpenAI-compatible `top_logprobs`; "
+        "local transformers computes them.",
+    )
 
 
 def effective_params(teacher, override: GenerationParams | None = None) -> dict:

@@ -96,7 +96,7 @@ def answer_row(ctx, row, teacher, params, g, res) -> dict:
     prov["tokens"] = {"input": res.input_tokens, "output": res.output_tokens}
     prov["cost_usd"] = round(cost, 8)
     prov.setdefault("filters_passed", [])
-    return {
+    out = {
         **row,
         "id": record_id(row["prompt_id"], teacher.name, g, text),
         "response": text,
@@ -110,6 +110,9 @@ def answer_row(ctx, row, teacher, params, g, res) -> dict:
         "finish_reason": res.finish_reason,
         "provenance": prov,
     }
+    if params.get("top_logprobs"):  # only when asked: the column is large (K pairs per token)
+        out["teacher_top_logprobs"] = res.top_logprobs
+    return out
 
 
 KIND = StepKind(

@@ -429,6 +429,7 @@ async def _run(ctx, step: JudgeStep, rows: list[dict], state=None):
     teacher = ctx.teacher(step.teacher)
     params = effective_params(teacher)
     params.pop("logprobs", None)
+    params.pop("top_logprobs", None)
     if params.get("temperature") is None:
         params["temperature"] = 0.0  # judges should be repeatable
     scale = tuple(step.scale)

@@ -69,6 +69,32 @@ def known_keys() -> set[str]:
     return names
 
 
+def plugin_keys(plugins: list[str]) -> tuple[set[str], list[tuple[str, str]]]:
+    """Top-level keys the listed Axolotl plugins add to its schema (``kd_alpha`` for the KD plugin).
+
+    Registers them with Axolotl's plugin manager, as ``axolotl train`` does, so that its validator
+    merges their schemas too. Returns (keys, problems for plugins that cannot be loaded).
+    """
+    import importlib
+
+    from axolotl.integrations.base import PluginManager
+
+    keys: set[str] = set()
+    problems: list[tuple[str, str]] = []
+    manager = PluginManager.get_instance()
+    for name in plugins or []:
+        try:
+            manager.register(name)
+            plugin = manager.plugins[name]
+            args = plugin.get_input_args()
+            if args:
+                module, cls = args.rsplit(".", 1)
+                keys.update(getattr(importlib.import_module(module), cls).model_fields)
+        except Exception as e:  # an unknown plugin path or one whose import fails
+            problems.append(("plugins", f"cannot load Axolotl plugin {name}: {type(e).__name__}: {e}"))
+    return keys, problems
+
+
 def check_axolotl(cfg: dict, capabilities: dict | None = None) -> tuple[list[tuple[str, str]], list[str]]:
     """Validate ``cfg`` with ``axolotl.utils.config.validate_config``; unknown keys are errors here.
 
@@ -80,7 +106,8 @@ def check_axolotl(cfg: dict, capabilities: dict | None = None) -> tuple[list[tup
     from axolotl.utils.dict import DictDefault
 
     problems: list[tuple[str, str]] = []
-    known = known_keys()
+    extra, problems = plugin_keys(list(cfg.get("plugins") or []))
+    known = known_keys() | extra
     for key in cfg:
         if key not in known:
             match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 _FILTER_KINDS = ("filter", "length_filter", "refusal_filter", "dedup", "best_of")
 
@@ -131,7 +132,11 @@ def render_model_card(plan, outcome: Outcome) -> str:
     else:
         lines.append("None: every teacher answer was kept.")
     global_batch = plan.preflight.global_batch
+    from distillflow.spec.train import mode_text, sampling_seeds
+
     hp = [
+        ("training mode", mode_text(spec)),
+        ("teacher sampling seeds", sampling_seeds(spec)),
         ("adapter", train.adapter + (f" (r={cfg.get('lora_r')}, alpha={cfg.get('lora_alpha')})" if train.adapter != "full" else "")),
         ("sequence length", cfg.get("sequence_len")),
         ("sample packing", cfg.get("sample_packing")),
@@ -176,6 +181,12 @@ def render_model_card(plan, outcome: Outcome) -> str:
         + (f", its DeepSpeed JSON `{plan.deepspeed_path}`." if plan.deepspeed_path else "."),
         "",
     ]
+    study = Path(plan.run_dir) / "study.json"
+    if study.is_file():  # benchmarks/study.py's results, copied into the run (scripts/demo.py does)
+        from distillflow.stats import study_table
+
+        lines += ["## Study: how much one run tells", "", "From `benchmarks/study.py` (`study.json` in the run directory):",
+                  "", study_table(json.loads(study.read_text(encoding="utf-8"))), ""]
     return "\n".join(lines)
 
 

@@ -86,9 +86,11 @@ def select_rows(rows: list[dict], review_mode: str | None, stats: ExportStats) -
     return kept
 
 
-def export_dataset(spec, curated_path: Path, out_path: Path) -> ExportStats:
+def export_dataset(spec, curated_path: Path, out_path: Path, student_tokenizer=None) -> ExportStats:
     """Write the Axolotl dataset (JSONL, one ``{"id", "teacher", "messages"}`` per line) and return its stats.
 
+    With ``train.mode: kd`` (``student_tokenizer`` given) each line also carries ``logprobs`` and
+    ``target_token_ids`` (:mod:`distillflow.train.kd`), and only the KD teacher's answers are kept.
     Raises ConfigurationError when nothing is left to train on, naming why and what to do.
     """
     curated_path, out_path = Path(curated_path), Path(out_path)
@@ -100,6 +102,13 @@ def export_dataset(spec, curated_path: Path, out_path: Path) -> ExportStats:
     rows = read_jsonl(curated_path)
     review_mode = spec.review.mode if spec.review else None
     stats = ExportStats(curated=len(rows), review_mode=review_mode or "none")
+    kd = spec.train is not None and spec.train.mode == "kd"
+    if kd:
+        from distillflow.spec.train import kd_teacher_k
+        from distillflow.train.kd import kd_fields, kd_teacher
+
+        kd_name = kd_teacher(spec)
+        top_k = spec.train.kd.top_k or kd_teacher_k(spec).get(kd_name) or 5
     out = []
     for row in select_rows(rows, review_mode, stats):
         convo = to_conversation(row)
@@ -107,9 +116,26 @@ def export_dataset(spec, curated_path: Path, out_path: Path) -> ExportStats:
             stats.excluded["empty response"] += 1
             continue
         teacher = str(row.get("teacher") or "unknown")
+        record = {"id": str(row.get("id") or len(out)), "teacher": teacher, "messages": convo}
+        if kd:
+            if teacher != kd_name:
+                stats.excluded[f"answered by {teacher}, not the KD teacher {kd_name}"] += 1
+                continue
+            tops = row.get("teacher_top_logprobs")
+            fields = kd_fields(convo, tops, student_tokenizer, top_k) if tops else None
+            if fields is None:
+                stats.excluded["no teacher log-probabilities" if not tops else
+                               f"log-probabilities not alignable with the student's tokens (top-{top_k})"] += 1
+                continue
+            record.update(fields)
         stats.by_teacher[teacher] += 1
-        out.append({"id": str(row.get("id") or len(out)), "teacher": teacher, "messages": convo})
+        out.append(record)
     stats.rows = len(out)
+    if kd and not out and stats.excluded.get("no teacher log-probabilities"):
+        raise ConfigurationError(
+            f"train.mode: kd, but teacher '{kd_name}' returned no log-probabilities in {curated_path} — its provider "
+            "sent none: use train.mode: sft, or an endpoint that returns top_logprobs (vLLM, OpenAI)"
+        )
     if not out:
         why = "; ".join(f"{n} {reason}" for reason, n in stats.excluded.items()) or "the curated dataset is empty"
         fix = (

@@ -203,7 +203,17 @@ def prepare(run_dir: str | Path, *, config: str | Path | None = None, accept_ter
     dataset_path = train_dir / "dataset.jsonl"
     # A relative output_dir lives inside the run: the run directory is the unit users move and archive.
     output_dir = run_dir / train.output_dir if train.output_dir else train_dir / "output"
-    stats = export_dataset(spec, run_dir / "data" / "curated.jsonl", dataset_path)
+    student_tok = None
+    if train.mode == "kd":
+        from distillflow.train.kd import check_tokenizers, kd_teacher, teacher_tokenizer_source
+        from distillflow.train.render import resolve_local
+
+        student_src = resolve_local(train.base_model, base_dir)
+        check_tokenizers(teacher_tokenizer_source(spec, base_dir), student_src, kd_teacher(spec))
+        from transformers import AutoTokenizer
+
+        student_tok = AutoTokenizer.from_pretrained(student_src)
+    stats = export_dataset(spec, run_dir / "data" / "curated.jsonl", dataset_path, student_tok)
     rendered = render(train, dataset_path=dataset_path, train_dir=train_dir, base_dir=base_dir, output_dir=output_dir,
                       rows=stats.rows)
     base_model = rendered.config["base_model"]

@@ -170,6 +170,8 @@ def render(train, *, dataset_path: Path, train_dir: Path, base_dir: Path | None,
         # Train the end-of-turn token of each answer, or the student never learns to stop.
         "train_on_eos": "turn",
     }], "RUN_DIR/train/dataset.jsonl")
+    if train.mode == "kd":
+        apply_kd(cfg, train, put)
     put("dataset_prepared_path", str((train_dir / "prepared").resolve()), "RUN_DIR/train/prepared")
     put("output_dir", str(Path(output_dir or train_dir / "output").resolve()), "train.output_dir")
     for key in ("val_set_size", "seed", "sequence_len", "sample_packing", "micro_batch_size",
@@ -230,6 +232,24 @@ def render(train, *, dataset_path: Path, train_dir: Path, base_dir: Path | None,
         origins[k] = f"train.overrides.{k}"
     return Rendered(config=cfg, template=template, deepspeed=ds, deepspeed_name=ds_name,
                     deepspeed_source=ds_src, origins=origins)
+
+
+KD_PLUGIN = "axolotl.integrations.kd.KDPlugin"
+
+
+def apply_kd(cfg: dict, train, put) -> None:
+    """Switch a rendered SFT config to Axolotl's KD plugin (train.mode: kd): its dataset loader reads
+    ``logprobs``/``target_token_ids`` (written by :mod:`distillflow.train.kd`), its trainer mixes
+    forward KL on the teacher's top-K (``kd_alpha``) with cross-entropy on the answer (``kd_ce_alpha``)."""
+    ds = dict(cfg["datasets"][0])
+    # the v2 loader; temperature: the logprobs are the teacher's raw (T=1) distribution
+    ds.update({"type": "axolotl.integrations.kd.chat_template", "logprobs_field": "logprobs", "temperature": 1.0})
+    put("datasets", [ds], "RUN_DIR/train/dataset.jsonl (train.mode: kd)")
+    put("plugins", list(dict.fromkeys([*(cfg.get("plugins") or []), KD_PLUGIN])), "train.mode")
+    put("kd_trainer", True, "train.mode")
+    put("kd_alpha", train.kd.alpha, "train.kd.alpha")
+    put("kd_ce_alpha", train.kd.ce_alpha, "train.kd.ce_alpha")
+    put("kd_temperature", train.kd.temperature, "train.kd.temperature")
 
 
 def write_deepspeed(r: Rendered, train_dir: Path) -> Path | None:

@@ -116,3 +116,17 @@ def test_cli_writes_the_report_and_rejects_a_non_run(bare_run, tmp_path):
     assert out.is_file() and "wrote" in res.output
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "not a distillflow run directory" in res.output and "Traceback" not in res.output
+
+
+def test_report_shows_the_study_table(full_run):
+    from distillflow.report import render_report
+
+    study = {"seeds": 2, "steps": 150, "reference": {"teacher_unseen": 1.0, "teacher_mixed": 1.0,
+                                                     "base_unseen": 0.0, "base_mixed": 0.0},
+             "runs": {"verified_sft": [{"unseen": 0.3, "mixed": 0.5}, {"unseen": 0.5, "mixed": 0.5}]}}
+    (full_run / "study.json").write_text(json.dumps(study))
+    text = _text(render_report(full_run).read_text())
+    assert "Study: arms over several seeds" in text
+    assert "2 training seeds per arm, 150 steps each" in text
+    # mean 0.4, sd 0.1414, t(1) = 12.706 -> half-width 1.2706
+    assert "verified sft (n=2) 40.0% ± 14.1 [-87.1, 167.1]" in text

@@ -33,3 +33,12 @@ def test_readme_demo_table_matches_the_recorded_run():
     assert f"{q['curated']:,} verified examples" in readme
     assert f"{a['curated']:,} examples, {a['wrong_in_training_data']:,} of them wrong" in readme
     assert f"loss {q['loss_first']:.3f} → {q['loss_last']:.3f} ({q['steps']} steps" in readme
+
+
+def test_readme_study_table_is_the_recorded_study():
+    """The README's study table is `study_table(docs/study_results.json)` verbatim (benchmarks/study.py --json)."""
+    from distillflow.stats import study_table
+
+    study = json.loads((ROOT / "docs" / "study_results.json").read_text())
+    assert len(study["runs"]) == 3 and all(len(r) >= 5 for r in study["runs"].values())
+    assert study_table(study) in (ROOT / "README.md").read_text()

@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""The demo study: unfiltered SFT vs verified SFT vs verified KD, on the same teacher data, over several seeds.
+
+One seeded teacher run (``pipelines/quickstart.yaml``: two samples per prompt at T=1, top-5
+log-probabilities kept) feeds every arm; the unfiltered run reuses its request cache, so all arms see
+the *same* teacher samples. Each arm then trains the demo student through the real
+``distillflow train`` (Axolotl on CPU) for the same number of steps, once per training seed, and
+every student answers greedily:
+
+- **unseen**: 200 problems neither the teacher nor any student trained on (the headline);
+- **mixed**: the pipeline's 200 held-out prompts (most of them problems the teacher trained on).
+
+It prints base -> student (mean ± sd [95% interval]) -> teacher, retention (student ÷ teacher) and the
+differences between arms with Welch 95% intervals, and writes everything to ``--out/study.json``
+(each finished run is recorded at once, so an interrupted study keeps its results).
+
+    python benchmarks/study.py --seeds 5 --steps 200                 # all 4,000 prompts
+    python benchmarks/study.py --seeds 5 --steps 150 --limit 1200    # what the README's table ran
+    python benchmarks/study.py --seeds 2 --steps 20 --arms verified_kd   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from distillflow.stats import study_table  # noqa: E402
+
+ARMS = {  # arm -> (pipeline, train.mode)
+    "unfiltered_sft": ("quickstart_unfiltered.yaml", "sft"),
+    "verified_sft": ("quickstart.yaml", "sft"),
+    "verified_kd": ("quickstart.yaml", "kd"),
+}
+ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1",
+       "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+
+
+def cli(args: list[str], log: Path) -> float:
+    """Run the distillflow CLI (this checkout's); its output goes to ``log``; returns seconds."""
+    t0 = time.perf_counter()
+    env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
+    with log.open("w") as fh:
+        rc = subprocess.call([sys.executable, "-m", "distillflow", *args], cwd=ROOT, env=env, stdout=fh,
+                             stderr=subprocess.STDOUT)
+    if rc != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(True)[-20:])
+        raise SystemExit(f"distillflow {' '.join(args)} failed (exit {rc}):\n{tail}\nfull log: {log}")
+    return time.perf_counter() - t0
+
+
+def absolute_pipeline(name: str) -> dict:
+    """The pipeline as a dict with its relative paths made absolute (the copy lives in the study dir)."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "pipelines" / name).read_text())
+    base = ROOT / "pipelines"
+    data["source"]["path"] = str((base / data["source"]["path"]).resolve())
+    for t in data["teachers"]:
+        if (base / t["model"]).exists():
+            t["model"] = str((base / t["model"]).resolve())
+    data["train"]["base_model"] = str((base / data["train"]["base_model"]).resolve())
+    return data
+
+
+def unseen_problems(prompts_file: Path, n: int = 200) -> list[dict]:
+    """``n`` held-out problems (the teacher never trained on them) that are not among the pipeline's prompts."""
+    from distillflow.testing import demo
+
+    asked = {json.loads(line)["question"] for line in prompts_file.open()}
+    out = []
+    for a, b in demo.sample_problems(600, seed=2024, heldout=True):
+        q = demo.format_question(a, b)
+        if q not in asked:
+            out.append({"question": q, "answer": str(a + b)})
+        if len(out) == n:
+            break
+    return out
+
+
+def exact_match(model_dir: Path | str, items: list[dict]) -> float:
+    from distillflow.evaluate.answer import generate_local
+
+    answers = generate_local(model_dir, [[{"role": "user", "content": it["question"]}] for it in items],
+                             max_new_tokens=6, batch_size=100)
+    return sum(a.strip() == it["answer"] for a, it in zip(answers, items)) / len(items)
+
+
+def make_data(out: Path, limit: int | None) -> dict[str, Path]:
+    """One seeded teacher run for the verified arms, and the unfiltered run on its cached samples."""
+    import sqlite3
+
+    import yaml
+
+    runs = {"quickstart.yaml": out / "data_verified", "quickstart_unfiltered.yaml": out / "data_unfiltered"}
+    for name, run in runs.items():
+        if (run / "data" / "curated.jsonl").is_file():
+            continue
+        if name == "quickstart_unfiltered.yaml":
+            src = runs["quickstart.yaml"] / "cache" / "requests.sqlite"
+            (run / "cache").mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(src) as a, sqlite3.connect(run / "cache" / "requests.sqlite") as b:
+                a.backup(b)
+        data = absolute_pipeline(name)
+        # every arm reads the same samples: the KD arm needs their top-5 log-probabilities, so all ask for them
+        data["teachers"][0]["params"]["top_logprobs"] = 5
+        if limit:
+            data["source"]["limit"] = limit  # the first LIMIT prompts (held-out ones drawn from them)
+        cfg = out / f"data_{name}"
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        print(f"teacher data: distillflow run pipelines/{name}" + (f" (first {limit} prompts)" if limit else ""),
+              flush=True)
+        cli(["run", str(cfg), "--out", str(run)], out / f"run_{run.name}.log")
+    return runs
+
+
+def train_arm(out: Path, runs: dict, arm: str, seed: int, steps: int) -> dict:
+    import yaml
+
+    pipeline, mode = ARMS[arm]
+    data = absolute_pipeline(pipeline)
+    data["teachers"][0]["params"]["top_logprobs"] = 5  # as in make_data (kd needs the teacher asked for them)
+    data["train"].update({"mode": mode, "seed": seed, "max_steps": steps, "preprocess": False})
+    run = out / f"{arm}_s{seed}"
+    shutil.rmtree(run, ignore_errors=True)
+    (run / "data").mkdir(parents=True)
+    shutil.copy(runs[pipeline] / "data" / "curated.jsonl", run / "data" / "curated.jsonl")
+    cfg = out / f"{arm}_s{seed}.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    seconds = cli(["train", str(run), "--config", str(cfg)], out / f"train_{arm}_s{seed}.log")
+    losses = [r["loss"] for r in map(json.loads, (run / "train" / "metrics.jsonl").open()) if "loss" in r]
+    return {"run": str(run), "seconds": seconds, "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=5, help="training seeds per arm (0..N-1)")
+    p.add_argument("--steps", type=int, default=200, help="optimizer steps per student (equal in every arm)")
+    p.add_argument("--limit", type=int, help="use the first N prompts only (default: all 4,000)")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "study")
+    p.add_argument("--json", type=Path, help="also copy study.json here (e.g. docs/study_results.json)")
+    args = p.parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    runs = make_data(out, args.limit)
+    items_unseen = unseen_problems(ROOT / "pipelines" / "data" / "arithmetic_prompts.jsonl")
+    items_mixed = [{"question": r["prompt"], "answer": str(r["reference"])}
+                   for r in map(json.loads, (runs["quickstart.yaml"] / "data" / "heldout.jsonl").open())]
+    student = absolute_pipeline("quickstart.yaml")["train"]["base_model"]
+    teacher = absolute_pipeline("quickstart.yaml")["teachers"][0]["model"]
+    ref = {"teacher_unseen": exact_match(teacher, items_unseen), "teacher_mixed": exact_match(teacher, items_mixed),
+           "base_unseen": exact_match(student, items_unseen), "base_mixed": exact_match(student, items_mixed)}
+    results = {"seeds": args.seeds, "steps": args.steps, "limit": args.limit, "reference": ref, "runs": {a: [] for a in args.arms},
+               "unseen_prompts": len(items_unseen), "mixed_prompts": len(items_mixed)}
+    print(f"teacher {ref['teacher_unseen']:.3f} unseen / {ref['teacher_mixed']:.3f} mixed; base student "
+          f"{ref['base_unseen']:.3f} / {ref['base_mixed']:.3f}", flush=True)
+    for seed in range(args.seeds):  # seeds outermost: an interrupted study still compares every arm
+        for arm in args.arms:
+            rec = train_arm(out, runs, arm, seed, args.steps)
+            model = Path(rec["run"]) / "train" / "output"
+            rec.update(seed=seed, unseen=exact_match(model, items_unseen), mixed=exact_match(model, items_mixed))
+            shutil.rmtree(Path(rec["run"]) / "train" / "output", ignore_errors=True)  # ~2 MB each; scores kept
+            results["runs"][arm].append(rec)
+            results["total_seconds"] = time.perf_counter() - started
+            (out / "study.json").write_text(json.dumps(results, indent=2))
+            print(f"{arm} seed {seed}: unseen {rec['unseen']:.3f}, mixed {rec['mixed']:.3f}, loss "
+                  f"{rec['loss_first']} -> {rec['loss_last']} ({rec['seconds']:.0f} s)", flush=True)
+    print("\n" + study_table(results))
+    print(f"\ntotal {results['total_seconds'] / 60:.1f} min; results: {out / 'study.json'}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
