@@ -50,7 +50,7 @@ def test_cache_keeps_top_logprobs_and_reads_caches_written_before_them(tmp_path)
 
 
 def _local_answers(seed, temperature=2.0, top=None):
-    from distillflow.engine.llm_steps import make_request
+    from distillflow.engine.providers import make_request
     from distillflow.engine.providers import build_client, effective_params
     from distillflow.spec.models import TeacherSpec
     from distillflow.testing.demo import demo_teacher_path
