@@ -126,7 +126,7 @@ def summarize(run_dir: Path) -> dict:
             if isinstance(rec.get("loss"), (int, float)):
                 losses.append(rec["loss"])
     return {
-        "run_dir": str(run_dir),
+        "run_dir": _rel(run_dir),  # relative to the repository: no machine paths in tracked files
         "prompts": (manifest.get("counts", {}).get("source") or {}).get("out"),
         "heldout": results["heldout"],
         "eval_prompts": results["prompts"],
@@ -146,8 +146,15 @@ def summarize(run_dir: Path) -> dict:
         "sampled_student": sampled["values"].get("student") if sampled else None,
         "sampled_retention": sampled.get("retention") if sampled else None,
         "steps": _steps(run_dir),
-        "report": str(run_dir / "report.html"),
+        "report": _rel(run_dir / "report.html"),
     }
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _steps(run_dir: Path) -> int | None:
