@@ -11,7 +11,13 @@ failure (a teacher outage, a full disk), 130 interrupted (Ctrl-C), 143 terminate
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# Arrow's default allocator (mimalloc) keeps freed pages, so a run's peak memory would grow with
+# the Parquet it writes; the system allocator returns them (measured: benchmarks/memory_scaling.py).
+# Set before anything imports pyarrow; only the CLI's own process, never a user's notebook.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 from pathlib import Path
 from typing import Optional
 

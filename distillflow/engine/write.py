@@ -176,20 +176,37 @@ def parquet_dataset(path: Path, cache_dir: Path):
 
 
 def _distiset(out: Path, tmp: Path) -> None:
-    """The distilabel Distiset (`distiset/curated`, `distiset/rejected`), memory-mapped from the Parquet files."""
-    import datasets
-    from distilabel.distiset import Distiset
+    """The distilabel Distiset (`distiset/curated`, `distiset/rejected`: what `Distiset.save_to_disk`
+    writes, loadable with `Distiset.load_from_disk` / `datasets.load_from_disk`), streamed batch by
+    batch from the Parquet files: reading them through `datasets` would map every page of the data
+    into this process, so peak memory would grow with the run."""
+    import hashlib
 
-    datasets.disable_progress_bars()
-    ds = Distiset()
-    for split in ("curated", "rejected"):
-        ds[split] = parquet_dataset(out / "data" / f"{split}.parquet", tmp / "hf")
-    target = out / "distiset"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Features
+
     staging = tmp / "distiset"
-    ds.save_to_disk(str(staging), save_card=False, save_pipeline_config=False, save_pipeline_log=False)
+    for split in ("curated", "rejected"):
+        pf = pq.ParquetFile(out / "data" / f"{split}.parquet")
+        schema = pf.schema_arrow.remove_metadata()
+        d = staging / split
+        d.mkdir(parents=True)
+        digest = hashlib.sha256(schema.to_string().encode())
+        with pa.OSFile(str(d / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for batch in pf.iter_batches(batch_size=_BATCH):
+                writer.write_batch(batch)
+                digest.update(str(batch.num_rows).encode())
+        info = {"citation": "", "description": "", "features": Features.from_arrow_schema(schema).to_dict(),
+                "homepage": "", "license": ""}
+        state = {"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_fingerprint": digest.hexdigest()[:16],
+                 "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+                 "_output_all_columns": False, "_split": None}
+        (d / "dataset_info.json").write_text(json.dumps(info, indent=2))
+        (d / "state.json").write_text(json.dumps(state, indent=2))
+    target = out / "distiset"
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
-    del ds
 
 
 def push_to_hub(spec, out: Path) -> None:

@@ -31,6 +31,12 @@ def test_run_writes_dataset_with_provenance(endpoint, write_yaml, tmp_path):
     for f in ("data/curated.jsonl", "data/curated.parquet", "data/rejected.jsonl", "manifest.json", "README.md", "pipeline.yaml"):
         assert (out / f).exists(), f
     assert (out / "distiset" / "curated").exists()
+    from distilabel.distiset import Distiset
+
+    dist = Distiset.load_from_disk(str(out / "distiset"))  # distilabel's own loader reads it back
+    assert dist["curated"].num_rows == res.manifest["curated"]
+    assert dist["curated"][0]["response"] == res.curated[0]["response"]
+    assert dist["rejected"].num_rows == res.manifest["rejected"]
     m = json.loads((out / "manifest.json").read_text())
     # 4 prompts x 2 generations; the fake teacher echoes the question, so only 'Say hi' contains its reference
     assert m["counts"]["generate"] == {"kind": "generate", "in": 4, "out": 8, "rejected": 0}
