@@ -244,7 +244,7 @@ class _Steps:
         got = await asyncio.to_thread(self.store.get, nid, h, k) if complete else None
         if got is not None and self.retry_errors and got[2].get("quarantined"):
             got = None
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()  # wall clock: spans are compared across processes
         cached = got is not None
         if cached:
             kept, rej, meta = got
@@ -269,7 +269,8 @@ class _Steps:
                         "in": len(inp)}
                 await asyncio.to_thread(self.store.put, nid, h, k, kept, rej, meta)
         stats = {"in": len(inp), "out": len(kept), "rejected": len(rej), "quarantined": count_quarantined(rej),
-                 "units": units, "cached": cached, "busy": time.perf_counter() - t0}
+                 "units": units, "cached": cached, "busy": time.perf_counter() - t0,
+                 "start": wall0, "end": time.time()}
         return kept, rej, complete, stats
 
 
@@ -336,6 +337,8 @@ class RayExecutor:
         self.hashes: dict[str, str] = {}
         self.counts = {n: {"kind": graph.nodes[n].step.kind, "in": 0, "out": 0, "rejected": 0} for n in self.nodes}
         self.busy = {n: 0.0 for n in self.nodes}
+        self.span: dict[str, list[float]] = {}  # step id -> [first start, last end] (wall clock, all workers)
+        self.t0 = time.time()
         self.quarantined = 0
         self.workers: set[tuple] = set()  # (node id, pid) of the processes that ran tasks: cache/ray-workers.json
         self.hub_status: dict = {}
@@ -363,6 +366,8 @@ class RayExecutor:
         c["rejected"] += st["rejected"]
         self.quarantined += st["quarantined"]
         self.busy[nid] += st["busy"]
+        span = self.span.setdefault(nid, [st["start"], st["end"]])
+        span[0], span[1] = min(span[0], st["start"]), max(span[1], st["end"])
         rep = self.ctx.reporter
         rep.add_total(nid, st["units"])
         rep.advance(nid, st["units"], self.hub_status.get("spent", 0.0), cached=st["cached"])
