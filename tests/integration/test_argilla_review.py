@@ -136,6 +136,14 @@ def _client():
     return rg.Argilla(api_url=os.environ["ARGILLA_API_URL"], api_key=os.environ["ARGILLA_API_KEY"])
 
 
+def _workspace(name: str):
+    """The workspace `name`, created when this test runs before any push made it (tests run in any order)."""
+    import argilla as rg
+
+    client = _client()
+    return client.workspaces(name) or rg.Workspace(name=name, client=client).create()
+
+
 def _dataset(name: str):
     from distillflow.review.connect import find_dataset
 
@@ -305,7 +313,7 @@ def test_a_dataset_with_an_incompatible_schema_is_refused(argilla, run_dir, tmp_
     from distillflow.review.push import push
 
     rg.Dataset(
-        name="not-ours", workspace="distillflow", client=_client(),
+        name="not-ours", workspace=_workspace("distillflow"), client=_client(),
         settings=rg.Settings(fields=[rg.TextField("text")], questions=[rg.LabelQuestion("label", labels=["a", "b"])]),
     ).create()
     text = (run_dir / "pipeline.yaml").read_text().replace(f"  dataset: {_name(run_dir)}\n", "  dataset: not-ours\n")
@@ -366,8 +374,8 @@ def _sign_in_bob(argilla) -> dict:
     client = _client()
     if not any(u.username == "bob" for u in client.users):
         rg.User(username="bob", password="bob-password-1", role="annotator", client=client).create()
-    if not any(u.username == "bob" for u in client.workspaces("distillflow").users):
-        client.workspaces("distillflow").add_user("bob")
+    if not any(u.username == "bob" for u in _workspace("distillflow").users):
+        _workspace("distillflow").add_user("bob")
     token = httpx.post(f"{argilla.url}/api/v1/token", data={"username": "bob", "password": "bob-password-1"})
     token.raise_for_status()
     return {"Authorization": f"Bearer {token.json()['access_token']}"}
