@@ -38,18 +38,24 @@ class OutputWriter:
         self.rejected_fh = {n: (self.tmp / f"rejected-{n}.jsonl").open("w", encoding="utf-8") for n in node_ids}
         self.counts = {"curated": 0, "rejected": 0, "heldout": 0}
         self.sample: list[dict] = []  # a few curated rows, for the card
+        # each column's value types, gathered as rows arrive: the Parquet schema needs no extra pass at the end
+        self.kinds: dict[str, dict[str, set]] = {"curated": {}, **{f"rejected-{n}": {} for n in node_ids}}
 
     def add(self, curated: list[dict], rejected: dict[str, list[dict]]) -> None:
         fh = self.curated_fh
+        kinds = self.kinds["curated"]
         for r in curated:
             fh.write(_dumps(r) + "\n")
+            note_kinds(kinds, r)
         self.counts["curated"] += len(curated)
         if len(self.sample) < 3:
             self.sample += curated[: 3 - len(self.sample)]
         for nid, rows in rejected.items():
             rfh = self.rejected_fh[nid]
+            kinds = self.kinds[f"rejected-{nid}"]
             for r in rows:
                 rfh.write(_dumps(r) + "\n")
+                note_kinds(kinds, r)
             self.counts["rejected"] += len(rows)
 
     def close(self) -> None:
@@ -63,13 +69,17 @@ class OutputWriter:
 
         self.close()
         tmp = self.tmp
+        rejected_kinds: dict[str, set] = {}  # in the file's order: the source's drops, then each step's
         with (tmp / "rejected.jsonl").open("wb") as out:
             n = 0
             for r in prompts.dropped_rows() if prompts is not None else ():
                 out.write((_dumps(r) + "\n").encode())
+                note_kinds(rejected_kinds, r)
                 n += 1
             self.counts["rejected"] += n
             for nid in self.node_ids:
+                for k, ts in self.kinds[f"rejected-{nid}"].items():
+                    rejected_kinds.setdefault(k, set()).update(ts)
                 part = tmp / f"rejected-{nid}.jsonl"
                 with part.open("rb") as fh:
                     shutil.copyfileobj(fh, out)
@@ -78,8 +88,8 @@ class OutputWriter:
             for r in prompts.heldout_rows() if prompts is not None else ():
                 out.write(_dumps(r) + "\n")
                 self.counts["heldout"] += 1
-        jsonl_to_parquet(tmp / "curated.jsonl", tmp / "curated.parquet")
-        jsonl_to_parquet(tmp / "rejected.jsonl", tmp / "rejected.parquet")
+        jsonl_to_parquet(tmp / "curated.jsonl", tmp / "curated.parquet", kinds=self.kinds["curated"])
+        jsonl_to_parquet(tmp / "rejected.jsonl", tmp / "rejected.parquet", kinds=rejected_kinds)
         for name in ("curated.jsonl", "rejected.jsonl", "heldout.jsonl", "curated.parquet", "rejected.parquet"):
             os.replace(tmp / name, self.data / name)
         _distiset(self.out, tmp)
@@ -104,24 +114,31 @@ def _flat_value(k, v):
     return _dumps(v) if k in _NESTED or isinstance(v, (dict, list)) else v
 
 
-def jsonl_to_parquet(src: Path, dest: Path) -> int:
-    """Parquet of a JSONL file in bounded memory: one pass for the schema, one to write batches.
+def note_kinds(kinds: dict[str, set], row: dict) -> None:
+    """Add ``row``'s value types to ``kinds`` (column -> set of type names; nested values are "json")."""
+    for k, v in row.items():
+        s = kinds.get(k)
+        if s is None:
+            s = kinds[k] = set()
+        if v is not None:
+            s.add("json" if (k in _NESTED or isinstance(v, (dict, list, tuple))) else type(v).__name__)
 
-    Nested columns become JSON text (one type per column); a column whose values mix types is
-    stored as text.
+
+def jsonl_to_parquet(src: Path, dest: Path, kinds: dict[str, set] | None = None) -> int:
+    """Parquet of a JSONL file in bounded memory, written in batches with one schema for the file.
+
+    ``kinds`` (from :func:`note_kinds` over every row, in the file's column order) saves the pass
+    that would otherwise read the file once for the schema. Nested columns become JSON text (one
+    type per column); a column whose values mix types is stored as text.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    kinds: dict[str, set] = {}
+    if kinds is None:
+        kinds = {}
+        for r in iter_jsonl(src):
+            note_kinds(kinds, r)
     n = 0
-    for r in iter_jsonl(src):
-        n += 1
-        for k, v in r.items():
-            t = "json" if (k in _NESTED or isinstance(v, (dict, list))) else (None if v is None else type(v).__name__)
-            s = kinds.setdefault(k, set())
-            if t is not None:
-                s.add(t)
     fields = []
     for k, ts in kinds.items():
         if ts <= {"bool"} and ts:
@@ -156,6 +173,7 @@ def jsonl_to_parquet(src: Path, dest: Path) -> int:
             batch.clear()
 
         for r in iter_jsonl(src):
+            n += 1
             batch.append(r)
             if len(batch) >= _BATCH:
                 flush()
@@ -184,7 +202,6 @@ def _distiset(out: Path, tmp: Path) -> None:
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from datasets import Features
 
     staging = tmp / "distiset"
     for split in ("curated", "rejected"):
@@ -197,7 +214,7 @@ def _distiset(out: Path, tmp: Path) -> None:
             for batch in pf.iter_batches(batch_size=_BATCH):
                 writer.write_batch(batch)
                 digest.update(str(batch.num_rows).encode())
-        info = {"citation": "", "description": "", "features": Features.from_arrow_schema(schema).to_dict(),
+        info = {"citation": "", "description": "", "features": arrow_features(schema),
                 "homepage": "", "license": ""}
         state = {"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_fingerprint": digest.hexdigest()[:16],
                  "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
@@ -207,6 +224,29 @@ def _distiset(out: Path, tmp: Path) -> None:
     target = out / "distiset"
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
+
+
+_VALUE_TYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                "float", "double", "string", "large_string", "null"}
+_DTYPE_NAMES = {"float": "float32", "double": "float64"}
+
+
+def arrow_features(schema) -> dict:
+    """The `datasets` Features dict (`dataset_info.json`) of a schema of flat columns.
+
+    The Parquet we write has only bool, int64, float64 and string columns: for those this is what
+    ``datasets.Features.from_arrow_schema(schema).to_dict()`` returns, without importing `datasets`
+    (about a second of start-up at the end of every run). Other types go through `datasets`.
+    """
+    out = {}
+    for field in schema:
+        name = str(field.type)
+        if name not in _VALUE_TYPES:
+            from datasets import Features
+
+            return Features.from_arrow_schema(schema).to_dict()
+        out[field.name] = {"dtype": _DTYPE_NAMES.get(name, name), "_type": "Value"}
+    return out
 
 
 def push_to_hub(spec, out: Path) -> None:

@@ -1,0 +1,87 @@
+"""The output writer's pieces that need no endpoint: the one-pass Parquet schema and the Distiset's features."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from distillflow.engine.write import OutputWriter, arrow_features, jsonl_to_parquet, note_kinds
+
+ROWS = [
+    {"id": "a", "n": 1, "x": 1.5, "ok": True, "meta": {"k": [1, 2]}, "mixed": 1, "maybe": None},
+    {"id": "b", "n": 2, "x": 2, "ok": False, "meta": {"k": []}, "mixed": "two", "maybe": 3, "late": [1]},
+]
+
+
+def _write(tmp_path, rows):
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return src
+
+
+def test_kinds_gathered_as_rows_arrive_give_the_schema_of_a_full_pass(tmp_path):
+    src = _write(tmp_path, ROWS)
+    two_pass, one_pass = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    kinds: dict = {}
+    for r in ROWS:
+        note_kinds(kinds, r)
+    assert jsonl_to_parquet(src, two_pass) == jsonl_to_parquet(src, one_pass, kinds=kinds) == 2
+    a, b = pq.read_table(two_pass), pq.read_table(one_pass)
+    assert a.schema == b.schema and a.to_pylist() == b.to_pylist()
+    types = {f.name: str(f.type) for f in b.schema}
+    assert types == {"id": "string", "n": "int64", "x": "double", "ok": "bool", "meta": "string",
+                     "mixed": "string", "maybe": "int64", "late": "string"}
+    assert json.loads(b.column("meta")[0].as_py()) == {"k": [1, 2]} and b.column("late")[0].as_py() is None
+
+
+def test_the_writer_keeps_rejected_columns_in_file_order(tmp_path, monkeypatch):
+    import distillflow.engine.card as card
+
+    monkeypatch.setattr(card, "render_dataset_card", lambda spec, manifest, sample: "card\n")  # needs a full spec
+    w = OutputWriter(tmp_path / "run", ["judge", "filter"])
+    w.add([{"id": "c1"}], {"filter": [{"id": "f1", "reason": "short", "f_only": 1}], "judge": []})
+    w.add([], {"judge": [{"id": "j1", "score": 2.0}], "filter": []})
+
+    class NoPrompts:
+        heldout_positions = []
+
+        def dropped_rows(self):
+            return iter([{"id": "d1", "why": "empty"}])
+
+        def heldout_rows(self):
+            return iter([])
+
+    class Plan:
+        class spec:
+            output = type("O", (), {"push_to_hub": None})()
+
+            @staticmethod
+            def to_yaml():
+                return "name: t\n"
+
+        class graph:
+            @staticmethod
+            def mermaid():
+                return "graph TD"
+
+    w.finish(Plan, NoPrompts(), {"name": "t"})
+    assert (tmp_path / "run" / "README.md").read_text() == "card\n"
+    t = pq.read_table(tmp_path / "run" / "data" / "rejected.parquet")
+    # the source's drops first, then the steps in graph order (judge before filter), as in the JSONL
+    assert t.column_names == ["id", "why", "score", "reason", "f_only"]
+    assert t.column("id").to_pylist() == ["d1", "j1", "f1"]
+
+
+@pytest.mark.parametrize("types", [
+    [pa.bool_(), pa.int64(), pa.float64(), pa.string(), pa.null()],
+    [pa.int32(), pa.float32(), pa.large_string(), pa.uint8()],
+    [pa.list_(pa.int64()), pa.string()],  # not a flat column: `datasets` itself answers
+])
+def test_distiset_features_are_what_datasets_writes(types):
+    from datasets import Features
+
+    schema = pa.schema([pa.field(f"c{i}", t) for i, t in enumerate(types)])
+    assert arrow_features(schema) == Features.from_arrow_schema(schema).to_dict()
