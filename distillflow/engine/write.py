@@ -5,9 +5,11 @@ distilabel Distiset, manifest.json, the dataset card.
     writer.add(curated_rows, {"filter": rejected_rows, ...})   # shard after shard, in order
     writer.finish(plan, prompts, manifest)                      # Parquet, Distiset, card; atomic renames
 
-Memory stays flat: rows go straight to files; Parquet is built from the JSONL in batches with
-one schema for the whole file (nested or mixed-type columns as JSON text), and the Distiset is
-memory-mapped from that Parquet. A run killed before ``finish`` leaves the last complete outputs
+Memory stays flat: rows go straight to files. The curated Parquet is written as shards arrive
+while the rows' schema holds (nested or mixed-type columns as JSON text), so the end of a run
+has little left to do; when a later row changes the schema, and for the rejected rows, Parquet
+is built from the JSONL in batches with one schema for the whole file. The Distiset is streamed
+from that Parquet. A run killed before ``finish`` leaves the last complete outputs
 in place: everything is written under temporary names and renamed at the end.
 """
 
@@ -40,6 +42,7 @@ class OutputWriter:
         self.sample: list[dict] = []  # a few curated rows, for the card
         # each column's value types, gathered as rows arrive: the Parquet schema needs no extra pass at the end
         self.kinds: dict[str, dict[str, set]] = {"curated": {}, **{f"rejected-{n}": {} for n in node_ids}}
+        self.curated_pq = ParquetSink(self.tmp / "curated.parquet")  # written as rows arrive
 
     def add(self, curated: list[dict], rejected: dict[str, list[dict]]) -> None:
         fh = self.curated_fh
@@ -48,6 +51,7 @@ class OutputWriter:
             fh.write(_dumps(r) + "\n")
             note_kinds(kinds, r)
         self.counts["curated"] += len(curated)
+        self.curated_pq.add(curated, kinds)
         if len(self.sample) < 3:
             self.sample += curated[: 3 - len(self.sample)]
         for nid, rows in rejected.items():
@@ -62,11 +66,13 @@ class OutputWriter:
         for fh in [self.curated_fh, *self.rejected_fh.values()]:
             if not fh.closed:
                 fh.close()
+        self.curated_pq.close()
 
     def finish(self, plan, prompts, manifest: dict) -> None:
         """Assemble the final files (rejected: the source's drops, then each step's, in graph order)."""
         from distillflow.engine.card import render_dataset_card
 
+        whole = self.curated_pq.finish(self.kinds["curated"])
         self.close()
         tmp = self.tmp
         rejected_kinds: dict[str, set] = {}  # in the file's order: the source's drops, then each step's
@@ -88,7 +94,8 @@ class OutputWriter:
             for r in prompts.heldout_rows() if prompts is not None else ():
                 out.write(_dumps(r) + "\n")
                 self.counts["heldout"] += 1
-        jsonl_to_parquet(tmp / "curated.jsonl", tmp / "curated.parquet", kinds=self.kinds["curated"])
+        if not whole:  # the schema changed along the way: convert the complete JSONL
+            jsonl_to_parquet(tmp / "curated.jsonl", tmp / "curated.parquet", kinds=self.kinds["curated"])
         jsonl_to_parquet(tmp / "rejected.jsonl", tmp / "rejected.parquet", kinds=rejected_kinds)
         for name in ("curated.jsonl", "rejected.jsonl", "heldout.jsonl", "curated.parquet", "rejected.parquet"):
             os.replace(tmp / name, self.data / name)
@@ -111,7 +118,7 @@ def iter_jsonl(path: Path):
 
 
 def _flat_value(k, v):
-    return _dumps(v) if k in _NESTED or isinstance(v, (dict, list)) else v
+    return _dumps(v) if k in _NESTED or isinstance(v, (dict, list, tuple)) else v
 
 
 def note_kinds(kinds: dict[str, set], row: dict) -> None:
@@ -124,21 +131,11 @@ def note_kinds(kinds: dict[str, set], row: dict) -> None:
             s.add("json" if (k in _NESTED or isinstance(v, (dict, list, tuple))) else type(v).__name__)
 
 
-def jsonl_to_parquet(src: Path, dest: Path, kinds: dict[str, set] | None = None) -> int:
-    """Parquet of a JSONL file in bounded memory, written in batches with one schema for the file.
-
-    ``kinds`` (from :func:`note_kinds` over every row, in the file's column order) saves the pass
-    that would otherwise read the file once for the schema. Nested columns become JSON text (one
-    type per column); a column whose values mix types is stored as text.
-    """
+def parquet_schema(kinds: dict[str, set]):
+    """One Arrow schema for rows of these value kinds: bool, int64, float64 (ints and floats mixed),
+    otherwise text (nested values as JSON text, mixed types as their text)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if kinds is None:
-        kinds = {}
-        for r in iter_jsonl(src):
-            note_kinds(kinds, r)
-    n = 0
     fields = []
     for k, ts in kinds.items():
         if ts <= {"bool"} and ts:
@@ -150,36 +147,104 @@ def jsonl_to_parquet(src: Path, dest: Path, kinds: dict[str, set] | None = None)
         else:
             t = pa.string()
         fields.append(pa.field(k, t))
-    if not fields:
-        fields = [pa.field("id", pa.string())]
-    schema = pa.schema(fields)
-    text_cols = {f.name for f in fields if f.type == pa.string()}
+    return pa.schema(fields or [pa.field("id", pa.string())])
+
+
+def arrow_table(rows: list[dict], schema):
+    """``rows`` as a Table of ``schema`` (see :func:`parquet_schema`)."""
+    import pyarrow as pa
+
+    text_cols = {f.name for f in schema if f.type == pa.string()}
+    out = []
+    for r in rows:
+        row = {}
+        for f in schema.names:
+            v = r.get(f)
+            if v is not None:
+                v = _flat_value(f, v)
+                if f in text_cols and not isinstance(v, str):
+                    v = str(v)
+            row[f] = v
+        out.append(row)
+    return pa.Table.from_pylist(out, schema=schema)
+
+
+def jsonl_to_parquet(src: Path, dest: Path, kinds: dict[str, set] | None = None) -> int:
+    """Parquet of a JSONL file in bounded memory, written in batches with one schema for the file.
+
+    ``kinds`` (from :func:`note_kinds` over every row, in the file's column order) saves the pass
+    that would otherwise read the file once for the schema.
+    """
+    import pyarrow.parquet as pq
+
+    if kinds is None:
+        kinds = {}
+        for r in iter_jsonl(src):
+            note_kinds(kinds, r)
+    schema = parquet_schema(kinds)
+    n = 0
     with pq.ParquetWriter(dest, schema) as writer:
         batch: list[dict] = []
-
-        def flush():
-            rows = []
-            for r in batch:
-                row = {}
-                for f in schema.names:
-                    v = r.get(f)
-                    if v is not None:
-                        v = _flat_value(f, v)
-                        if f in text_cols and not isinstance(v, str):
-                            v = str(v)
-                    row[f] = v
-                rows.append(row)
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-            batch.clear()
-
         for r in iter_jsonl(src):
             n += 1
             batch.append(r)
             if len(batch) >= _BATCH:
-                flush()
+                writer.write_table(arrow_table(batch, schema))
+                batch.clear()
         if batch or n == 0:
-            flush()
+            writer.write_table(arrow_table(batch, schema))
     return n
+
+
+class ParquetSink:
+    """Parquet written while rows arrive, as long as their schema holds (see :class:`OutputWriter`).
+
+    Each batch is written with the schema of every row seen so far; when a later row changes it (a
+    new column, an int column that gets a float), the sink gives up and ``finish`` returns False:
+    the caller converts the complete JSONL instead. In the common case the Parquet file is ready
+    when the last row arrives and the end of a run costs nothing for it.
+    """
+
+    def __init__(self, path: Path, min_rows: int = 1000):
+        self.path, self.min_rows = Path(path), min_rows
+        self.buf: list[dict] = []
+        self.writer = None
+        self.schema = None
+        self.broken = False
+
+    def add(self, rows: list[dict], kinds: dict[str, set]) -> None:
+        if self.broken:
+            return
+        self.buf.extend(rows)
+        if len(self.buf) >= self.min_rows:
+            self._flush(kinds)
+
+    def _flush(self, kinds: dict[str, set]) -> None:
+        import pyarrow.parquet as pq
+
+        schema = parquet_schema(kinds)
+        if self.writer is None:
+            self.schema = schema
+            self.writer = pq.ParquetWriter(self.path, schema)
+        elif not schema.equals(self.schema):
+            self.close()
+            self.broken = True
+            self.buf = []
+            return
+        self.writer.write_table(arrow_table(self.buf, schema))
+        self.buf = []
+
+    def finish(self, kinds: dict[str, set]) -> bool:
+        """Write what is buffered and close; True when the file holds every row with the final schema."""
+        if not self.broken and (self.buf or self.writer is None):
+            self._flush(kinds)
+        self.close()
+        return not self.broken
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def parquet_dataset(path: Path, cache_dir: Path):

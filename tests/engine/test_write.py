@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distillflow.engine.write import OutputWriter, arrow_features, jsonl_to_parquet, note_kinds
+from distillflow.engine.write import OutputWriter, ParquetSink, arrow_features, jsonl_to_parquet, note_kinds
 
 ROWS = [
     {"id": "a", "n": 1, "x": 1.5, "ok": True, "meta": {"k": [1, 2]}, "mixed": 1, "maybe": None},
@@ -35,6 +35,35 @@ def test_kinds_gathered_as_rows_arrive_give_the_schema_of_a_full_pass(tmp_path):
     assert types == {"id": "string", "n": "int64", "x": "double", "ok": "bool", "meta": "string",
                      "mixed": "string", "maybe": "int64", "late": "string"}
     assert json.loads(b.column("meta")[0].as_py()) == {"k": [1, 2]} and b.column("late")[0].as_py() is None
+
+
+def _sink(tmp_path, batches, min_rows=2):
+    sink, kinds = ParquetSink(tmp_path / "live.parquet", min_rows=min_rows), {}
+    for rows in batches:
+        for r in rows:
+            note_kinds(kinds, r)
+        sink.add(rows, kinds)
+    return sink.finish(kinds), kinds
+
+
+def test_parquet_written_as_rows_arrive_equals_the_conversion_of_the_jsonl(tmp_path):
+    rows = [{"id": f"r{i}", "n": i, "x": i / 2, "ok": i % 2 == 0, "meta": {"i": [i]}, "t": ("a", i)}
+            for i in range(7)]
+    whole, kinds = _sink(tmp_path, [rows[:3], rows[3:4], rows[4:]])
+    assert whole
+    jsonl_to_parquet(_write(tmp_path, rows), tmp_path / "ref.parquet")
+    live, ref = pq.read_table(tmp_path / "live.parquet"), pq.read_table(tmp_path / "ref.parquet")
+    assert live.schema == ref.schema and live.to_pylist() == ref.to_pylist()
+    assert live.num_rows == 7 and json.loads(live.column("t")[6].as_py()) == ["a", 6]
+
+
+@pytest.mark.parametrize("late", [{"id": "z", "n": 1.5}, {"id": "z", "n": 1, "new": "col"}])
+def test_a_schema_change_after_the_first_batch_gives_up_for_the_full_conversion(tmp_path, late):
+    first = [{"id": "a", "n": 1}, {"id": "b", "n": 2}]
+    whole, _ = _sink(tmp_path, [first, [late, {"id": "c", "n": 3}]])
+    assert whole is False  # the caller converts the JSONL (OutputWriter.finish does)
+    whole, _ = _sink(tmp_path, [first, [{"id": "c", "n": 3}]], min_rows=100)  # one batch at the end: fine
+    assert whole and pq.read_table(tmp_path / "live.parquet").num_rows == 3
 
 
 def test_the_writer_keeps_rejected_columns_in_file_order(tmp_path, monkeypatch):
@@ -69,6 +98,7 @@ def test_the_writer_keeps_rejected_columns_in_file_order(tmp_path, monkeypatch):
 
     w.finish(Plan, NoPrompts(), {"name": "t"})
     assert (tmp_path / "run" / "README.md").read_text() == "card\n"
+    assert pq.read_table(tmp_path / "run" / "data" / "curated.parquet").to_pylist() == [{"id": "c1"}]
     t = pq.read_table(tmp_path / "run" / "data" / "rejected.parquet")
     # the source's drops first, then the steps in graph order (judge before filter), as in the JSONL
     assert t.column_names == ["id", "why", "score", "reason", "f_only"]
