@@ -6,7 +6,10 @@
 
 ``load`` and ``compile`` return a :class:`~distillflow.plan.Plan` (it reads like its spec:
 ``plan.name``, ``plan.teachers``); ``run`` also takes a YAML path, a ``PipelineSpec`` or a
-``flow.Pipeline`` and compiles it first.
+``flow.Pipeline`` and compiles it first. ``with_execution`` returns a plan with another backend or
+Ray address (what ``run(backend=..., address=...)``, and so the CLI's ``--backend``, uses). There is no
+separate ``validate`` function: ``load``/``compile`` validate (``distillflow validate`` on the command
+line, ``Pipeline.validate()`` for a pipeline built in Python).
 """
 
 from __future__ import annotations
