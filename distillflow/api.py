@@ -1,4 +1,4 @@
-"""Public functions: load, compile, run, llm.
+"""Public functions: load, compile, run, llm, with_execution.
 
     plan = distillflow.load("pipelines/quickstart.yaml")     # validated and compiled once
     result = distillflow.run(plan, out="runs/quickstart")
