@@ -15,7 +15,7 @@ differences between arms with Welch 95% intervals, and writes everything to ``--
 (each finished run is recorded at once, so an interrupted study keeps its results).
 
     python benchmarks/study.py --seeds 5 --steps 200                 # all 4,000 prompts
-    python benchmarks/study.py --seeds 5 --steps 150 --limit 1200    # what the README's table ran
+    python benchmarks/study.py --seeds 5 --steps 150 --limit 1200    # what docs/demo.md's table ran
     python benchmarks/study.py --seeds 2 --steps 20 --arms verified_kd   # a smoke run
 """
 

@@ -1,4 +1,4 @@
-"""Public functions: load, compile, run, llm.
+"""Public functions: load, compile, run, llm, with_execution.
 
     plan = distillflow.load("pipelines/quickstart.yaml")     # validated and compiled once
     result = distillflow.run(plan, out="runs/quickstart")
@@ -6,7 +6,10 @@
 
 ``load`` and ``compile`` return a :class:`~distillflow.plan.Plan` (it reads like its spec:
 ``plan.name``, ``plan.teachers``); ``run`` also takes a YAML path, a ``PipelineSpec`` or a
-``flow.Pipeline`` and compiles it first.
+``flow.Pipeline`` and compiles it first. ``with_execution`` returns a plan with another backend or
+Ray address (what ``run(backend=..., address=...)``, and so the CLI's ``--backend``, uses). There is no
+separate ``validate`` function: ``load``/``compile`` validate (``distillflow validate`` on the command
+line, ``Pipeline.validate()`` for a pipeline built in Python).
 """
 
 from __future__ import annotations

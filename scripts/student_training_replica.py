@@ -5,7 +5,7 @@ Trains the demo student on a JSONL of ``{"prompt", "response"}`` rows (e.g. a ru
 ``data/curated.jsonl``) the way ``distillflow train`` does through Axolotl for the quickstart
 (answer tokens only, AdamW, batch 128, linear warmup then cosine, gradient clipping 1.0), and
 prints greedy exact match on 400 held-out additions every ``--eval-every`` steps, then greedy and
-T=1.0 sampled exact match on 200. The README's notes on how the student's starting point changes
+T=1.0 sampled exact match on 200. The notes in docs/demo.md on how the student's starting point changes
 learning come from this script; the demo's own numbers come from the real Axolotl run.
 
     python scripts/student_training_replica.py --data runs/quickstart/data/curated.jsonl \

@@ -131,7 +131,7 @@ def test_shipped_student_subtracts_but_cannot_add():
 
 
 def test_student_training_replica_runs(tmp_path):
-    """scripts/student_training_replica.py (the README's notes on the student's starting point)."""
+    """scripts/student_training_replica.py (docs/demo.md's notes on the student's starting point)."""
     import subprocess
     import sys
 

@@ -1,5 +1,6 @@
-"""The README's demo numbers are the ones `scripts/demo.py --json docs/demo_results.json` wrote
-(its last real run), not typed in by hand: change one without the other and this fails."""
+"""The demo numbers in docs/demo.md (moved there from the README, which links it) are the ones
+`scripts/demo.py --json docs/demo_results.json` wrote (its last real run), not typed in by hand: change
+one without the other and this fails."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+DEMO_DOC = ROOT / "docs" / "demo.md"
 
 
 def _pct(x: float) -> str:
@@ -15,7 +17,7 @@ def _pct(x: float) -> str:
 
 def test_readme_demo_table_matches_the_recorded_run():
     res = json.loads((ROOT / "docs" / "demo_results.json").read_text())
-    readme = (ROOT / "README.md").read_text()
+    doc = DEMO_DOC.read_text()
     q, a = res["quickstart"], res["ablation"]
     rows = {
         "verified data (quickstart), greedy": (q["base"], q["student"], q["teacher"], q["retention"]),
@@ -26,19 +28,19 @@ def test_readme_demo_table_matches_the_recorded_run():
                                                        a["sampled_retention"]),
     }
     for label, values in rows.items():
-        line = next((ln for ln in readme.splitlines() if ln.startswith(f"| {label} |")), None)
-        assert line is not None, f"README lost its row '{label}'"
+        line = next((ln for ln in doc.splitlines() if ln.startswith(f"| {label} |")), None)
+        assert line is not None, f"docs/demo.md lost its row '{label}'"
         cells = [c.strip().strip("*") for c in line.strip("|").split("|")][1:]
         assert cells == [_pct(v) for v in values], (label, cells)
-    assert f"{q['curated']:,} verified examples" in readme
-    assert f"{a['curated']:,} examples, {a['wrong_in_training_data']:,} of them wrong" in readme
-    assert f"loss {q['loss_first']:.3f} → {q['loss_last']:.3f} ({q['steps']} steps" in readme
+    assert f"{q['curated']:,} verified examples" in doc
+    assert f"{a['curated']:,} examples, {a['wrong_in_training_data']:,} of them wrong" in doc
+    assert f"loss {q['loss_first']:.3f} → {q['loss_last']:.3f} ({q['steps']} steps" in doc
 
 
 def test_readme_study_table_is_the_recorded_study():
-    """The README's study table is `study_table(docs/study_results.json)` verbatim (benchmarks/study.py --json)."""
+    """docs/demo.md's study table is `study_table(docs/study_results.json)` verbatim (benchmarks/study.py --json)."""
     from distillflow.stats import study_table
 
     study = json.loads((ROOT / "docs" / "study_results.json").read_text())
     assert len(study["runs"]) == 3 and all(len(r) >= 5 for r in study["runs"].values())
-    assert study_table(study) in (ROOT / "README.md").read_text()
+    assert study_table(study) in DEMO_DOC.read_text()
