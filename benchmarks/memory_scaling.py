@@ -10,8 +10,15 @@ the target is ``rss_large_mb <= 1.3 x rss_small_mb``.
     python -m benchmarks.memory_scaling --small 2000 --large 20000
     python -m benchmarks.memory_scaling --only 1000000          # one size (the README's 1M run)
 
+    # the earlier in-memory engine as a same-run baseline for records/s (a checkout of c85de1a):
+    git worktree add /tmp/df-old c85de1a
+    python -m benchmarks.memory_scaling --baseline-tree /tmp/df-old --baseline-n 20000
+
 Last line: ``rss_small_mb=A rss_large_mb=B records_per_s=C`` (records/s: prompts of the large run
-per second of its whole CLI process, start to outputs written).
+per second of its whole CLI process, start to outputs written). With ``--baseline-tree`` the same
+pipeline also runs, just before, on that source tree (no ``execution:`` section: the earlier engine
+has none) and on this one at ``--baseline-n`` prompts, and a line ``baseline ...`` prints both
+records/s and their ratio: machine load moves both alike, so the ratio is the number to compare.
 """
 
 from __future__ import annotations
@@ -49,22 +56,28 @@ steps:
   - {{kind: judge, teacher: teacher}}
   - {{kind: filter, where: "judge_score >= 2"}}
   - {{kind: dedup}}
-execution: {{shard_size: {shard_size}, shards_in_flight: {in_flight}}}
 """
+EXECUTION = "execution: {{shard_size: {shard_size}, shards_in_flight: {in_flight}}}\n"
 
 
-def measure(url: str, n: int, shard_size: int, in_flight: int) -> dict:
-    """One `distillflow run` of n prompts in a fresh directory: peak RSS (MiB), wall seconds, counts."""
+def measure(url: str, n: int, shard_size: int, in_flight: int, tree: Path = ROOT) -> dict:
+    """One `distillflow run` of n prompts in a fresh directory: peak RSS (MiB), wall seconds, counts.
+
+    ``tree``: the source tree whose ``distillflow`` runs (another one has no ``execution:`` section).
+    """
     with tempfile.TemporaryDirectory(prefix="df-mem-") as tmp:
         tmp = Path(tmp)
         write_prompts(tmp / "prompts.jsonl", n)
-        (tmp / "p.yaml").write_text(PIPELINE.format(url=url, shard_size=shard_size, in_flight=in_flight))
+        text = PIPELINE.format(url=url)
+        if tree == ROOT:
+            text += EXECUTION.format(shard_size=shard_size, in_flight=in_flight)
+        (tmp / "p.yaml").write_text(text)
         # GNU time is not everywhere: a tiny wrapper reads the child's peak RSS from getrusage
         wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
                    "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)")
         cmd = [sys.executable, "-c", wrapper, sys.executable, "-m", "distillflow", "run", str(tmp / "p.yaml"),
                "--out", str(tmp / "run"), "--no-progress"]
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=str(tmp), env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -84,10 +97,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", type=int, help="measure one size only")
     ap.add_argument("--shard-size", type=int, default=1000)
     ap.add_argument("--in-flight", type=int, default=4)
+    ap.add_argument("--baseline-tree", type=Path, help="a source tree of an earlier engine (e.g. a worktree of c85de1a)")
+    ap.add_argument("--baseline-n", type=int, default=20_000, help="prompts for the baseline comparison")
     args = ap.parse_args(argv)
+    if args.baseline_tree and not (args.baseline_tree / "distillflow" / "__init__.py").is_file():
+        ap.error(f"--baseline-tree {args.baseline_tree}: no distillflow/ package there (make one with "
+                 "`git worktree add DIR c85de1a`)")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; shard_size {args.shard_size}, "
           f"{args.in_flight} shards in flight", flush=True)
     with endpoint_process(latency=(0.0, 0.0), max_concurrency=64, grade=True) as url:
+        if args.baseline_tree:
+            old = measure(url, args.baseline_n, args.shard_size, args.in_flight, tree=args.baseline_tree.resolve())
+            new = measure(url, args.baseline_n, args.shard_size, args.in_flight)
+            old_rps, new_rps = old["n"] / old["wall_s"], new["n"] / new["wall_s"]
+            print(f"baseline n={args.baseline_n}: earlier engine {old_rps:.0f} records/s, peak RSS {old['rss_mb']:.0f} MiB, "
+                  f"{old['curated']} curated; this engine {new_rps:.0f} records/s, peak RSS {new['rss_mb']:.0f} MiB, "
+                  f"{new['curated']} curated; ratio {new_rps / old_rps:.2f}", flush=True)
         sizes = [args.only] if args.only else [args.small, args.large]
         got = []
         for n in sizes:
