@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -145,6 +146,25 @@ def _problem_from_error(err: dict, data: Any, lines: dict) -> Problem:
     return Problem(path, msg, line, hint)
 
 
+_PATH_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z_]+|\[\d+\])*): ")
+
+
+def _located(problem: Problem, lines: dict) -> list[Problem]:
+    """A whole-spec check (a model validator, reported at the root) says where each of its problems
+    lies by starting the message with a path (``train.mode: ...``), one problem per line: locate them."""
+    if problem.path:
+        return [problem]
+    out = []
+    for text in problem.message.split("\n"):
+        m = _PATH_PREFIX.match(text)
+        if m is None:
+            out.append(Problem("", text, problem.line, problem.hint))
+            continue
+        loc = tuple(int(x) if x.isdigit() else x for x in re.findall(r"[a-z_]+|\d+", m.group(1)))
+        out.append(Problem(m.group(1), text[m.end():], _line_for(loc, lines), problem.hint))
+    return out
+
+
 def _line_for(loc: tuple, lines: dict) -> int | None:
     loc = tuple(loc)
     while loc:
@@ -211,7 +231,7 @@ def document_from_data(data: dict, lines: dict | None = None, source: str = "pip
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as e:
-        problems = [_problem_from_error(err, data, lines) for err in e.errors()]
+        problems = [p for err in e.errors() for p in _located(_problem_from_error(err, data, lines), lines)]
         # pydantic reports one error per union member sometimes; keep the unique ones
         seen, unique = set(), []
         for p in problems:

@@ -337,8 +337,8 @@ class PipelineSpec(Spec):
         from distillflow.spec.train import kd_problems
 
         problems = kd_problems(self)
-        if problems:
-            raise ValueError("; ".join(problems))
+        if problems:  # one per line, each starting with its path: the loader locates them
+            raise ValueError("\n".join(problems))
         return self
 
     def teacher(self, name: str) -> TeacherSpec:

@@ -115,6 +115,7 @@ def test_kd_is_a_validation_error_naming_a_teacher_without_logprobs():
     with pytest.raises(SpecError) as e:
         _kd_pipeline([claude])
     assert "teacher 'claude' (provider anthropic) returns none" in str(e.value)
+    assert [p.path for p in e.value.problems] == ["train.mode"]  # located, not "<root>"
     gpt = {"name": "gpt", "provider": "openai", "model": "gpt-x"}
     with pytest.raises(SpecError) as e:
         _kd_pipeline([gpt])
@@ -124,6 +125,26 @@ def test_kd_is_a_validation_error_naming_a_teacher_without_logprobs():
     with pytest.raises(SpecError) as e:
         _kd_pipeline([{**gpt, "params": {"top_logprobs": 3}}], {"kd": {"top_k": 5}})
     assert "train.kd.top_k: 5 exceeds the 3" in str(e.value)
+    assert [p.path for p in e.value.problems] == ["train.kd.top_k"]
+
+
+def test_a_kd_problem_in_yaml_names_the_key_and_its_line(tmp_path):
+    from distillflow.errors import SpecError
+    from distillflow.spec.loader import load_spec
+
+    (tmp_path / "p.yaml").write_text(
+        "name: kd\n"
+        "source: {kind: inline, rows: [{q: '1+1?'}], columns: {prompt: q}}\n"
+        "teachers:\n"
+        "  - {name: claude, provider: anthropic, model: claude-x, api_key_env: ANTHROPIC_API_KEY}\n"
+        "steps:\n"
+        "  - kind: generate\n"
+        "train:\n"
+        "  base_model: student\n"
+        "  mode: kd\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "p.yaml")
+    assert str(e.value.problems[0]).startswith("train.mode (line 9): kd needs token log-probabilities")
 
 
 def test_kd_config_renders_and_passes_axolotls_validator(make_run, curated_row):
