@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _pipeline(d: Path, base_url: str, n: int, tag: str) -> Path:
+def _pipeline(d: Path, base_url: str, n: int, tag: str, shard_size: int = 250) -> Path:
     rows = "".join(f'\n    - {{question: "{tag} {i}: tell me about number {i}", answer: "{i}"}}' for i in range(n))
     text = f"""name: scale_out
 source:
@@ -42,7 +42,7 @@ teachers:
     concurrency: 64
 steps:
   - kind: generate
-execution: {{shard_size: 250, shards_in_flight: 4}}
+execution: {{shard_size: {shard_size}, shards_in_flight: 4}}
 """
     d.mkdir(parents=True, exist_ok=True)
     (d / "pipeline.yaml").write_text(text)
@@ -60,6 +60,7 @@ class CpuSampler:
         self.roots = [psutil.Process(p) for p in roots]
         self.first: dict[int, float] = {}
         self.last: dict[int, float] = {}
+        self.names: dict[int, str] = {}
         self._stop = threading.Event()
         self._sample()
         self.first = dict(self.last)
@@ -77,6 +78,8 @@ class CpuSampler:
             try:
                 t = p.cpu_times()
                 self.last[p.pid] = t.user + t.system
+                if p.pid not in self.names:
+                    self.names[p.pid] = " ".join(p.cmdline()[:2])[-60:]
             except self.psutil.Error:
                 pass
 
@@ -90,6 +93,14 @@ class CpuSampler:
         self._t.join()
         self._sample()
         return sum(v - self.first.get(pid, 0.0) for pid, v in self.last.items()) - self.own
+
+    def by_process(self) -> dict[str, float]:
+        """CPU seconds per process kind (its command line's first word), largest first."""
+        out: dict[str, float] = {}
+        for pid, v in self.last.items():
+            name = self.names.get(pid, f"pid {pid}")
+            out[name] = out.get(name, 0.0) + v - self.first.get(pid, 0.0)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _run(path: Path, out: Path, **kw) -> tuple[float, int]:
@@ -117,13 +128,18 @@ def measure(args) -> None:
         for name, cpus in (("ray1", [1]), ("ray2", [1, 1])):
             with LocalRayCluster(node_cpus=cpus, port=6390 + len(cpus)) as cluster:
                 ray = cluster.connect()
-                _run(_pipeline(tmp / f"{name}-warm", url, 200, f"{name}-warm"), tmp / f"{name}-warm" / "run",
-                     backend="ray", address=cluster.address)  # workers started, modules imported
+                # workers started on every node, modules imported: 4 shards, so that each node runs one
+                _run(_pipeline(tmp / f"{name}-warm", url, 200, f"{name}-warm", shard_size=50), tmp / f"{name}-warm" / "run",
+                     backend="ray", address=cluster.address)
                 time.sleep(1.0)
                 p = _pipeline(tmp / name, url, n, name)
                 sampler = CpuSampler([os.getpid()], [pr.pid for pr in cluster.procs])
                 secs, got = _run(p, tmp / name / "run", backend="ray", address=cluster.address)
                 results[name] = (secs, sampler.stop(), got)
+                if args.breakdown:
+                    for what, cpu in sampler.by_process().items():
+                        if cpu >= 0.05:
+                            print(f"  {name} cpu {cpu:6.2f}s  {what}")
                 ray.shutdown()
     base = results["local"][1] / max(1, results["local"][2])
     print(f"{'backend':8} {'records':>8} {'seconds':>8} {'rec/s':>8} {'cpu_s/1k':>9} {'cpu vs local':>13}")
@@ -137,6 +153,7 @@ def measure(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=2000)
+    ap.add_argument("--breakdown", action="store_true", help="print each Ray run's CPU seconds per process")
     args = ap.parse_args()
     if os.environ.get("DISTILLFLOW_NETNS") != "1":  # Ray must run in a namespace of its own on loopback
         import subprocess

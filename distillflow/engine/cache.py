@@ -46,7 +46,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
     _load_value = json.loads
 
-__all__ = ["RequestCache", "request_key"]
+__all__ = ["RequestCache", "SharedCache", "request_key", "sibling_path"]
 
 # Stored as a JSON list: text, input_tokens, output_tokens, token_logprobs, finish_reason,
 # latency_s[, top_logprobs]. `cached` and `meta` are not stored (meta belongs to the caller's rows).
@@ -265,6 +265,35 @@ class RequestCache:
                 self._closed = True
                 self._db.close()
 
+    # -- sibling files (one per Ray worker process: no two processes write one file) -------------
+    def siblings(self) -> list[Path]:
+        """The other processes' files beside this one: ``requests-<worker>.sqlite``."""
+        return sorted(p for p in self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}") if p != self.path)
+
+    def absorb(self) -> int:
+        """Copy every sibling file's answers into this one and delete the sibling (call it only
+        while no other process writes them: before a run's workers start, after they finished).
+        Returns how many answers were new here."""
+        n = 0
+        with self._lock:
+            self._raise_pending_error()
+            self._flush_locked()
+            for p in self.siblings():
+                try:
+                    self._db.execute("ATTACH DATABASE ? AS sibling", (str(p),))
+                except sqlite3.Error:
+                    continue
+                try:
+                    cur = self._db.execute("INSERT OR IGNORE INTO answers SELECT key, value FROM sibling.answers")
+                    n += max(0, cur.rowcount)
+                except sqlite3.Error:  # an empty file (its process died before creating the table)
+                    pass
+                finally:
+                    self._db.execute("DETACH DATABASE sibling")
+                for q in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm"), p.with_name(p.name + ".reserve")):
+                    q.unlink(missing_ok=True)
+        return n
+
     def __enter__(self) -> RequestCache:
         return self
 
@@ -277,3 +306,61 @@ class RequestCache:
     def __repr__(self) -> str:
         return f"RequestCache({str(self.path)!r})"
 
+
+
+def sibling_path(main: Path, worker: str) -> Path:
+    """Where worker ``worker`` keeps its answers beside the run's ``requests.sqlite``."""
+    return main.with_name(f"{main.stem}-{worker}{main.suffix}")
+
+
+class SharedCache:
+    """The request cache of one process among several (Ray workers, the Ray driver): answers are
+    written to ``own`` only, and read from ``own``, the run's main file and every sibling file
+    (merged on read). The driver folds the siblings into the main file (:meth:`RequestCache.absorb`)
+    when no worker writes them."""
+
+    def __init__(self, own: RequestCache, main: Path):
+        self.own, self.main = own, Path(main)
+        self._readers: dict[Path, sqlite3.Connection] = {}
+
+    def put(self, result: ChatResult) -> None:
+        self.own.put(result)
+
+    def flush(self) -> None:
+        self.own.flush()
+
+    def _others(self) -> list[Path]:
+        m = self.main
+        paths = [m, *sorted(m.parent.glob(f"{m.stem}-*{m.suffix}"))]
+        return [p for p in paths if p != self.own.path and p.is_file()]
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, ChatResult]:
+        keys = list(dict.fromkeys(keys))
+        out = self.own.get_many(keys)
+        missing = [k for k in keys if k not in out]
+        for p in self._others() if missing else ():
+            db = self._readers.get(p)
+            try:
+                if db is None:
+                    db = self._readers[p] = sqlite3.connect(f"file:{p}?mode=ro", uri=True, check_same_thread=False)
+                for i in range(0, len(missing), _CHUNK):
+                    chunk = missing[i : i + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    for key, value in db.execute(f"SELECT key, value FROM answers WHERE key IN ({marks})", chunk):
+                        text, inp, outp, lps, finish, latency, *rest = _load_value(value)
+                        out[key] = ChatResult(key, text, inp, outp, lps, finish, None, latency, True, {},
+                                              top_logprobs=rest[0] if rest else None)
+            except sqlite3.Error:  # a file being created or deleted: its answers are asked again
+                self._readers.pop(p, None)
+                continue
+            missing = [k for k in missing if k not in out]
+            if not missing:
+                break
+        return out
+
+    def close(self, own: bool = True) -> None:
+        for db in self._readers.values():
+            db.close()
+        self._readers.clear()
+        if own:
+            self.own.close()

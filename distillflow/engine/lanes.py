@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from distillflow.engine.ledger import cost_of, estimate_cost
+from distillflow.engine.scheduler import estimate_tokens
 
 
 def _consume(fut: asyncio.Future) -> None:
@@ -42,13 +43,25 @@ class _Feed:
             if lane.should_stop():
                 lane.undispatched(req)
                 raise StopAsyncIteration
+            gate = lane.gate
+            if gate is not None:  # limits shared with other processes (engine/permits.py)
+                tokens = estimate_tokens(req.messages, req.params) if gate.limits.tpm else 0
+                if not await gate.acquire(lane.queue.qsize() + 1, lane.est, tokens):
+                    lane.undispatched(req)  # the budget is spent across the cluster
+                    lane.run.ledger.budget_hit = True
+                    lane._stop()
+                    raise StopAsyncIteration
             lane.dispatched += 1
             return req
 
 
 class Lane:
-    def __init__(self, teacher, client, run):
+    """``gate``: an :class:`~distillflow.engine.permits.Gate` when the teacher's limits and budget are
+    shared with other processes (Ray workers): every dispatched request then holds one of its slots."""
+
+    def __init__(self, teacher, client, run, gate=None):
         self.teacher = teacher
+        self.gate = gate
         self.client = client
         self.run = run  # the RunContext: cache, ledger, reporter, stop_event
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -95,6 +108,9 @@ class Lane:
     def on_result(self, res) -> None:
         self.completed += 1
         run = self.run
+        if self.gate is not None:
+            self.gate.release(0.0 if res.error else cost_of(self.teacher, res.input_tokens, res.output_tokens),
+                              None if res.error else res.input_tokens + res.output_tokens)
         entry = self.pending.pop(res.key, None)
         step_id, name = (entry[1], entry[2]) if entry else (None, self.teacher.name)
         try:
@@ -135,13 +151,15 @@ class Lane:
                 if not fut.done():
                     fut.set_result(None)
             self.pending.clear()
+            if self.gate is not None:  # nothing is in flight any more: every slot goes back
+                await self.gate.close()
 
     # -- asking -------------------------------------------------------------------------------------
     async def submit(self, step_id: str, requests: list, label: str) -> dict:
         """Futures for ``requests`` (by key); the same key asked twice shares one request."""
         loop = asyncio.get_running_loop()
         futures: dict[str, asyncio.Future] = {}
-        budget = self.run.ledger.max_cost_usd is not None
+        budget = self.run.ledger.max_cost_usd is not None or (self.gate is not None and self.gate.budget)
         for req in requests:
             if req.key in futures:
                 continue
@@ -224,3 +242,5 @@ class Lane:
                 await self._task
             except Exception:
                 pass
+        elif self.gate is not None:
+            await self.gate.close()

@@ -28,30 +28,25 @@ as ``s3://`` are not supported). Every node needs distillflow installed with the
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import inspect
 import json
 import logging
 import os
-import time
 import uuid
 from pathlib import Path
 from types import MappingProxyType
 
 from distillflow.engine.ledger import Ledger, TeacherStats
-from distillflow.engine.runner import RunContext, SpecAccess, _merge, _ShardState, _Turns
+from distillflow.engine.permits import Gate, Limits, PermitHub
+from distillflow.engine.runner import _SHARD, Counts, NodeRunner, RunContext, _ShardState, _Turns
 from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError
 from distillflow.graph import SOURCE
 from distillflow.plan import Plan
 from distillflow.steps import registry
-from distillflow.steps.quarantine import count_quarantined
 
-__all__ = ["INSTALL_HINT", "RayExecutor", "TeacherHub", "connect", "import_ray"]
+__all__ = ["INSTALL_HINT", "RayExecutor", "WorkerContext", "connect", "import_ray", "permit_hub"]
 
 INSTALL_HINT = "pip install 'distillflow[ray]'"
 TASK_RETRIES = 3  # a task whose worker process or node dies is run again this many times
-
-_CURRENT: contextvars.ContextVar[_ShardState | None] = contextvars.ContextVar("distillflow_ray_shard", default=None)
 
 
 def import_ray():
@@ -111,205 +106,180 @@ def _unbox(box: dict) -> Plan:
     return Plan(box["spec"], box["graph"], Path(box["base_dir"]), MappingProxyType(box["objects"]), source=box["source"])
 
 
-# -- the teacher hub (one actor) --------------------------------------------------------------------
+# -- the permit hub (one actor) --------------------------------------------------------------------
 class _Tally:
-    """A reporter that only counts (the hub's lanes report per request; the driver shows shards)."""
-
-    def __init__(self):
-        self.done: dict[str, int] = {}
+    """A reporter that hears nothing (under Ray the driver counts progress from each shard's stats)."""
 
     def step_start(self, *a, **k) -> None: ...
     def add_total(self, *a, **k) -> None: ...
+    def advance(self, *a, **k) -> None: ...
     def step_end(self, *a, **k) -> None: ...
     def message(self, *a, **k) -> None: ...
+    def shards(self, *a, **k) -> None: ...
     def close(self) -> None: ...
 
-    def advance(self, step_id: str, n: int, cost_usd: float = 0.0, cached: bool = False) -> None:
-        self.done[step_id] = self.done.get(step_id, 0) + n
+
+LEASE_TTL_S = 6.0
+_HUBS: dict = {}  # (job id, driver node id) -> the job's permit hub (held here: an actor without handles ends)
 
 
-class TeacherHub:
-    """The one owner of every teacher's lane, the ledger, the budget and the request cache.
+def permit_hub(ray, fresh: bool = False):
+    """The job's permit hub: an actor on this (the driver's) node, started by the job's first run
+    and reused by its later ones (it ends with the job)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    A Ray actor (async: one event loop) on the driver's node; tasks call :meth:`ask` with a step's
-    requests for one shard. It reuses the local engine's RunContext, so cache hits, the lane's
-    window and RPM/TPM buckets, ledger labels and the budget guard are the local backend's own.
-    """
-
-    def __init__(self, box: dict, out_dir: str, max_cost_usd: float | None):
-        from distillflow.engine.cache import RequestCache
-
-        plan = _unbox(box)
-        out = Path(out_dir)
-        cache = RequestCache(out / "cache" / "requests.sqlite")
-        self.ctx = RunContext(plan, out, cache, Ledger(max_cost_usd), _Tally(), None)
-        self.pid = os.getpid()
-
-    async def ask(self, step_id: str, teacher_name: str, requests: list):
-        """(results, failures, usage of this call, units, whether some request was not dispatched)."""
-        ctx = self.ctx
-        ctx.loop = asyncio.get_running_loop()
-        shard = _ShardState()
-        results, failures = await ctx.ask(step_id, ctx.spec.teacher(teacher_name), requests, shard)
-        return results, failures, shard.usage.get(step_id, {}), shard.units.get(step_id, 0), step_id in shard.undispatched
-
-    def replay(self, usage: dict) -> None:
-        self.ctx.ledger.replay(usage)
-
-    def status(self) -> dict:
-        led = self.ctx.ledger
-        return {"spent": led.spent, "budget_hit": led.budget_hit, "teachers": led.snapshot(), "pid": self.pid}
-
-    async def close(self) -> dict:
-        from distillflow.engine.replicas import replica_manifest
-
-        try:
-            await self.ctx.close()
-        finally:
-            self.ctx.cache.close()
-        return {**self.status(), "replicas": replica_manifest(self.ctx._clients)}
+    rt = ray.get_runtime_context()
+    key = (rt.get_job_id(), rt.get_node_id())
+    if fresh or key not in _HUBS:
+        _HUBS.clear()
+        _HUBS[key] = ray.remote(PermitHub).options(
+            num_cpus=0, max_restarts=0, max_concurrency=1000,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=key[1], soft=True)).remote()
+    return _HUBS[key]
 
 
-class HubContext(SpecAccess):
-    """The StepContext of a step running under Ray: teachers through the hub, the rest as locally."""
+def _limits(plan) -> dict:
+    spec = plan.spec
+    return {n: Limits(spec.teacher(n).concurrency, spec.teacher(n).rpm, spec.teacher(n).tpm)
+            for n in sorted(plan.teachers_used())}
 
-    def __init__(self, plan, hub, out_dir: Path, prompts_dir: str | None, shard_size: int):
-        self.plan, self.spec, self.base_dir = plan, plan.spec, plan.base_dir
-        self.out_dir = Path(out_dir)
-        self.objects = dict(plan.objects)
-        self.hub = hub
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._prompts_dir, self._shard_size, self._prompts = prompts_dir, shard_size, None
+
+class WorkerContext(RunContext):
+    """The StepContext of steps running under Ray (in a worker process, or global steps in the
+    driver): the local engine's RunContext (cache first, one lane per teacher, the same ledger
+    labels), whose lanes send requests from this process and hold a slot of the hub's for each."""
+
+    def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, hub, run_id: str, worker: str,
+                 prompts_dir: str | None, shard_size: int):
+        super().__init__(plan, Path(out_dir), cache, ledger, _Tally(), None)
+        self.hub, self.run_id, self.worker = hub, run_id, worker
+        self._prompts_dir, self._shard_size = prompts_dir, shard_size
+        self._limits = _limits(plan)
+        self._budget = plan.spec.budget.max_cost_usd is not None
 
     def heldout(self):
         if self._prompts_dir is None:
             return iter(())
-        if self._prompts is None:
+        if self.prompts is None:
             from distillflow.engine.prompts import PromptStore
 
-            self._prompts = PromptStore(Path(self._prompts_dir), self.spec.source, self._shard_size)
-        return self._prompts.heldout_rows()
+            self.prompts = PromptStore(Path(self._prompts_dir), self.spec.source, self._shard_size)
+        return self.prompts.heldout_rows()
 
-    def advance(self, step_id: str, n: int) -> None:
-        """Progress is shown per shard under Ray (the driver counts finished shards)."""
+    def client(self, teacher):
+        if teacher.name not in self._clients:  # the hub owns the RPM/TPM buckets: none in the client
+            from distillflow.engine.providers import build_client
 
-    async def ask(self, step_id: str, teacher, requests: list):
-        results, failures, usage, units, undispatched = await self.hub.ask.remote(step_id, teacher.name, list(requests))
-        shard = _CURRENT.get()
-        if shard is not None:
-            shard.units[step_id] = shard.units.get(step_id, 0) + units
-            if undispatched:
-                shard.undispatched.add(step_id)
-            mine = shard.usage.setdefault(step_id, {})
-            for name, u in usage.items():
-                acc = mine.setdefault(name, {"requests": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0})
-                for key, v in u.items():
-                    acc[key] = acc.get(key, 0) + v
-        return results, failures
+            self._clients[teacher.name] = build_client(teacher.model_copy(update={"rpm": None, "tpm": None}))
+        return self._clients[teacher.name]
 
-    def ask_blocking(self, step_id: str, teacher, requests: list):
-        fut = asyncio.run_coroutine_threadsafe(self.ask(step_id, teacher, requests), self.loop)
-        return fut.result()
+    async def _exchange(self, **kw) -> dict:
+        try:
+            return await self.hub.exchange.remote(self.run_id, **kw)
+        except Exception:  # the hub is gone (the run ended, or its driver died): send nothing more
+            return {"slots": 0, "rate": 0, "wait": 0.0, "budget_hit": True, "held": 0}
 
+    async def _renew(self) -> None:
+        try:
+            await self.hub.renew.remote(self.run_id, self.worker)
+        except Exception:
+            pass
 
-# -- running steps of one shard (in a task, or in the driver for global steps) ----------------------
-class _Steps:
-    """The local executor's per-node logic (committed shard → reuse; else run and commit)."""
+    def _lane(self, teacher):
+        lane = self._lanes.get(teacher.name)
+        if lane is None:
+            from distillflow.engine.lanes import Lane
 
-    def __init__(self, plan, ctx: HubContext, store, hashes: dict, retry_errors: bool):
-        self.plan, self.ctx, self.store, self.hashes, self.retry_errors = plan, ctx, store, hashes, retry_errors
-        graph = plan.graph
-        nodes = [n for n in graph.order if n != SOURCE]
-        self.kinds = {n: registry.get(graph.nodes[n].step.kind) for n in nodes}
-        self.scope = {n: self.kinds[n].scope_of(graph.nodes[n].step) for n in nodes}
-        self.calls = {n: bool(self.kinds[n].teachers(graph.nodes[n].step, plan.spec)) if self.kinds[n].teachers else False
-                      for n in nodes}
-        self.states: dict = {}
-        self.clean = {n: True for n in nodes}  # global steps: every earlier shard complete
-
-    async def state(self, nid: str):
-        if nid not in self.states:
-            kind, step = self.kinds[nid], self.plan.graph.nodes[nid].step
-            self.states[nid] = (await asyncio.to_thread(kind.prepare, self.ctx, step)) if kind.prepare else None
-        return self.states[nid]
-
-    async def node(self, k: int, nid: str, outputs: dict, shard: _ShardState):
-        """(kept, rejected, complete, stats) of step ``nid`` on shard ``k``."""
-        node = self.plan.graph.nodes[nid]
-        kind, step = self.kinds[nid], node.step
-        parents = [outputs[p] for p in node.parents]
-        inp = _merge([p[0] for p in parents])
-        complete = all(p[1] for p in parents)
-        h = self.hashes[nid]
-        got = await asyncio.to_thread(self.store.get, nid, h, k) if complete else None
-        if got is not None and self.retry_errors and got[2].get("quarantined"):
-            got = None
-        t0, wall0 = time.perf_counter(), time.time()  # wall clock: spans are compared across processes
-        cached = got is not None
-        if cached:
-            kept, rej, meta = got
-            if meta.get("usage"):
-                await self.ctx.hub.replay.remote(meta["usage"])
-            units = meta.get("units", len(inp))
-            if self.scope[nid] == "global" and kind.restore is not None:
-                kind.restore(await self.state(nid), step, kept)
-        else:
-            state = await self.state(nid)
-            if inspect.iscoroutinefunction(kind.run):
-                kept, rej = await kind.run(self.ctx, step, inp, state)
-            else:
-                kept, rej = await asyncio.to_thread(kind.run, self.ctx, step, inp, state)
-            complete = complete and nid not in shard.undispatched
-            if self.scope[nid] == "global":
-                complete = complete and self.clean[nid]
-                self.clean[nid] = complete
-            units = shard.units.get(nid, len(inp)) if self.calls[nid] else len(inp)
-            if complete:
-                meta = {"usage": shard.usage.get(nid, {}), "units": units, "quarantined": count_quarantined(rej),
-                        "in": len(inp)}
-                await asyncio.to_thread(self.store.put, nid, h, k, kept, rej, meta)
-        stats = {"in": len(inp), "out": len(kept), "rejected": len(rej), "quarantined": count_quarantined(rej),
-                 "units": units, "cached": cached, "busy": time.perf_counter() - t0,
-                 "start": wall0, "end": time.time()}
-        return kept, rej, complete, stats
+            limits = self._limits.get(teacher.name) or Limits(teacher.concurrency, teacher.rpm, teacher.tpm)
+            gate = Gate(self._exchange, self.worker, teacher.name, limits, budget=self._budget,
+                        ttl_s=LEASE_TTL_S, renew=self._renew)
+            lane = self._lanes[teacher.name] = Lane(teacher, self.client(teacher), self, gate=gate)
+            gate.idle = lane.queue.empty
+        return lane
 
 
-_WORKER: dict = {}  # run id -> (_Steps, HubContext) in this worker process (the latest run only)
+# -- one worker process: a loop that outlives tasks (HTTP sessions, leases), one env per run ---------
+_WORKER: dict = {"loop": None, "run": None, "env": None}
+
+
+def _worker_loop() -> asyncio.AbstractEventLoop:
+    if _WORKER["loop"] is None:
+        import threading
+
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="distillflow-ray-loop", daemon=True).start()
+        _WORKER["loop"] = loop
+    return _WORKER["loop"]
+
+
+def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
+    """(WorkerContext, NodeRunner) of run ``run_id`` in this process (an earlier run's is closed)."""
+    if _WORKER["run"] == run_id:
+        return _WORKER["env"]
+    import ray
+
+    from distillflow.engine.cache import RequestCache, SharedCache, sibling_path
+    from distillflow.engine.shards import ShardStore
+
+    old = _WORKER["env"]
+    if old is not None:
+        _WORKER["run"] = _WORKER["env"] = None
+        try:
+            asyncio.run_coroutine_threadsafe(old[0].close(), loop).result(30)
+        except Exception:
+            pass
+        old[0].cache.close()
+    plan = _unbox(ray.get(box_holder[0]))
+    out = Path(opts["out_dir"])
+    worker = f"{ray.get_runtime_context().get_node_id()[:8]}-{os.getpid()}-{run_id[:8]}"
+    main = out / "cache" / "requests.sqlite"
+    cache = SharedCache(RequestCache(sibling_path(main, worker)), main)
+    ctx = WorkerContext(plan, out, cache, Ledger(None), hub, run_id, worker, opts["prompts_dir"], opts["shard_size"])
+    ctx.loop = loop
+
+    async def make():  # (asyncio locks and lanes belong to the loop)
+        return NodeRunner(plan, ctx, ShardStore(out / "cache" / "shards"), opts["hashes"], opts["retry_errors"])
+
+    runner = asyncio.run_coroutine_threadsafe(make(), loop).result()
+    _WORKER["run"], _WORKER["env"] = run_id, (ctx, runner)
+    return ctx, runner
 
 
 def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: list, inputs: dict, keep: list):
     """A Ray task: steps ``nids`` of shard ``k``, each committed as it finishes."""
-    env = _WORKER.get(run_id)
-    if env is None:
-        import ray
-
-        from distillflow.engine.shards import ShardStore
-
-        plan = _unbox(ray.get(box_holder[0]))
-        ctx = HubContext(plan, hub, Path(opts["out_dir"]), opts["prompts_dir"], opts["shard_size"])
-        store = ShardStore(Path(opts["out_dir"]) / "cache" / "shards")
-        _WORKER.clear()
-        env = _WORKER[run_id] = _Steps(plan, ctx, store, opts["hashes"], opts["retry_errors"])
-
     import ray
 
+    loop = _worker_loop()
+    ctx, runner = _worker_env(box_holder, hub, run_id, opts, loop)
     node = ray.get_runtime_context().get_node_id()
 
     async def go():
-        env.ctx.loop = asyncio.get_running_loop()
+        ctx.ledger = Ledger(None)  # this task's usage, summed by the driver
         shard = _ShardState()
-        _CURRENT.set(shard)
+        _SHARD.set(shard)
         outputs = dict(inputs)
         out = {"outputs": {}, "rejected": {}, "complete": {}, "stats": {}, "pid": os.getpid(), "node": node}
-        for nid in nids:
-            kept, rej, complete, stats = await env.node(k, nid, outputs, shard)
-            outputs[nid] = (kept, complete)
-            out["rejected"][nid], out["complete"][nid], out["stats"][nid] = rej, complete, stats
-            if nid in keep:
-                out["outputs"][nid] = kept
+        try:
+            for nid in nids:
+                kept, rej, complete, stats = await runner.node(k, nid, outputs, shard)
+                outputs[nid] = (kept, complete)
+                out["rejected"][nid], out["complete"][nid], out["stats"][nid] = rej, complete, stats
+                if nid in keep:
+                    out["outputs"][nid] = kept
+        finally:
+            await asyncio.to_thread(ctx.cache.flush)  # the answers are on disk before the task ends
+        out["ledger"], out["budget_hit"] = ctx.ledger.snapshot(), ctx.ledger.budget_hit
         return out
 
-    return asyncio.run(go())
+    return asyncio.run_coroutine_threadsafe(go(), loop).result()
+
+
+def _add_ledger(ledger: Ledger, snap: dict) -> None:
+    with ledger._lock:
+        for name, d in snap.items():
+            s = ledger.teachers.setdefault(name, TeacherStats())
+            for key, v in d.items():
+                setattr(s, key, getattr(s, key) + v)
 
 
 # -- the driver -------------------------------------------------------------------------------------
@@ -326,20 +296,14 @@ def _segments(nodes: list[str], scope: dict) -> list[tuple[str, list[str]]]:
     return segs
 
 
-class RayExecutor:
+class RayExecutor(Counts):
     """Runs a plan's shards as Ray tasks; same constructor, ``run()`` and counters as LocalExecutor."""
 
     def __init__(self, plan, ctx: RunContext, prompts, store, writer, retry_errors: bool = False):
         self.plan, self.ctx, self.prompts, self.store, self.writer = plan, ctx, prompts, store, writer
         self.retry_errors = retry_errors
-        graph = plan.graph
-        self.nodes = [n for n in graph.order if n != SOURCE]
+        self._init_counts(plan)
         self.hashes: dict[str, str] = {}
-        self.counts = {n: {"kind": graph.nodes[n].step.kind, "in": 0, "out": 0, "rejected": 0} for n in self.nodes}
-        self.busy = {n: 0.0 for n in self.nodes}
-        self.span: dict[str, list[float]] = {}  # step id -> [first start, last end] (wall clock, all workers)
-        self.t0 = time.time()
-        self.quarantined = 0
         self.workers: set[tuple] = set()  # (node id, pid) of the processes that ran tasks: cache/ray-workers.json
         self.hub_status: dict = {}
 
@@ -360,23 +324,16 @@ class RayExecutor:
             self.reads.append({p for n in nids for p in graph.nodes[n].parents if p not in inside})
 
     def _account(self, nid: str, st: dict) -> None:
-        c = self.counts[nid]
-        c["in"] += st["in"]
-        c["out"] += st["out"]
-        c["rejected"] += st["rejected"]
-        self.quarantined += st["quarantined"]
-        self.busy[nid] += st["busy"]
-        span = self.span.setdefault(nid, [st["start"], st["end"]])
-        span[0], span[1] = min(span[0], st["start"]), max(span[1], st["end"])
+        self._count(nid, st)
         rep = self.ctx.reporter
         rep.add_total(nid, st["units"])
-        rep.advance(nid, st["units"], self.hub_status.get("spent", 0.0), cached=st["cached"])
+        rep.advance(nid, st["units"], self.ctx.ledger.spent, cached=st["cached"])
 
     async def _shard(self, k: int, sem: asyncio.Semaphore) -> None:
         ray = self.ray
         try:
             shard = _ShardState()
-            _CURRENT.set(shard)
+            _SHARD.set(shard)
             rows = await asyncio.to_thread(self.prompts.shard, k)
             outputs = {SOURCE: (rows, True)}
             rejected: dict[str, list[dict]] = {}
@@ -404,6 +361,9 @@ class RayExecutor:
                             "Committed shards are kept: run the same command again to resume."
                         ) from None
                     self.workers.add((res["node"], res["pid"]))
+                    _add_ledger(self.ctx.ledger, res["ledger"])
+                    if res["budget_hit"]:
+                        self.ctx.ledger.budget_hit = True
                     for nid in nids:
                         outputs[nid] = (res["outputs"].get(nid, []), res["complete"][nid])
                         rejected[nid] = res["rejected"][nid]
@@ -411,7 +371,7 @@ class RayExecutor:
                 for p in list(outputs):  # release what no later step reads
                     if p not in self.needed_after[i] and p != SOURCE:
                         outputs[p] = ([], outputs[p][1])
-            self.hub_status = await self.hub.status.remote()
+            self.hub_status = await self.hub.status.remote(self.run_id)
             await self.write_turn.wait(k)
             try:
                 await asyncio.to_thread(self.writer.add, outputs[self.plan.graph.sink][0], rejected)
@@ -431,32 +391,38 @@ class RayExecutor:
                 ray.shutdown()
 
     async def _run(self, ray) -> None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from distillflow.engine.cache import SharedCache
 
         plan, ex, out = self.plan, self.plan.spec.execution, self.ctx.out_dir
         self.run_id = uuid.uuid4().hex
         self.box_holder = [ray.put(_box(plan))]
-        here = ray.get_runtime_context().get_node_id()
-        hub_cls = ray.remote(TeacherHub).options(
-            num_cpus=0, max_restarts=0, max_concurrency=1000, name=f"distillflow-hub-{self.run_id[:12]}",
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=True))
-        self.hub = hub_cls.remote(self.box_holder[0], str(out), plan.spec.budget.max_cost_usd)
+        self.hub = permit_hub(ray)
+        try:
+            hub_pid = await self.hub.open.remote(self.run_id, _limits(plan), plan.spec.budget.max_cost_usd, LEASE_TTL_S)
+        except ray.exceptions.RayActorError:  # the hub died (its node went away): a new one
+            self.hub = permit_hub(ray, fresh=True)
+            hub_pid = await self.hub.open.remote(self.run_id, _limits(plan), plan.spec.budget.max_cost_usd, LEASE_TTL_S)
         self.task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_segment_task)
         self.opts = {"out_dir": str(out), "prompts_dir": str(self.prompts.dir), "shard_size": self.prompts.shard_size,
                      "hashes": dict(self.hashes), "retry_errors": self.retry_errors}
-        hub_ctx = HubContext(plan, self.hub, out, str(self.prompts.dir), self.prompts.shard_size)
-        self.local = _Steps(plan, hub_ctx, self.store, self.hashes, self.retry_errors)
+        cache = self.ctx.cache
+        await asyncio.to_thread(cache.absorb)  # answers a killed run's workers left in their own files
+        # global steps run here: teachers through the same hub, answers into the run's own file
+        drv = WorkerContext(plan, out, SharedCache(cache, cache.path), self.ctx.ledger, self.hub, self.run_id,
+                            f"driver-{os.getpid()}-{self.run_id[:8]}", str(self.prompts.dir), self.prompts.shard_size)
+        drv.loop = asyncio.get_running_loop()
+        drv.stop_event = self.ctx.stop_event
+        self.local = NodeRunner(plan, drv, self.store, self.hashes, self.retry_errors)
         self._plan_segments(self.local.scope)
         self.turns = {n: _Turns() for n in self.nodes}
         self.write_turn = _Turns()
-        hub_ctx.loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(ex.shards_in_flight)
         try:
-            self.hub_status = await self.hub.status.remote()
+            self.hub_status = await self.hub.status.remote(self.run_id)
             async with asyncio.TaskGroup() as tg:
                 for k in range(self.prompts.n_shards):
                     await sem.acquire()
-                    if self.ctx.stop_event.is_set() or self.hub_status.get("budget_hit"):
+                    if self.ctx.stop_event.is_set() or self.hub_status.get("budget_hit") or self.ctx.ledger.budget_hit:
                         sem.release()
                         break
                     tg.create_task(self._shard(k, sem))
@@ -466,22 +432,24 @@ class RayExecutor:
                 first = first.exceptions[0]
             raise first from None
         finally:
-            await self._close_hub(ray)
-            record = {"nodes": sorted({n for n, _ in self.workers}), "workers": sorted(self.workers),
-                      "hub_pid": self.hub_status.get("pid")}
-            (out / "cache" / "ray-workers.json").write_text(json.dumps(record, indent=1) + "\n")
+            try:
+                await drv.close()
+            finally:
+                drv.cache.close(own=False)
+                await self._close_hub(ray)
+                await asyncio.to_thread(cache.absorb)  # every worker's answers into requests.sqlite
+                record = {"nodes": sorted({n for n, _ in self.workers}), "workers": sorted(self.workers),
+                          "hub_pid": hub_pid, "hub_calls": self.hub_status.get("calls"),
+                          "expired_leases": self.hub_status.get("expired")}
+                (out / "cache" / "ray-workers.json").write_text(json.dumps(record, indent=1) + "\n")
 
     async def _close_hub(self, ray) -> None:
         try:
-            final = await self.hub.close.remote()
-        except Exception:  # the hub died with its node: the ledger of this invocation is lost
+            final = await self.hub.close.remote(self.run_id)
+        except Exception:  # the hub died with its node
             final = None
-        finally:
-            ray.kill(self.hub, no_restart=True)
         if final is None:
             return
         self.hub_status = final
-        ledger = self.ctx.ledger
-        ledger.teachers = {n: TeacherStats(**d) for n, d in final["teachers"].items()}
-        ledger.budget_hit = final["budget_hit"]
-        self.replicas = final.get("replicas") or {}
+        if final["budget_hit"]:
+            self.ctx.ledger.budget_hit = True

@@ -257,12 +257,17 @@ class _Turns:
             self.cond.notify_all()
 
 
-class LocalExecutor:
-    """Runs a plan's shards in one process: asyncio for teachers, worker threads for CPU steps."""
+class NodeRunner:
+    """One step on one shard, for every backend: reuse its committed output, or run it and commit.
 
-    def __init__(self, plan, ctx: RunContext, prompts, store, writer, retry_errors: bool = False):
-        self.plan, self.ctx, self.prompts, self.store, self.writer = plan, ctx, prompts, store, writer
-        self.retry_errors = retry_errors
+    The local executor runs every node of a shard with one NodeRunner; under Ray, each worker
+    process has one (row- and prompt-scoped steps) and the driver has one (global steps). ``ctx``
+    is the StepContext the steps get (RunContext or its Ray worker subclass): its ledger counts
+    replayed usage, its reporter hears progress.
+    """
+
+    def __init__(self, plan, ctx, store, hashes: dict, retry_errors: bool = False):
+        self.plan, self.ctx, self.store, self.hashes, self.retry_errors = plan, ctx, store, hashes, retry_errors
         graph = plan.graph
         self.nodes = [n for n in graph.order if n != SOURCE]
         self.kinds = {n: registry.get(graph.nodes[n].step.kind) for n in self.nodes}
@@ -272,35 +277,30 @@ class LocalExecutor:
             k, st = self.kinds[n], graph.nodes[n].step
             calls[n] = bool(k.teachers(st, plan.spec)) if k.teachers is not None else False
         self.calls_teachers = calls
-        self.hashes: dict[str, str] = {}
-        self.counts = {n: {"kind": graph.nodes[n].step.kind, "in": 0, "out": 0, "rejected": 0} for n in self.nodes}
-        self.span: dict[str, list[float]] = {}  # step id -> [first start, last end] (perf_counter)
-        self.t0 = time.perf_counter()
-        self.quarantined = 0
         self.states: dict = {}
-        self.prepare_locks: dict = {}
-        self.sync_locks: dict = {}
-        self.turns: dict = {}
-        self.clean = {n: True for n in self.nodes}
-        self.done = {n: 0 for n in self.nodes}  # shards through each step
-        self.write_turn = None
+        self.prepare_locks = {n: asyncio.Lock() for n in self.nodes}
+        self.sync_locks = {n: asyncio.Lock() for n in self.nodes}
+        self.clean = {n: True for n in self.nodes}  # global steps: every earlier shard complete
 
-    async def _state(self, nid: str):
+    async def state(self, nid: str):
         async with self.prepare_locks[nid]:
             if nid not in self.states:
                 kind, step = self.kinds[nid], self.plan.graph.nodes[nid].step
                 self.states[nid] = (await asyncio.to_thread(kind.prepare, self.ctx, step)) if kind.prepare else None
         return self.states[nid]
 
-    async def _run_kind(self, nid: str, rows: list[dict]):
+    async def run_kind(self, nid: str, rows: list[dict]):
         kind, step = self.kinds[nid], self.plan.graph.nodes[nid].step
-        state = await self._state(nid)
+        state = await self.state(nid)
         if inspect.iscoroutinefunction(kind.run):
             return await kind.run(self.ctx, step, rows, state)
         async with self.sync_locks[nid]:  # one shard at a time per synchronous step (shared state, GIL)
             return await asyncio.to_thread(kind.run, self.ctx, step, rows, state)
 
-    async def _node(self, k: int, nid: str, outputs: dict, shard: _ShardState):
+    async def node(self, k: int, nid: str, outputs: dict, shard: _ShardState):
+        """(kept, rejected, complete, stats) of step ``nid`` on shard ``k``; ``outputs``: parent id ->
+        (rows, complete). ``stats``: in/out/rejected/quarantined/units/cached and the wall-clock
+        start/end (time.time: spans are compared across processes)."""
         graph, ctx, store = self.plan.graph, self.ctx, self.store
         node = graph.nodes[nid]
         parents = [outputs[p] for p in node.parents]
@@ -310,40 +310,75 @@ class LocalExecutor:
         got = await asyncio.to_thread(store.get, nid, h, k) if complete else None
         if got is not None and self.retry_errors and got[2].get("quarantined"):
             got = None  # --retry-errors: ask the quarantined records again
-        t0 = time.perf_counter()
-        if got is not None:
+        start = time.time()
+        cached = got is not None
+        if cached:
             kept, rej, meta = got
-            for teacher_usage in [meta.get("usage") or {}]:
-                ctx.ledger.replay(teacher_usage)
+            ctx.ledger.replay(meta.get("usage") or {})
             units = meta.get("units", len(inp))
             ctx.reporter.add_total(nid, units)
             ctx.reporter.advance(nid, units, ctx.ledger.spent, cached=True)
             if self.scope[nid] == "global" and self.kinds[nid].restore is not None:
-                self.kinds[nid].restore(await self._state(nid), node.step, kept)
+                self.kinds[nid].restore(await self.state(nid), node.step, kept)
         else:
             if not self.calls_teachers[nid]:
                 ctx.reporter.add_total(nid, len(inp))
-            kept, rej = await self._run_kind(nid, inp)
+            kept, rej = await self.run_kind(nid, inp)
             if not self.calls_teachers[nid]:
                 ctx.reporter.advance(nid, len(inp), ctx.ledger.spent)
             complete = complete and nid not in shard.undispatched and not ctx.stop_event.is_set()
             if self.scope[nid] == "global":
                 complete = complete and self.clean[nid]
                 self.clean[nid] = complete
+            units = shard.units.get(nid, len(inp))
             if complete:
-                quarantined = count_quarantined(rej)
-                meta = {"usage": shard.usage.get(nid, {}), "units": shard.units.get(nid, len(inp)),
-                        "quarantined": quarantined, "in": len(inp)}
+                meta = {"usage": shard.usage.get(nid, {}), "units": units,
+                        "quarantined": count_quarantined(rej), "in": len(inp)}
                 await asyncio.to_thread(store.put, nid, h, k, kept, rej, meta)
-        span = self.span.setdefault(nid, [t0, t0])
-        span[1] = time.perf_counter()
+        stats = {"in": len(inp), "out": len(kept), "rejected": len(rej), "quarantined": count_quarantined(rej),
+                 "units": units, "cached": cached, "start": start, "end": time.time()}
+        return kept, rej, complete, stats
+
+
+class Counts:
+    """Per-step counters and spans of a run, summed from NodeRunner stats (both backends)."""
+
+    def _init_counts(self, plan) -> None:
+        graph = plan.graph
+        self.nodes = [n for n in graph.order if n != SOURCE]
+        self.counts = {n: {"kind": graph.nodes[n].step.kind, "in": 0, "out": 0, "rejected": 0} for n in self.nodes}
+        self.span: dict[str, list[float]] = {}  # step id -> [first start, last end] (wall clock)
+        self.t0 = time.time()
+        self.quarantined = 0
+
+    def _count(self, nid: str, st: dict) -> None:
         c = self.counts[nid]
-        c["in"] += len(inp)
-        c["out"] += len(kept)
-        c["rejected"] += len(rej)
-        self.quarantined += count_quarantined(rej)
+        c["in"] += st["in"]
+        c["out"] += st["out"]
+        c["rejected"] += st["rejected"]
+        self.quarantined += st["quarantined"]
+        span = self.span.setdefault(nid, [st["start"], st["end"]])
+        span[0], span[1] = min(span[0], st["start"]), max(span[1], st["end"])
+
+
+class LocalExecutor(Counts):
+    """Runs a plan's shards in one process: asyncio for teachers, worker threads for CPU steps."""
+
+    def __init__(self, plan, ctx: RunContext, prompts, store, writer, retry_errors: bool = False):
+        self.plan, self.ctx, self.prompts, self.store, self.writer = plan, ctx, prompts, store, writer
+        self.retry_errors = retry_errors
+        self._init_counts(plan)
+        self.hashes: dict[str, str] = {}
+        self.turns: dict = {}
+        self.done = {n: 0 for n in self.nodes}  # shards through each step
+        self.write_turn = None
+        self.runner: NodeRunner | None = None
+
+    async def _node(self, k: int, nid: str, outputs: dict, shard: _ShardState):
+        kept, rej, complete, stats = await self.runner.node(k, nid, outputs, shard)
+        self._count(nid, stats)
         self.done[nid] += 1
-        ctx.reporter.shards(nid, self.done[nid], self.prompts.n_shards)
+        self.ctx.reporter.shards(nid, self.done[nid], self.prompts.n_shards)
         return kept, rej, complete
 
     async def _shard(self, k: int, sem: asyncio.Semaphore):
@@ -377,9 +412,9 @@ class LocalExecutor:
 
     async def run(self) -> None:
         self.ctx.loop = asyncio.get_running_loop()
+        self.runner = NodeRunner(self.plan, self.ctx, self.store, self.hashes, self.retry_errors)
+        self.scope = self.runner.scope
         for nid in self.nodes:
-            self.prepare_locks[nid] = asyncio.Lock()
-            self.sync_locks[nid] = asyncio.Lock()
             self.turns[nid] = _Turns()
         self.write_turn = _Turns()
         ex = self.plan.spec.execution
@@ -443,6 +478,7 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
     reporter = reporter or NullReporter()
     started = time.time()
     cache = RequestCache(out / "cache" / "requests.sqlite")  # first: it keeps a reserve for a full disk
+    cache.absorb()  # answers a killed Ray run's workers left in their own files (cache/requests-*.sqlite)
     reporter.step_start(SOURCE, "source", 0)
     ex = spec.execution
     try:

@@ -1,0 +1,377 @@
+"""Teacher limits shared by many processes: one book of permits, leased in batches.
+
+    book = PermitBook({"gpt": Limits(concurrency=8, rpm=600)}, max_cost_usd=5.0)   # one owner
+    book.exchange("worker-1", "gpt", want=8, want_rate=8)   # {"slots": 8, "rate": 8, ...}
+
+    gate = Gate(call, "worker-1", "gpt", limits)            # in each worker process
+    if await gate.acquire(hint, est_cost): ...send one request...; gate.release(cost)
+
+The Ray backend sends teacher requests from the worker processes that run the steps; the only
+thing they share is this book, owned by one actor (engine/ray_executor.py). A worker leases what
+it needs for the requests it has queued in one call and gives back what it no longer uses, so
+the owner answers a few calls per hundred requests while:
+
+- **concurrency** is a hard global bound: a request is sent only while its process holds a slot,
+  and the book never has more than ``concurrency`` slots out;
+- **RPM/TPM** come out of the book's token buckets (a leased token is spent at once or given
+  back);
+- **the budget** is reserved: every slot out holds the largest estimated cost of one request,
+  a slot comes back with the actual cost of the request it carried (with a budget, slots are
+  used once), and no slot is granted when spent + reserved + one more estimate passes the cap;
+- **leases expire**: a worker that does not call for ``ttl_s`` (it renews while it holds slots)
+  is taken for dead, and its slots and reservations come back.
+
+No Ray here: :class:`PermitBook` is plain bookkeeping (a clock can be injected), :class:`Gate`
+calls the owner through an injected coroutine function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from distillflow.engine.scheduler import TokenBucket
+
+__all__ = ["Gate", "Limits", "PermitBook"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    concurrency: int
+    rpm: float | None = None
+    tpm: float | None = None
+
+
+@dataclass
+class _Held:
+    slots: int = 0
+    est: float = 0.0  # reserved cost per slot (the largest estimate this worker reported)
+    seen: float = 0.0
+
+
+@dataclass
+class _Teacher:
+    limits: Limits
+    rpm: TokenBucket | None
+    tpm: TokenBucket | None
+    held: dict = field(default_factory=dict)  # worker -> _Held
+
+    @property
+    def out(self) -> int:
+        return sum(h.slots for h in self.held.values())
+
+
+class PermitBook:
+    """The one owner of every teacher's slots, rate buckets and the budget (see module doc)."""
+
+    def __init__(self, limits: dict[str, Limits], max_cost_usd: float | None = None, ttl_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.ttl_s = ttl_s
+        self.max_cost_usd = max_cost_usd
+        self.spent = 0.0
+        self.budget_hit = False
+        self.calls = 0
+        self.expired: list[str] = []  # workers whose leases expired (for the run's record)
+        self.teachers = {}
+        for name, lim in limits.items():
+            rpm = TokenBucket(lim.rpm / 60.0, lim.rpm / 60.0, clock=clock) if lim.rpm else None
+            tpm = TokenBucket(lim.tpm / 60.0, lim.tpm / 60.0, clock=clock) if lim.tpm else None
+            self.teachers[name] = _Teacher(lim, rpm, tpm)
+        self.seen: dict[str, float] = {}
+        self._cond: asyncio.Condition | None = None
+
+    # -- leases -----------------------------------------------------------------------------------
+    def reserved(self) -> float:
+        return sum(h.slots * h.est for t in self.teachers.values() for h in t.held.values())
+
+    def expire(self) -> None:
+        """Take back the slots of workers that stopped calling (dead processes or nodes)."""
+        now = self.clock()
+        dead = [w for w, t in self.seen.items() if now - t > self.ttl_s]
+        for w in dead:
+            del self.seen[w]
+            self.expired.append(w)
+            for t in self.teachers.values():
+                t.held.pop(w, None)
+
+    def renew(self, worker: str) -> None:
+        self.seen[worker] = self.clock()
+
+    def exchange(self, worker: str, teacher: str, give_back: int = 0, cost: float = 0.0, est: float = 0.0,
+                 want: int = 0, want_rate: int = 0, tokens_each: float = 0.0, unused_tokens: float = 0.0,
+                 unused_rate: int = 0) -> dict:
+        """Give back ``give_back`` slots (and the actual ``cost`` of the requests they carried),
+        lease up to ``want`` more slots (each reserving ``est``) and up to ``want_rate`` requests'
+        worth of rate tokens (``tokens_each`` TPM tokens apiece); ``unused_tokens`` goes back to the
+        TPM bucket (estimates above the actual usage), ``unused_rate`` leased rate tokens to the
+        RPM bucket. Returns what was granted: ``slots``,
+        ``rate``, ``wait`` (seconds until a rate token is due, when none was granted),
+        ``budget_hit``, ``held`` (the worker's slots now)."""
+        self.calls += 1
+        self.renew(worker)
+        self.expire()
+        t = self.teachers[teacher]
+        h = t.held.setdefault(worker, _Held())
+        h.slots = max(0, h.slots - give_back)
+        self.spent += cost
+        if est > h.est:
+            h.est = est
+        if unused_tokens and t.tpm is not None:
+            t.tpm.adjust(unused_tokens)
+        if unused_rate and t.rpm is not None:
+            t.rpm.adjust(unused_rate)
+        slots = 0
+        if want > 0 and not self.budget_hit:
+            slots = max(0, min(want, t.limits.concurrency - t.out))
+            if self.max_cost_usd is not None and h.est > 0 and slots:
+                room = self.max_cost_usd - self.spent - self.reserved()
+                slots = max(0, min(slots, int(room // h.est)))
+                if slots == 0 and h.slots == 0:  # nothing can be sent by anyone any more
+                    self.budget_hit = True
+            h.slots += slots
+        rate, wait = 0, 0.0
+        if want_rate > 0 and not self.budget_hit:
+            rate = want_rate
+            if t.rpm is not None:
+                t.rpm._refill()
+                rate = min(rate, int(max(0.0, t.rpm.tokens)))
+            if t.tpm is not None and tokens_each > 0:
+                t.tpm._refill()
+                rate = min(rate, int(max(0.0, t.tpm.tokens) // tokens_each))
+                if rate == 0 and t.tpm.tokens >= min(tokens_each, t.tpm.capacity):
+                    rate = 1  # one request above the burst size still passes (the bucket goes into debt)
+            if rate:
+                if t.rpm is not None:
+                    t.rpm.tokens -= rate
+                if t.tpm is not None:
+                    t.tpm.tokens -= rate * tokens_each
+            else:
+                waits = []
+                if t.rpm is not None:
+                    waits.append((1.0 - t.rpm.tokens) / t.rpm.rate)
+                if t.tpm is not None and tokens_each > 0:
+                    need = min(tokens_each, t.tpm.capacity)
+                    waits.append(max(0.0, (need - t.tpm.tokens) / t.tpm.rate))
+                wait = max([w for w in waits if w > 0] or [0.01])
+        return {"slots": slots, "rate": rate, "wait": wait, "budget_hit": self.budget_hit, "held": h.slots}
+
+    async def aexchange(self, worker: str, teacher: str, max_wait_s: float = 2.0, **kw) -> dict:
+        """:meth:`exchange`, but when every slot is out, wait (up to ``max_wait_s``) for one to come
+        back instead of answering 0 at once (so a waiting worker does not poll)."""
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        got = self.exchange(worker, teacher, **kw)
+        if kw.get("give_back") or kw.get("unused_rate"):
+            async with self._cond:
+                self._cond.notify_all()
+        want = kw.get("want", 0)
+        end = self.clock() + max_wait_s
+        while want and got["slots"] == 0 and not got["budget_hit"] and self.clock() < end:
+            async with self._cond:
+                try:
+                    await asyncio.wait_for(self._cond.wait(), timeout=min(0.5, max(0.01, end - self.clock())))
+                except TimeoutError:
+                    pass
+            more = self.exchange(worker, teacher, est=kw.get("est", 0.0), want=want)
+            got = {**got, "slots": more["slots"], "budget_hit": more["budget_hit"], "held": more["held"]}
+        return got
+
+    def release_all(self, worker: str) -> None:
+        """A worker is done (or known dead): everything it held comes back."""
+        self.seen.pop(worker, None)
+        for t in self.teachers.values():
+            t.held.pop(worker, None)
+
+    def in_use(self, teacher: str) -> int:
+        return self.teachers[teacher].out
+
+
+class Gate:
+    """One worker process's side of one teacher's permits (one asyncio loop).
+
+    ``acquire(hint, est)`` returns True when a request may be sent now (it holds a slot and, with
+    RPM/TPM limits, a rate token), False when the budget is spent; ``release(cost)`` when its
+    answer (or final error) is in. Free slots are kept while requests wait and given back
+    ``linger_s`` after the last one left; with a budget, a slot carries one request only.
+    ``call(**kw)`` is the owner's :meth:`PermitBook.exchange` (through Ray, or directly in tests).
+    """
+
+    def __init__(self, call: Callable[..., Awaitable[dict]], worker: str, teacher: str, limits: Limits,
+                 budget: bool = False, ttl_s: float = 10.0, linger_s: float = 0.05,
+                 renew: Callable[[], Awaitable[None]] | None = None, tokens_each: float = 0.0):
+        self.call, self.worker, self.teacher, self.limits = call, worker, teacher, limits
+        self.budget = budget
+        self.ttl_s, self.linger_s = ttl_s, linger_s
+        self.renew_call = renew
+        self.rate_limited = bool(limits.rpm or limits.tpm)
+        self.tokens_each = tokens_each
+        self.free = 0  # slots held, not carrying a request
+        self.busy = 0  # slots carrying a request
+        self.rate = 0  # rate tokens held
+        self.back = 0  # slots to give back at the next call (used ones, with a budget)
+        self.cost = 0.0  # actual cost of the requests those slots carried
+        self.unused_tokens = 0.0  # TPM tokens leased above what the answers used
+        self.waiting = 0
+        self.idle: Callable[[], bool] = lambda: True  # no request queued behind the waiting ones
+        self.stopped = False  # the budget is spent: nothing more is sent
+        self.calls = 0
+        self._lock: asyncio.Lock | None = None
+        self._flush: asyncio.TimerHandle | None = None
+        self._renewer: asyncio.Task | None = None
+
+    @property
+    def held(self) -> int:
+        return self.free + self.busy
+
+    async def _exchange(self, **kw) -> dict:
+        kw.setdefault("give_back", 0)
+        give, cost = self.back + kw.pop("give_back"), self.cost
+        unused = self.unused_tokens + kw.pop("unused_tokens", 0.0)
+        self.back, self.cost, self.unused_tokens = 0, 0.0, 0.0
+        self.calls += 1
+        got = await self.call(worker=self.worker, teacher=self.teacher, give_back=give, cost=cost,
+                              unused_tokens=unused, **kw)
+        if got["budget_hit"]:
+            self.stopped = True
+        return got
+
+    async def acquire(self, hint: int = 1, est: float = 0.0, tokens: float = 0.0) -> bool:
+        """Wait for a slot (and a rate token); False once the budget is spent. ``est``: the largest
+        estimated cost of one request; ``tokens``: this request's estimated TPM tokens."""
+        if tokens > self.tokens_each:
+            self.tokens_each = tokens
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        self.waiting += 1
+        try:
+            while True:
+                if self.stopped:
+                    return False
+                if self.free > 0 and (not self.rate_limited or self.rate > 0):
+                    self.free -= 1
+                    self.busy += 1
+                    if self.rate_limited:
+                        self.rate -= 1
+                    self._keep_alive()
+                    return True
+                async with self._lock:
+                    if self.stopped or (self.free > 0 and (not self.rate_limited or self.rate > 0)):
+                        continue
+                    n = max(1, min(self.limits.concurrency, max(hint, self.waiting)))
+                    want = max(0, n - self.free)
+                    want_rate = max(0, n - self.rate) if self.rate_limited else 0
+                    got = await self._exchange(est=est, want=want, want_rate=want_rate, tokens_each=self.tokens_each)
+                    self.free += got["slots"]
+                    self.rate += got["rate"]
+                    if self.stopped:
+                        return False
+                    if got["slots"] == 0 and self.free == 0:
+                        await asyncio.sleep(0.005)  # every slot is out: someone gives one back soon
+                    elif self.rate_limited and self.rate == 0:
+                        await asyncio.sleep(max(0.001, got["wait"]))
+        finally:
+            self.waiting -= 1
+
+    def release(self, cost: float = 0.0, used_tokens: float | None = None) -> None:
+        """The request a slot carried is done (answered, or failed for good); ``used_tokens``: its
+        actual TPM tokens (what it leased beyond them goes back)."""
+        self.busy = max(0, self.busy - 1)
+        if used_tokens is not None and self.limits.tpm:
+            self.unused_tokens += self.tokens_each - used_tokens
+        if self.budget:  # a slot carries one request: back with its cost, at the next call
+            self.back += 1
+            self.cost += cost
+        else:
+            self.free += 1
+        if self.waiting == 0:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._flush is None:
+            self._flush = loop.call_later(self.linger_s, lambda: loop.create_task(self.flush()))
+
+    async def flush(self) -> None:
+        """Give back what no waiting request needs (free slots, used slots with their cost, rate tokens)."""
+        self._flush = None
+        if self.waiting or not self.idle():  # (the next release schedules it again)
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.waiting or not self.idle() or (self.free == 0 and self.back == 0 and self.rate == 0 and not self.unused_tokens):
+                return
+            free, rate = self.free, self.rate
+            self.free = self.rate = 0
+            await self._exchange(give_back=free, unused_tokens=rate * self.tokens_each, unused_rate=rate)
+
+    async def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
+        self.waiting = 0
+        self.free += self.busy  # the window has stopped: nothing is in flight any more
+        self.busy = 0
+        if self.free or self.back:
+            await self.flush()
+
+    # -- keeping leases while requests are slow ------------------------------------------------
+    def _keep_alive(self) -> None:
+        if self.renew_call is None or (self._renewer is not None and not self._renewer.done()):
+            return
+        self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
+
+    async def _renew_loop(self) -> None:
+        while self.held > 0 or self.back > 0:
+            await asyncio.sleep(self.ttl_s / 3)
+            if self.held > 0 or self.back > 0:
+                await self.renew_call()
+
+
+class PermitHub:
+    """The books of every run of one Ray job, in one actor (engine/ray_executor.py makes it a named
+    Ray actor on the driver's node, reused by the job's later runs: no new process per run).
+
+    Plain methods here (no Ray import): ``open``/``close`` a run's :class:`PermitBook`,
+    ``exchange``/``renew`` for a run's workers (:class:`Gate` calls them), ``status``.
+    """
+
+    def __init__(self):
+        import os
+
+        self.books: dict[str, PermitBook] = {}
+        self.pid = os.getpid()
+
+    async def open(self, run: str, limits: dict, max_cost_usd: float | None, ttl_s: float) -> int:
+        self.books[run] = PermitBook(limits, max_cost_usd, ttl_s=ttl_s)
+        return self.pid
+
+    async def exchange(self, run: str, **kw) -> dict:
+        book = self.books.get(run)
+        if book is None:  # the run is over: nothing more is sent
+            return {"slots": 0, "rate": 0, "wait": 0.0, "budget_hit": True, "held": 0}
+        return await book.aexchange(**kw)
+
+    async def renew(self, run: str, worker: str) -> None:
+        book = self.books.get(run)
+        if book is not None:
+            book.renew(worker)
+
+    async def status(self, run: str) -> dict:
+        b = self.books[run]
+        return {"spent": b.spent, "budget_hit": b.budget_hit, "pid": self.pid, "calls": b.calls,
+                "expired": list(b.expired), "in_use": {n: b.in_use(n) for n in b.teachers}}
+
+    async def close(self, run: str) -> dict:
+        got = await self.status(run)
+        del self.books[run]
+        return got
