@@ -17,7 +17,8 @@ the owner answers a few calls per hundred requests while:
   back);
 - **the budget** is reserved: every slot out holds the largest estimated cost of one request,
   a slot comes back with the actual cost of the request it carried (with a budget, slots are
-  used once), and no slot is granted when spent + reserved + one more estimate passes the cap;
+  used once), and no slot is granted when spent + reserved + one more estimate passes the cap
+  (the budget counts as spent once that holds with nothing reserved);
 - **leases expire**: a worker that does not call for ``ttl_s`` (it renews while it holds slots)
   is taken for dead, and its slots and reservations come back.
 
@@ -129,7 +130,7 @@ class PermitBook:
             if self.max_cost_usd is not None and h.est > 0 and slots:
                 room = self.max_cost_usd - self.spent - self.reserved()
                 slots = max(0, min(slots, int(room // h.est)))
-                if slots == 0 and h.slots == 0:  # nothing can be sent by anyone any more
+                if slots == 0 and self.reserved() == 0:  # spent + one more estimate passes the cap
                     self.budget_hit = True
             h.slots += slots
         rate, wait = 0, 0.0

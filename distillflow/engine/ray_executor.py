@@ -1,28 +1,37 @@
-"""Run a plan on a Ray cluster: shards as Ray tasks on any node, every teacher owned by one actor.
+"""Run a plan on a Ray cluster: shards as Ray tasks on any node, teacher limits owned by one actor.
 
     execution: {backend: ray, address: auto}                 # YAML
     distillflow run pipeline.yaml --backend ray --address 10.0.0.1:6379
     distillflow.run(plan, backend="ray")
 
-Same plan, same stores, same outputs as :class:`~distillflow.engine.runner.LocalExecutor`:
+Same plan, same stores, same outputs as :class:`~distillflow.engine.runner.LocalExecutor`, and the
+same per-step logic (:class:`~distillflow.engine.runner.NodeRunner`):
 
 - The **driver** (the process that called ``run``) reads shard k from the prompt store and hands
   its rows to a Ray task; a task runs a stretch of row- and prompt-scoped steps on any node and
   commits each step's output to the :class:`~distillflow.engine.shards.ShardStore` itself.
   Global steps (dedup) run in the driver, shard after shard in order, with one state, exactly as
   locally. The driver writes the outputs in shard order (:class:`OutputWriter`).
-- One actor, the **teacher hub** (placed on the driver's node), owns every teacher's lane: the HTTP
-  session, the ``concurrency`` window, the RPM/TPM buckets, the circuit breaker, the ledger and the
-  budget guard, and the request cache (``cache/requests.sqlite``, opened by that process only:
-  no two processes ever write it). Tasks send it a step's requests once per shard, not once per
-  request, so the limits and the budget hold for the whole cluster at little cost.
+- **Workers send teacher requests themselves** (the local engine's RunContext and lanes, one HTTP
+  session per worker process, kept across its tasks), and hold a permit of the **permit hub** for
+  each request in flight: one actor on the driver's node (reused by the job's later runs) owns every
+  teacher's ``concurrency`` slots, RPM/TPM buckets and the budget (engine/permits.py). Workers
+  lease permits in batches and give back what they no longer use, so the hub answers a few calls
+  per hundred requests; a worker that stops calling (dead) loses its leases after ``LEASE_TTL_S``.
+  Requests that are retried are not counted against RPM/TPM again (each worker's client retries).
+- **Request cache**: each worker process writes its own file, ``cache/requests-<worker>.sqlite``,
+  and reads every file of the run merged (:class:`~distillflow.engine.cache.SharedCache`), so no
+  two processes write one SQLite file and a retried shard finds a dead worker's answers. The driver
+  folds the worker files into ``cache/requests.sqlite`` before and after a run.
 - **Exactly once**: a task whose worker dies is retried by Ray (``max_retries``) and skips the
-  steps it had committed; answers it was waiting for are still cached by the hub. A driver killed
-  mid-run takes its tasks and the hub with it; running again resumes from the committed shards.
-  The outputs are rebuilt from shard results in shard order, so every record appears once.
+  steps it had committed; the dead worker's answers are in its file, so only the requests it had in
+  flight are asked again. A driver killed mid-run takes its tasks and the hub with it; running again
+  resumes from the committed shards. The outputs are rebuilt from shard results in shard order, so
+  every record appears once.
 
 The run directory must be on storage every node sees (a shared filesystem path; fsspec URLs such
-as ``s3://`` are not supported). Every node needs distillflow installed with the ``ray`` extra.
+as ``s3://`` are not supported). Every node needs distillflow installed with the ``ray`` extra; the
+teachers' API-key variables are shipped from the driver with the plan (a node's own values win).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from types import MappingProxyType
 
 from distillflow.engine.ledger import Ledger, TeacherStats
 from distillflow.engine.permits import Gate, Limits, PermitHub
-from distillflow.engine.runner import _SHARD, Counts, NodeRunner, RunContext, _ShardState, _Turns
+from distillflow.engine.runner import _SHARD, ExecutorBase, NodeRunner, RunContext, _ShardState
 from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError
 from distillflow.graph import SOURCE
 from distillflow.plan import Plan
@@ -94,8 +103,12 @@ def _box(plan) -> dict:
     """What a worker needs to rebuild the plan (MappingProxyType does not pickle; kinds registered
     from Python in the driver do not exist in a worker until shipped)."""
     used = {plan.graph.nodes[n].step.kind for n in plan.graph.order if n != SOURCE}
+    # the teachers' API keys as the driver has them: workers send the requests (a node's own wins);
+    # they travel in the object store's memory only, never to the run directory
+    names = {plan.spec.teacher(n).api_key_env for n in plan.teachers_used()} - {None, ""}
+    env = {v: os.environ[v] for v in sorted(names) if os.environ.get(v)}
     return {"spec": plan.spec, "graph": plan.graph, "base_dir": plan.base_dir, "objects": dict(plan.objects),
-            "source": plan.source, "kinds": {name: registry.get(name) for name in used}}
+            "source": plan.source, "kinds": {name: registry.get(name) for name in used}, "env": env}
 
 
 def _unbox(box: dict) -> Plan:
@@ -229,7 +242,10 @@ def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
         except Exception:
             pass
         old[0].cache.close()
-    plan = _unbox(ray.get(box_holder[0]))
+    box = ray.get(box_holder[0])
+    for var, value in box.get("env", {}).items():
+        os.environ.setdefault(var, value)
+    plan = _unbox(box)
     out = Path(opts["out_dir"])
     worker = f"{ray.get_runtime_context().get_node_id()[:8]}-{os.getpid()}-{run_id[:8]}"
     main = out / "cache" / "requests.sqlite"
@@ -296,14 +312,11 @@ def _segments(nodes: list[str], scope: dict) -> list[tuple[str, list[str]]]:
     return segs
 
 
-class RayExecutor(Counts):
+class RayExecutor(ExecutorBase):
     """Runs a plan's shards as Ray tasks; same constructor, ``run()`` and counters as LocalExecutor."""
 
     def __init__(self, plan, ctx: RunContext, prompts, store, writer, retry_errors: bool = False):
-        self.plan, self.ctx, self.prompts, self.store, self.writer = plan, ctx, prompts, store, writer
-        self.retry_errors = retry_errors
-        self._init_counts(plan)
-        self.hashes: dict[str, str] = {}
+        super().__init__(plan, ctx, prompts, store, writer, retry_errors)
         self.workers: set[tuple] = set()  # (node id, pid) of the processes that ran tasks: cache/ray-workers.json
         self.hub_status: dict = {}
 
@@ -322,6 +335,9 @@ class RayExecutor(Counts):
         for _, nids in self.segments:
             inside = set(nids)
             self.reads.append({p for n in nids for p in graph.nodes[n].parents if p not in inside})
+
+    def _stopping(self) -> bool:
+        return super()._stopping() or bool(self.hub_status.get("budget_hit"))
 
     def _account(self, nid: str, st: dict) -> None:
         self._count(nid, st)
@@ -372,11 +388,7 @@ class RayExecutor(Counts):
                     if p not in self.needed_after[i] and p != SOURCE:
                         outputs[p] = ([], outputs[p][1])
             self.hub_status = await self.hub.status.remote(self.run_id)
-            await self.write_turn.wait(k)
-            try:
-                await asyncio.to_thread(self.writer.add, outputs[self.plan.graph.sink][0], rejected)
-            finally:
-                await self.write_turn.done(k)
+            await self._write(k, outputs, rejected)
         finally:
             sem.release()
 
@@ -393,7 +405,7 @@ class RayExecutor(Counts):
     async def _run(self, ray) -> None:
         from distillflow.engine.cache import SharedCache
 
-        plan, ex, out = self.plan, self.plan.spec.execution, self.ctx.out_dir
+        plan, out = self.plan, self.ctx.out_dir
         self.run_id = uuid.uuid4().hex
         self.box_holder = [ray.put(_box(plan))]
         self.hub = permit_hub(ray)
@@ -414,23 +426,9 @@ class RayExecutor(Counts):
         drv.stop_event = self.ctx.stop_event
         self.local = NodeRunner(plan, drv, self.store, self.hashes, self.retry_errors)
         self._plan_segments(self.local.scope)
-        self.turns = {n: _Turns() for n in self.nodes}
-        self.write_turn = _Turns()
-        sem = asyncio.Semaphore(ex.shards_in_flight)
         try:
             self.hub_status = await self.hub.status.remote(self.run_id)
-            async with asyncio.TaskGroup() as tg:
-                for k in range(self.prompts.n_shards):
-                    await sem.acquire()
-                    if self.ctx.stop_event.is_set() or self.hub_status.get("budget_hit") or self.ctx.ledger.budget_hit:
-                        sem.release()
-                        break
-                    tg.create_task(self._shard(k, sem))
-        except BaseExceptionGroup as eg:
-            first = eg.exceptions[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
+            await self._all_shards()
         finally:
             try:
                 await drv.close()

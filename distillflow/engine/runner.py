@@ -340,16 +340,22 @@ class NodeRunner:
         return kept, rej, complete, stats
 
 
-class Counts:
-    """Per-step counters and spans of a run, summed from NodeRunner stats (both backends)."""
+class ExecutorBase:
+    """What both executors share: per-step counters and spans summed from NodeRunner stats, the
+    output writer's turn, and the loop over shards (``shards_in_flight`` at once)."""
 
-    def _init_counts(self, plan) -> None:
+    def __init__(self, plan, ctx: RunContext, prompts, store, writer, retry_errors: bool = False):
+        self.plan, self.ctx, self.prompts, self.store, self.writer = plan, ctx, prompts, store, writer
+        self.retry_errors = retry_errors
         graph = plan.graph
         self.nodes = [n for n in graph.order if n != SOURCE]
         self.counts = {n: {"kind": graph.nodes[n].step.kind, "in": 0, "out": 0, "rejected": 0} for n in self.nodes}
         self.span: dict[str, list[float]] = {}  # step id -> [first start, last end] (wall clock)
         self.t0 = time.time()
         self.quarantined = 0
+        self.hashes: dict[str, str] = {}
+        self.turns: dict = {}
+        self.write_turn = None
 
     def _count(self, nid: str, st: dict) -> None:
         c = self.counts[nid]
@@ -360,18 +366,44 @@ class Counts:
         span = self.span.setdefault(nid, [st["start"], st["end"]])
         span[0], span[1] = min(span[0], st["start"]), max(span[1], st["end"])
 
+    async def _write(self, k: int, outputs: dict, rejected: dict) -> None:
+        """Shard k's sink rows and rejected rows to the outputs, in shard order."""
+        await self.write_turn.wait(k)
+        try:
+            await asyncio.to_thread(self.writer.add, outputs[self.plan.graph.sink][0], rejected)
+        finally:
+            await self.write_turn.done(k)
 
-class LocalExecutor(Counts):
+    def _stopping(self) -> bool:
+        return self.ctx.stop_event.is_set() or self.ctx.ledger.budget_hit
+
+    async def _all_shards(self) -> None:
+        """``_shard(k, sem)`` for every shard, ``shards_in_flight`` at once, until the run stops;
+        one shard's failure stops the run and is re-raised plainly."""
+        self.turns = {n: _Turns() for n in self.nodes}
+        self.write_turn = _Turns()
+        sem = asyncio.Semaphore(self.plan.spec.execution.shards_in_flight)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for k in range(self.prompts.n_shards):
+                    await sem.acquire()
+                    if self._stopping():
+                        sem.release()
+                        break
+                    tg.create_task(self._shard(k, sem))
+        except BaseExceptionGroup as eg:
+            first = eg.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+
+
+class LocalExecutor(ExecutorBase):
     """Runs a plan's shards in one process: asyncio for teachers, worker threads for CPU steps."""
 
     def __init__(self, plan, ctx: RunContext, prompts, store, writer, retry_errors: bool = False):
-        self.plan, self.ctx, self.prompts, self.store, self.writer = plan, ctx, prompts, store, writer
-        self.retry_errors = retry_errors
-        self._init_counts(plan)
-        self.hashes: dict[str, str] = {}
-        self.turns: dict = {}
+        super().__init__(plan, ctx, prompts, store, writer, retry_errors)
         self.done = {n: 0 for n in self.nodes}  # shards through each step
-        self.write_turn = None
         self.runner: NodeRunner | None = None
 
     async def _node(self, k: int, nid: str, outputs: dict, shard: _ShardState):
@@ -402,11 +434,7 @@ class LocalExecutor(Counts):
                 for p in self.plan.graph.nodes[nid].parents:  # release what no later step reads
                     if p != SOURCE and all(p not in self.plan.graph.nodes[m].parents for m in self.nodes[self.nodes.index(nid) + 1:]):
                         outputs[p] = ([], outputs[p][1])
-            await self.write_turn.wait(k)
-            try:
-                await asyncio.to_thread(self.writer.add, outputs[self.plan.graph.sink][0], rejected)
-            finally:
-                await self.write_turn.done(k)
+            await self._write(k, outputs, rejected)
         finally:
             sem.release()
 
@@ -414,26 +442,10 @@ class LocalExecutor(Counts):
         self.ctx.loop = asyncio.get_running_loop()
         self.runner = NodeRunner(self.plan, self.ctx, self.store, self.hashes, self.retry_errors)
         self.scope = self.runner.scope
-        for nid in self.nodes:
-            self.turns[nid] = _Turns()
-        self.write_turn = _Turns()
-        ex = self.plan.spec.execution
-        sem = asyncio.Semaphore(ex.shards_in_flight)
         try:
-            async with asyncio.TaskGroup() as tg:
-                for k in range(self.prompts.n_shards):
-                    await sem.acquire()
-                    if self.ctx.stop_event.is_set() or self.ctx.ledger.budget_hit:
-                        sem.release()
-                        break
-                    tg.create_task(self._shard(k, sem))
+            await self._all_shards()
             if self.ctx.batch_lanes:  # every shard has asked: submit what the batch lanes pooled
                 await self.ctx.batch_lanes.flush()
-        except BaseExceptionGroup as eg:  # one shard's failure stops the run: re-raise it plainly
-            first = eg.exceptions[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
         finally:
             await self.ctx.close()
 

@@ -49,7 +49,7 @@ def _scenario(results, name):
 
 def test_limits_hold_across_workers_and_nodes(cluster_results):
     r = _scenario(cluster_results, "limits")
-    # tasks ran on both nodes, in two worker processes, all asking one hub
+    # tasks ran on both nodes, in two worker processes, all leasing permits from one hub
     assert len(r["workers"]["nodes"]) == 2
     assert len({pid for _, pid in r["workers"]["workers"]}) >= 2
     # the endpoint rejects a 4th concurrent request: none was ever sent, and the window was used
@@ -87,8 +87,9 @@ def test_killed_worker_shard_is_retried_exactly_once(cluster_results):
     assert r["status"] == "complete"
     assert len(r["curated_ids"]) == r["n"] == len(set(r["curated_ids"]))
     assert r["prompts"] == sorted(f"killwquestion {i}: what is {i}+{i}?" for i in range(r["n"]))
-    # the hub kept answering while the worker was dead: the retried shard found its answers cached
-    assert r["requests"] == r["n"]
+    # workers send their own requests: the dead worker lost at most its in-flight ones (concurrency 2);
+    # the answers it had received were in its own cache file, where the retried shard found them
+    assert r["n"] <= r["requests"] <= r["n"] + 2
 
 
 def test_killed_driver_resumes_from_committed_shards(cluster_results):

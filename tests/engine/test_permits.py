@@ -1,0 +1,197 @@
+"""Permits shared by many processes (engine/permits.py): the book's bounds with known inputs, leases
+of a dead worker coming back, and gates of several "workers" (one loop here) against one book."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from distillflow.engine.cache import RequestCache, SharedCache, sibling_path
+from distillflow.engine.client import ChatResult
+from distillflow.engine.permits import Gate, Limits, PermitBook
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_slots_never_exceed_concurrency_across_workers():
+    book = PermitBook({"t": Limits(concurrency=8)}, clock=Clock())
+    got = [book.exchange(w, "t", want=5)["slots"] for w in ("a", "b", "c")]
+    assert got == [5, 3, 0]
+    assert book.in_use("t") == 8
+    assert book.exchange("c", "t", give_back=0, want=8)["slots"] == 0
+    book.exchange("a", "t", give_back=2)
+    assert book.exchange("c", "t", want=8)["slots"] == 2
+    assert book.in_use("t") == 8
+    # giving back more than one holds never frees another worker's slots
+    book.exchange("c", "t", give_back=50)
+    assert book.in_use("t") == 6
+
+
+def test_leases_of_a_dead_worker_come_back_after_the_ttl():
+    clock = Clock()
+    book = PermitBook({"t": Limits(concurrency=4)}, ttl_s=10.0, clock=clock)
+    assert book.exchange("dead", "t", want=4)["slots"] == 4
+    clock.t += 5
+    book.renew("alive")
+    assert book.exchange("alive", "t", want=4)["slots"] == 0  # "dead" is only 5 s quiet
+    clock.t += 6  # 11 s since "dead" last called
+    assert book.exchange("alive", "t", want=4)["slots"] == 4
+    assert book.expired == ["dead"]
+    assert book.in_use("t") == 4
+
+
+def test_renewing_keeps_a_slow_workers_lease():
+    clock = Clock()
+    book = PermitBook({"t": Limits(concurrency=2)}, ttl_s=10.0, clock=clock)
+    book.exchange("slow", "t", want=2)
+    for _ in range(5):  # 30 s of long requests, renewed every 6 s
+        clock.t += 6
+        book.renew("slow")
+        assert book.exchange("other", "t", want=1)["slots"] == 0
+    assert book.expired == []
+
+
+def test_budget_reserves_an_estimate_per_slot_and_reconciles_actual_cost():
+    book = PermitBook({"t": Limits(concurrency=10)}, max_cost_usd=1.0, clock=Clock())
+    assert book.exchange("a", "t", est=0.3, want=10)["slots"] == 3  # 3 x 0.3 reserved
+    assert book.exchange("b", "t", est=0.3, want=10)["slots"] == 0
+    assert not book.budget_hit  # "a" still holds reservations that may come back unused
+    # the three requests cost 0.1 each: 0.7 of room is left
+    got = book.exchange("a", "t", give_back=3, cost=0.3, est=0.3, want=10)
+    assert got["slots"] == 2 and book.spent == 0.3
+    got = book.exchange("a", "t", give_back=2, cost=0.6, est=0.3, want=10)
+    assert got["slots"] == 0 and got["budget_hit"] and book.budget_hit
+    assert book.spent <= 1.0
+    assert book.exchange("b", "t", est=0.3, want=1)["slots"] == 0  # stopped for everyone
+
+
+def test_rpm_tokens_come_from_one_bucket():
+    clock = Clock()
+    book = PermitBook({"t": Limits(concurrency=100, rpm=600)}, clock=clock)  # 10 per second, 1 s burst
+    assert book.exchange("a", "t", want_rate=50)["rate"] == 10
+    got = book.exchange("b", "t", want_rate=50)
+    assert got["rate"] == 0 and 0 < got["wait"] <= 0.1 + 1e-9
+    clock.t += 0.5
+    assert book.exchange("b", "t", want_rate=50)["rate"] == 5
+    book.exchange("a", "t", unused_rate=3)  # leased, not used: back to the bucket
+    assert book.exchange("b", "t", want_rate=50)["rate"] == 3
+
+
+def test_tpm_grants_by_estimated_tokens_and_takes_back_the_unused():
+    clock = Clock()
+    book = PermitBook({"t": Limits(concurrency=100, tpm=6000)}, clock=clock)  # 100 tokens per second
+    assert book.exchange("a", "t", want_rate=10, tokens_each=30)["rate"] == 3
+    assert book.exchange("a", "t", want_rate=10, tokens_each=30)["rate"] == 0
+    book.exchange("a", "t", unused_tokens=60)  # the three used 10 tokens each
+    assert book.exchange("a", "t", want_rate=10, tokens_each=30)["rate"] == 2
+
+
+async def _workers(book: PermitBook, n_workers: int, n_requests: int, concurrency: int, die: str | None = None):
+    """Gates of ``n_workers`` workers, each sending ``n_requests`` fake requests with a window of
+    ``concurrency`` coroutines; returns (max in flight, completed, gates)."""
+    state = {"in_flight": 0, "max": 0, "done": 0}
+
+    async def call(**kw):
+        await asyncio.sleep(0)  # a hop, as through Ray
+        return await book.aexchange(**kw)
+
+    async def renew_of(name):
+        book.renew(name)
+
+    async def worker(name: str):
+        gate = Gate(call, name, "t", book.teachers["t"].limits, ttl_s=book.ttl_s, linger_s=0.01,
+                    renew=lambda: renew_of(name))
+        queue = list(range(n_requests))
+
+        async def window():
+            while queue:
+                queue.pop()
+                assert await gate.acquire(len(queue) + 1)
+                state["in_flight"] += 1
+                state["max"] = max(state["max"], state["in_flight"])
+                await asyncio.sleep(random.uniform(0.0005, 0.003))
+                state["in_flight"] -= 1
+                state["done"] += 1
+                gate.release()
+                if name == die and state["done"] >= 5:
+                    raise asyncio.CancelledError  # this worker dies holding its slots
+
+        try:
+            await asyncio.gather(*(window() for _ in range(concurrency)))
+        except asyncio.CancelledError:
+            if gate._renewer is not None:
+                gate._renewer.cancel()  # a dead process renews nothing
+            if gate._flush is not None:
+                gate._flush.cancel()
+            return gate
+        await gate.close()
+        return gate
+
+    gates = await asyncio.gather(*(worker(f"w{i}") for i in range(n_workers)))
+    return state["max"], state["done"], gates
+
+
+def test_gates_of_several_workers_hold_the_global_bound_with_few_hub_calls():
+    random.seed(7)
+    book = PermitBook({"t": Limits(concurrency=6)})
+    top, done, gates = asyncio.run(_workers(book, n_workers=4, n_requests=150, concurrency=6))
+    assert done == 600
+    assert top <= 6
+    assert top >= 3  # the window was used
+    assert book.in_use("t") == 0  # every slot came back
+    assert book.calls < 600 / 4  # leases in batches: far fewer hub calls than requests
+
+
+def test_a_dead_workers_slots_come_back_to_the_others():
+    random.seed(3)
+    book = PermitBook({"t": Limits(concurrency=4)}, ttl_s=0.3)
+    top, done, gates = asyncio.run(_workers(book, n_workers=2, n_requests=40, concurrency=4, die="w0"))
+    assert top <= 4
+    assert gates[1].held == 0
+    assert "w0" in book.expired  # w1 went on with w0's slots once its lease expired
+    assert done >= 40
+    assert book.in_use("t") == 0
+
+
+def test_a_gate_stops_when_the_budget_is_spent():
+    book = PermitBook({"t": Limits(concurrency=4)}, max_cost_usd=0.05)
+
+    async def go():
+        async def call(**kw):
+            return await book.aexchange(**kw)
+
+        gate = Gate(call, "w", "t", book.teachers["t"].limits, budget=True, linger_s=0.001)
+        sent = 0
+        while await gate.acquire(1, est=0.01):
+            sent += 1
+            gate.release(cost=0.01)
+        return sent
+
+    sent = asyncio.run(go())
+    assert sent == 5 and book.spent <= 0.05 + 1e-9 and book.budget_hit
+
+
+def _answer(key: str) -> ChatResult:
+    return ChatResult(key, f"answer {key}", 3, 4, None, "stop", None, 0.01)
+
+
+def test_worker_caches_are_read_merged_and_absorbed_by_the_driver(tmp_path):
+    main = tmp_path / "cache" / "requests.sqlite"
+    one = SharedCache(RequestCache(sibling_path(main, "w1")), main)
+    two = SharedCache(RequestCache(sibling_path(main, "w2")), main)
+    one.put(_answer("k1"))
+    one.flush()
+    got = two.get_many(["k1", "k2"])  # a retried shard on another worker finds w1's answers
+    assert list(got) == ["k1"] and got["k1"].cached and got["k1"].text == "answer k1"
+    one.close()
+    two.close()
+    with RequestCache(main) as driver:
+        assert driver.absorb() == 1
+        assert not list(main.parent.glob("requests-*"))
+        assert driver.get_many(["k1"])["k1"].text == "answer k1"
