@@ -152,7 +152,10 @@ class Lane:
                     fut.set_result(None)
             self.pending.clear()
             if self.gate is not None:  # nothing is in flight any more: every slot goes back
-                await self.gate.close()
+                try:
+                    await self.gate.close()
+                except Exception:  # the owner is gone: its leases expire there anyway
+                    pass
 
     # -- asking -------------------------------------------------------------------------------------
     async def submit(self, step_id: str, requests: list, label: str) -> dict:
