@@ -46,6 +46,7 @@ from types import MappingProxyType
 
 from distillflow.engine.ledger import Ledger, TeacherStats
 from distillflow.engine.permits import Gate, Limits, PermitHub
+from distillflow.engine.replicas import replica_manifest
 from distillflow.engine.runner import _SHARD, ExecutorBase, NodeRunner, RunContext, _ShardState
 from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError
 from distillflow.graph import SOURCE
@@ -285,9 +286,30 @@ def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: 
         finally:
             await asyncio.to_thread(ctx.cache.flush)  # the answers are on disk before the task ends
         out["ledger"], out["budget_hit"] = ctx.ledger.snapshot(), ctx.ledger.budget_hit
+        out["worker"], out["replicas"] = ctx.worker, replica_manifest(ctx._clients)  # (this worker's, so far)
         return out
 
     return asyncio.run_coroutine_threadsafe(go(), loop).result()
+
+
+def merge_replicas(sections: list[dict]) -> dict:
+    """One manifest ``replicas`` section from several processes' (each teacher's rows in base_url
+    order): counters summed; a replica is resting or probing if it is so in any process."""
+    out: dict = {}
+    for section in sections:
+        for name, rows in section.items():
+            if name not in out:
+                out[name] = [dict(r) for r in rows]
+                continue
+            for acc, row in zip(out[name], rows):
+                for key, v in row.items():
+                    if key in ("requests", "ok", "failed", "probes", "rests") and isinstance(v, (int, float)):
+                        acc[key] = acc.get(key, 0) + v
+                    elif key == "state" and v != "healthy":
+                        acc[key] = v
+                    elif key == "last_error" and v:
+                        acc[key] = v
+    return out
 
 
 def _add_ledger(ledger: Ledger, snap: dict) -> None:
@@ -318,6 +340,7 @@ class RayExecutor(ExecutorBase):
     def __init__(self, plan, ctx: RunContext, prompts, store, writer, retry_errors: bool = False):
         super().__init__(plan, ctx, prompts, store, writer, retry_errors)
         self.workers: set[tuple] = set()  # (node id, pid) of the processes that ran tasks: cache/ray-workers.json
+        self.worker_replicas: dict = {}  # worker -> its replica stats (the manifest's `replicas`, summed)
         self.hub_status: dict = {}
 
     def _plan_segments(self, scope: dict) -> None:
@@ -377,6 +400,8 @@ class RayExecutor(ExecutorBase):
                             "Committed shards are kept: run the same command again to resume."
                         ) from None
                     self.workers.add((res["node"], res["pid"]))
+                    if res.get("replicas"):
+                        self.worker_replicas[res["worker"]] = res["replicas"]
                     _add_ledger(self.ctx.ledger, res["ledger"])
                     if res["budget_hit"]:
                         self.ctx.ledger.budget_hit = True
@@ -432,6 +457,7 @@ class RayExecutor(ExecutorBase):
         finally:
             try:
                 await drv.close()
+                self.replicas = merge_replicas([*self.worker_replicas.values(), replica_manifest(drv._clients)])
             finally:
                 drv.cache.close(own=False)
                 await self._close_hub(ray)

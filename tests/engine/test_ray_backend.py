@@ -113,3 +113,21 @@ def test_plan_box_ships_python_registered_kinds(write_yaml):
     again = _unbox(box)
     assert again.graph.order == plan.graph.order
     assert again.spec.to_yaml() == plan.spec.to_yaml()
+
+
+def test_replica_stats_of_several_workers_are_summed():
+    from distillflow.engine.ray_executor import merge_replicas
+
+    a = {"t": [{"url": "u1", "state": "healthy", "requests": 3, "ok": 3, "failed": 0, "probes": 0, "rests": 0,
+                "last_error": None},
+               {"url": "u2", "state": "resting", "requests": 2, "ok": 0, "failed": 2, "probes": 1, "rests": 1,
+                "last_error": "HTTP 503"}]}
+    b = {"t": [{"url": "u1", "state": "healthy", "requests": 4, "ok": 4, "failed": 0, "probes": 0, "rests": 0,
+                "last_error": None},
+               {"url": "u2", "state": "healthy", "requests": 1, "ok": 1, "failed": 0, "probes": 0, "rests": 0,
+                "last_error": None}]}
+    got = merge_replicas([a, b, {}])
+    assert [r["requests"] for r in got["t"]] == [7, 3]
+    assert got["t"][1]["state"] == "resting" and got["t"][1]["last_error"] == "HTTP 503"
+    assert got["t"][1]["failed"] == 2 and got["t"][0]["url"] == "u1"
+    assert a["t"][0]["requests"] == 3  # inputs untouched
