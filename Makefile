@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py --ablation
+	$(BIN)/python examples/quickstart/demo.py --ablation
 
 # Random order (the seed is printed; `make test SEED=N` reruns an order);
 # then the tree must be as clean as before: tests write only under tmp dirs and test-artifacts/.

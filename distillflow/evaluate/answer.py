@@ -158,7 +158,7 @@ def generate_served(model_dir: str | Path, conversations: list[list[dict]], max_
     """Answers from the real ``transformers serve`` started over ``model_dir``: greedy, or sampled
     at ``temperature`` (each request carries ``seed`` + its index)."""
     from distillflow.engine.client import ChatRequest, OpenAICompatibleClient
-    from distillflow.testing.serve import TransformersServe
+    from distillflow.evaluate.serve import TransformersServe
 
     with TransformersServe(model_dir, startup_timeout=startup_timeout) as srv:
         # the server generates one request at a time; a small window keeps it busy without timeouts

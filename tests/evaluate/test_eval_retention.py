@@ -24,7 +24,7 @@ def grader():
 
 @pytest.fixture(scope="module")
 def run(endpoint, grader, tmp_path_factory):
-    from distillflow.testing.tiny import build_tiny_chat_model
+    from tests.support.tiny import build_tiny_chat_model
 
     root = tmp_path_factory.mktemp("eval")
     base = build_tiny_chat_model(root / "base", seed=0)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from distillflow.testing import demo
+from examples.quickstart import arithmetic as demo
 
 pytestmark = pytest.mark.integration
 

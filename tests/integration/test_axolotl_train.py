@@ -58,7 +58,7 @@ def test_cpu_axolotl_train_from_a_real_pipeline_run(tmp_path):
     import distillflow as df
     from benchmarks.fake_endpoint import EndpointThread
     from distillflow.cli import app
-    from distillflow.testing.tiny import build_tiny_chat_model
+    from tests.support.tiny import build_tiny_chat_model
 
     student = build_tiny_chat_model(tmp_path / "student", vocab_texts=PROMPTS)
     run = tmp_path / "run"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def pipeline_yaml(base_url: str, steps: str, rows: str | None = None, extra: str = "", teacher_extra: str = "") -> str:
