@@ -25,21 +25,9 @@ from distillflow.engine.scheduler import (
     parse_retry_after,
     run_window,
 )
+from distillflow.engine.outputs import dumps_bytes as _dumps, loads as _loads  # orjson when installed
 from distillflow.engine.replicas import ReplicaSet, route
 from distillflow.errors import ConfigurationError
-
-try:  # orjson is ~5x faster, but only used when something else already installed it
-    import orjson as _orjson
-
-    _dumps: Callable[[object], bytes] = _orjson.dumps
-    _loads: Callable[[bytes], object] = _orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    import json as _json
-
-    def _dumps(obj: object) -> bytes:
-        return _json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-    _loads = _json.loads
 
 __all__ = [
     "ChatRequest",
