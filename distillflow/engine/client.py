@@ -35,6 +35,7 @@ __all__ = [
     "OpenAICompatibleClient",
     "alist_models",
     "list_models",
+    "openai_body",
     "run_coroutine_sync",
 ]
 
@@ -124,6 +125,22 @@ def run_coroutine_sync(factory: Callable[[], object]):
     return box.get("value")
 
 
+def openai_body(model: str, request: ChatRequest) -> dict:
+    """The chat-completions body of a request: what the online client sends and a provider batch line carries."""
+    body: dict = {"model": model, "messages": request.messages}
+    for k, v in request.params.items():
+        if v is None or k == "n":
+            continue
+        if k == "logprobs":
+            if v:
+                body["logprobs"] = True
+            continue
+        if k == "top_logprobs":
+            body["logprobs"] = True  # OpenAI rejects top_logprobs without logprobs
+        body[k] = v
+    return body
+
+
 class OpenAICompatibleClient:
     """Chat completions against any OpenAI-compatible ``base_url`` (ending in ``/v1``).
 
@@ -172,18 +189,7 @@ class OpenAICompatibleClient:
         self.headers.update(extra_headers or {})
 
     def _payload(self, req: ChatRequest) -> bytes:
-        body = {"model": self.model, "messages": req.messages}
-        for k, v in req.params.items():
-            if v is None or k == "n":
-                continue
-            if k == "logprobs":
-                if v:
-                    body["logprobs"] = True
-                continue
-            if k == "top_logprobs":
-                body["logprobs"] = True  # OpenAI rejects top_logprobs without logprobs
-            body[k] = v
-        return _dumps(body)
+        return _dumps(openai_body(self.model, req))
 
     async def arun(
         self,

@@ -15,7 +15,6 @@ import pytest
 from tests.support import need_module
 from typer.testing import CliRunner
 
-pytestmark = pytest.mark.integration
 
 PROMPTS = [f"What is {a}+{b}?" for a in range(10, 22) for b in range(3, 8)]
 

@@ -13,7 +13,6 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-pytestmark = pytest.mark.integration
 
 
 def _pipeline(tmp_path, seed: int = 0) -> str:

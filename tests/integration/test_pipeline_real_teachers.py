@@ -11,7 +11,6 @@ import distillflow as df
 from distillflow.evaluate.serve import TransformersServe
 from tests.support.tiny import build_tiny_chat_model
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

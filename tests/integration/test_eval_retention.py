@@ -10,10 +10,9 @@ import pytest
 from tests.support import need_module
 from typer.testing import CliRunner
 
-from grader import Grader
-from rundir_fixture import build_run
+from tests.evaluate.grader import Grader
+from tests.evaluate.rundir_fixture import build_run
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import pytest
 
 from examples.quickstart import arithmetic as demo
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import pytest
 
 from tests.support import ROOT, need_module
 
-pytestmark = pytest.mark.integration
 
 TASK = """task: df_echo
 dataset_path: json
