@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py --ablation
+	$(BIN)/python examples/quickstart/demo.py --ablation
 
 # Random order (the seed is printed; `make test SEED=N` reruns an order);
 # then the tree must be as clean as before: tests write only under tmp dirs and test-artifacts/.
@@ -50,7 +50,7 @@ browser:
 
 # Refresh the README's pictures (docs/img/*.png) from the browser tests' artifacts in test-artifacts/.
 screenshots: $(STAMP) browser
-	$(BIN)/python -m pytest -q tests/report/test_report_browser.py \
+	$(BIN)/python -m pytest -q tests/integration/test_report_browser.py \
 	  "tests/integration/test_argilla_review.py::test_the_argilla_ui_shows_a_pushed_record"
 	mkdir -p docs/img
 	cp test-artifacts/report.png test-artifacts/argilla_review.png docs/img/
@@ -60,7 +60,7 @@ mutation: $(STAMP)
 	$(BIN)/python scripts/mutation.py
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration and not slow"
+	$(BIN)/python -m pytest -q -m "not integration"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/teacher_throughput.py

@@ -73,7 +73,7 @@ def absolute_pipeline(name: str) -> dict:
 
 def unseen_problems(prompts_file: Path, n: int = 200) -> list[dict]:
     """``n`` held-out problems (the teacher never trained on them) that are not among the pipeline's prompts."""
-    from distillflow.testing import demo
+    from examples.quickstart import arithmetic as demo
 
     asked = {json.loads(line)["question"] for line in prompts_file.open()}
     out = []
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     runs = make_data(out, args.limit)
-    items_unseen = unseen_problems(ROOT / "pipelines" / "data" / "arithmetic_prompts.jsonl")
+    items_unseen = unseen_problems(ROOT / "examples" / "quickstart" / "data" / "arithmetic_prompts.jsonl")
     items_mixed = [{"question": r["prompt"], "answer": str(r["reference"])}
                    for r in map(json.loads, (runs["quickstart.yaml"] / "data" / "heldout.jsonl").open())]
     student = absolute_pipeline("quickstart.yaml")["train"]["base_model"]

@@ -43,7 +43,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from distillflow.spec.loader import validate_data
-from distillflow.testing.tiny import build_tiny_chat_model
+from tests.support.tiny import build_tiny_chat_model
 
 work, steps = Path(sys.argv[1]), int(sys.argv[2])
 rng = random.Random(0)

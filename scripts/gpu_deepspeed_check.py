@@ -46,7 +46,7 @@ def build(work: Path, tiny: bool) -> None:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from distillflow.spec.train import TrainSpec
-    from distillflow.testing.tiny import build_tiny_chat_model
+    from tests.support.tiny import build_tiny_chat_model
     from distillflow.train.render import render, write_deepspeed
 
     work.mkdir(parents=True, exist_ok=True)

@@ -27,24 +27,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from distillflow.engine.client import ChatResult
+# stored values only (keys always use stdlib json, so they never change with installs)
+from distillflow.engine.outputs import dumps as _dump_value, loads as _load_value
 from distillflow.errors import OutputWriteError
-
-try:  # stored values only (keys always use stdlib json, so they never change with installs)
-    import orjson as _orjson
-
-    def _dump_value(obj: list) -> str:
-        try:
-            return _orjson.dumps(obj).decode()
-        except TypeError:  # e.g. a lone surrogate in the text: stdlib json copes
-            return json.dumps(obj, separators=(",", ":"))
-
-    _load_value = _orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-
-    def _dump_value(obj: list) -> str:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-    _load_value = json.loads
 
 __all__ = ["RequestCache", "SharedCache", "request_key", "sibling_path"]
 

@@ -25,21 +25,9 @@ from distillflow.engine.scheduler import (
     parse_retry_after,
     run_window,
 )
+from distillflow.engine.outputs import dumps_bytes as _dumps, loads as _loads  # orjson when installed
 from distillflow.engine.replicas import ReplicaSet, route
 from distillflow.errors import ConfigurationError
-
-try:  # orjson is ~5x faster, but only used when something else already installed it
-    import orjson as _orjson
-
-    _dumps: Callable[[object], bytes] = _orjson.dumps
-    _loads: Callable[[bytes], object] = _orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    import json as _json
-
-    def _dumps(obj: object) -> bytes:
-        return _json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-    _loads = _json.loads
 
 __all__ = [
     "ChatRequest",
@@ -47,6 +35,7 @@ __all__ = [
     "OpenAICompatibleClient",
     "alist_models",
     "list_models",
+    "openai_body",
     "run_coroutine_sync",
 ]
 
@@ -136,6 +125,22 @@ def run_coroutine_sync(factory: Callable[[], object]):
     return box.get("value")
 
 
+def openai_body(model: str, request: ChatRequest) -> dict:
+    """The chat-completions body of a request: what the online client sends and a provider batch line carries."""
+    body: dict = {"model": model, "messages": request.messages}
+    for k, v in request.params.items():
+        if v is None or k == "n":
+            continue
+        if k == "logprobs":
+            if v:
+                body["logprobs"] = True
+            continue
+        if k == "top_logprobs":
+            body["logprobs"] = True  # OpenAI rejects top_logprobs without logprobs
+        body[k] = v
+    return body
+
+
 class OpenAICompatibleClient:
     """Chat completions against any OpenAI-compatible ``base_url`` (ending in ``/v1``).
 
@@ -184,18 +189,7 @@ class OpenAICompatibleClient:
         self.headers.update(extra_headers or {})
 
     def _payload(self, req: ChatRequest) -> bytes:
-        body = {"model": self.model, "messages": req.messages}
-        for k, v in req.params.items():
-            if v is None or k == "n":
-                continue
-            if k == "logprobs":
-                if v:
-                    body["logprobs"] = True
-                continue
-            if k == "top_logprobs":
-                body["logprobs"] = True  # OpenAI rejects top_logprobs without logprobs
-            body[k] = v
-        return _dumps(body)
+        return _dumps(openai_body(self.model, req))
 
     async def arun(
         self,

@@ -1,7 +1,7 @@
-"""Tokens, cost and budget per teacher; and the one place that talks to teachers with the cache.
+"""Tokens, cost and budget per teacher.
 
     ledger = Ledger(max_cost_usd=5.0)
-    results, failures = ask(ctx, teacher, requests, step_id)   # cache first, then the endpoint
+    ledger.add("gpt", input_tokens, output_tokens, cost_of(teacher, input_tokens, output_tokens), cached=False)
 """
 
 from __future__ import annotations
@@ -91,59 +91,3 @@ def estimate_cost(teacher, messages: list[dict], max_tokens: int | None, batch: 
 def is_outage(result) -> bool:
     """Retryable failures that outlived their retries stop the run; permanent ones reject one record."""
     return bool(getattr(result, "transient", False))
-
-
-def ask(ctx, teacher, requests: list, step_id: str, label: str | None = None):
-    """Answer `requests` for `teacher`: cached answers first, the rest from the endpoint.
-
-    Returns (results: dict[key, ChatResult], failures: dict[key, ChatResult]). New answers are
-    written to the cache as they arrive, so an interrupted run never pays for them again.
-    Stops dispatching when the budget would be exceeded (ctx.ledger.budget_hit = True).
-    """
-    ledger: Ledger = ctx.ledger
-    name = label or teacher.name
-    hits = ctx.cache.get_many([r.key for r in requests]) if requests else {}
-    results = dict(hits)
-    for res in hits.values():
-        ledger.add(name, res.input_tokens, res.output_tokens, cost_of(teacher, res.input_tokens, res.output_tokens), True)
-    ctx.reporter.advance(step_id, len(hits), ledger.spent)
-    misses = [r for r in requests if r.key not in hits]
-    failures: dict = {}
-    if not misses:
-        return results, failures
-    est = max(estimate_cost(teacher, r.messages, r.params.get("max_tokens")) for r in misses[:100])
-    state = {"dispatched": 0, "completed": 0}
-
-    def stream():
-        for r in misses:
-            state["dispatched"] += 1
-            yield r
-
-    def should_stop() -> bool:
-        if ctx.stop_event.is_set():
-            return True
-        if ledger.max_cost_usd is None or est == 0:
-            return False
-        inflight = state["dispatched"] - state["completed"]
-        if ledger.spent + (inflight + 1) * est > ledger.max_cost_usd:
-            ledger.budget_hit = True
-            return True
-        return False
-
-    def on_result(res) -> None:
-        state["completed"] += 1
-        if res.error:
-            failures[res.key] = res
-            ledger.fail(name)
-        else:
-            ctx.cache.put(res)
-            results[res.key] = res
-            ledger.add(name, res.input_tokens, res.output_tokens, cost_of(teacher, res.input_tokens, res.output_tokens), False)
-        ctx.reporter.advance(step_id, 1, ledger.spent)
-
-    client = ctx.client(teacher)
-    try:
-        client.run(stream(), on_result, should_stop)
-    finally:
-        ctx.cache.flush()
-    return results, failures

@@ -1,8 +1,10 @@
-"""Row files: JSONL and Parquet readers/writers shared by the engine and the integrations.
+"""Row files and the JSON codec: the one home of row I/O for the engine and the integrations.
 
-    write_jsonl(path, rows); rows = read_jsonl(path); write_parquet(path, rows)
+    write_jsonl(path, rows); rows = read_jsonl(path); for row in iter_jsonl(path): ...
+    write_parquet(path, rows); text = dumps(row); row = loads(text)
 
-Kept free of distilabel so review/, train/ and evaluate/ can use it (see engine/write.py).
+Imports nothing of distillflow's, so review/, train/, evaluate/ and report/ use it as the engine's
+public surface (see engine/write.py for the run's bounded-memory writers).
 """
 
 from __future__ import annotations
@@ -10,7 +12,41 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+__all__ = ["Rows", "dumps", "dumps_bytes", "flat_value", "iter_jsonl", "loads", "read_json", "read_jsonl", "write_jsonl",
+           "write_parquet"]
+
 _NESTED = ("messages", "source", "provenance")
+
+
+def _std_dumps(v) -> str:
+    return json.dumps(v, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def _ascii_dumps(v) -> str:
+    return json.dumps(v, default=str, separators=(",", ":"))
+
+
+try:  # orjson is ~5x faster, but only used when something else already installed it
+    import orjson as _orjson
+
+    def dumps(v) -> str:
+        """Compact JSON text of ``v`` (orjson when installed; stdlib json where orjson refuses)."""
+        try:
+            return _orjson.dumps(v).decode()
+        except TypeError:  # e.g. a non-str key or a lone surrogate: stdlib json copes (escaped, so
+            return _ascii_dumps(v)  # the text still encodes as UTF-8 for SQLite and Parquet)
+
+    # HTTP bodies: strict, a value JSON cannot carry raises TypeError (that request fails alone)
+    dumps_bytes = _orjson.dumps
+
+    loads = _orjson.loads
+except ImportError:  # pragma: no cover - depends on the environment
+    dumps = _std_dumps
+
+    def dumps_bytes(v) -> bytes:
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode()
+
+    loads = json.loads
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -21,32 +57,45 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def read_jsonl(path: Path, tolerant: bool = False) -> list[dict]:
-    """Rows of a JSONL file ([] when absent). ``tolerant`` skips unparseable lines (a torn last
-    line after a crash must not stop a report)."""
+def read_json(path: Path) -> dict | None:
+    """A JSON object file's content: None when it is absent, unreadable or not an object (a run
+    directory's ``manifest.json``, ``eval/results.json``, ``review/report.json`` ...)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def iter_jsonl(path: Path, tolerant: bool = False):
+    """The rows of a JSONL file one at a time (none when it is absent). ``tolerant`` skips
+    unparseable lines (a torn last line after a crash must not stop a report)."""
     if not Path(path).is_file():
-        return []
-    out = []
-    with open(path, encoding="utf-8") as fh:
+        return
+    with open(path, "rb") as fh:
         for line in fh:
             if line.strip():
                 try:
-                    out.append(json.loads(line))
-                except ValueError:
+                    row = loads(line)
+                except ValueError:  # orjson's JSONDecodeError is a ValueError too
                     if not tolerant:
                         raise
-    return out
+                    continue
+                yield row
+
+
+def read_jsonl(path: Path, tolerant: bool = False) -> list[dict]:
+    """Rows of a JSONL file ([] when absent); see :func:`iter_jsonl`."""
+    return list(iter_jsonl(path, tolerant))
+
+
+def flat_value(key: str, v):
+    """Parquet wants one type per column: nested, schema-varying values become JSON text."""
+    return dumps(v) if key in _NESTED or isinstance(v, (dict, list, tuple)) else v
 
 
 def _flat(rows: list[dict]) -> list[dict]:
-    """Parquet wants one type per column: nested, schema-varying columns become JSON text."""
-    out = []
-    for r in rows:
-        row = {}
-        for k, v in r.items():
-            row[k] = json.dumps(v, ensure_ascii=False, default=str) if k in _NESTED or isinstance(v, (dict, list)) else v
-        out.append(row)
-    return out
+    return [{k: flat_value(k, v) for k, v in r.items()} for r in rows]
 
 
 def write_parquet(path: Path, rows: list[dict]) -> None:
@@ -75,12 +124,7 @@ class Rows:
         self._count = count
 
     def __iter__(self):
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    yield json.loads(line)
+        return iter_jsonl(self.path)
 
     def __len__(self) -> int:
         if self._count is None:

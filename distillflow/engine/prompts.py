@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from distillflow.engine.shards import _dumps, _loads
+from distillflow.engine.outputs import dumps as _dumps, iter_jsonl, loads as _loads
 from distillflow.engine.source import _mapping, _resolve, iter_raw, normalize_row, select_positions
 
 _CHUNK = 500
@@ -109,11 +109,7 @@ class PromptStore:
             yield from self._rows_at(self.heldout_positions[i : i + _CHUNK])
 
     def dropped_rows(self):
-        path = self.dir / "dropped.jsonl"
-        if path.is_file():
-            with path.open("rb") as fh:
-                for line in fh:
-                    yield _loads(line)
+        return iter_jsonl(self.dir / "dropped.jsonl")
 
     def close(self) -> None:
         self._db.close()

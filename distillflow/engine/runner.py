@@ -32,6 +32,7 @@ from pathlib import Path
 from distillflow.engine.client import run_coroutine_sync
 from distillflow.engine.ledger import Ledger, cost_of
 from distillflow.engine.outputs import Rows
+from distillflow.engine.session import TeacherClients
 from distillflow.engine.progress import NullReporter
 from distillflow.engine.providers import missing_env
 from distillflow.errors import ConfigurationError
@@ -69,7 +70,7 @@ class SpecAccess:
         return cost_of(teacher, input_tokens, output_tokens, _batch(teacher))  # batch teachers: batch prices
 
 
-class RunContext(SpecAccess):
+class RunContext(SpecAccess, TeacherClients):
     """What steps may ask of a run (the engine's side of ``steps.base.StepContext``)."""
 
     def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, reporter, prompts=None, batch_lanes=None):
@@ -85,7 +86,7 @@ class RunContext(SpecAccess):
         self.stop_event = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lanes: dict = {}
-        self._clients: dict = {}
+        TeacherClients.__init__(self)  # client(teacher): one client per teacher, shared with engine/session.py
         self.batch_lanes = batch_lanes  # engine/batch/lane.py: lanes of mode: batch teachers, kept across passes
 
     @property
@@ -98,13 +99,6 @@ class RunContext(SpecAccess):
 
     def advance(self, step_id: str, n: int) -> None:
         self.reporter.advance(step_id, n, self.ledger.spent)
-
-    def client(self, teacher):
-        if teacher.name not in self._clients:
-            from distillflow.engine.providers import build_client
-
-            self._clients[teacher.name] = build_client(teacher)
-        return self._clients[teacher.name]
 
     def _lane(self, teacher):
         if self.batch_lanes and _batch(teacher):

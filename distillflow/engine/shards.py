@@ -18,22 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-try:
-    import orjson as _orjson
-
-    def _dumps(v) -> str:
-        try:
-            return _orjson.dumps(v).decode()
-        except TypeError:  # e.g. a non-str key or a lone surrogate: stdlib json copes
-            return json.dumps(v, ensure_ascii=False, default=str)
-
-    _loads = _orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-
-    def _dumps(v) -> str:
-        return json.dumps(v, ensure_ascii=False, default=str)
-
-    _loads = json.loads
+from distillflow.engine.outputs import dumps as _dumps, loads as _loads
 
 _MISSING = object()
 _META_JSON = b"distillflow.json_columns"

@@ -20,8 +20,8 @@ import os
 import shutil
 from pathlib import Path
 
-from distillflow.engine.outputs import _NESTED
-from distillflow.engine.shards import _dumps, _loads
+from distillflow.engine.outputs import _NESTED, flat_value, iter_jsonl
+from distillflow.engine.outputs import dumps as _dumps
 from distillflow.errors import ConfigurationError
 
 _BATCH = 4096
@@ -110,17 +110,6 @@ class OutputWriter:
             push_to_hub(spec, self.out)
 
 
-def iter_jsonl(path: Path):
-    with open(path, "rb") as fh:
-        for line in fh:
-            if line.strip():
-                yield _loads(line)
-
-
-def _flat_value(k, v):
-    return _dumps(v) if k in _NESTED or isinstance(v, (dict, list, tuple)) else v
-
-
 def note_kinds(kinds: dict[str, set], row: dict) -> None:
     """Add ``row``'s value types to ``kinds`` (column -> set of type names; nested values are "json")."""
     for k, v in row.items():
@@ -161,7 +150,7 @@ def arrow_table(rows: list[dict], schema):
         for f in schema.names:
             v = r.get(f)
             if v is not None:
-                v = _flat_value(f, v)
+                v = flat_value(f, v)
                 if f in text_cols and not isinstance(v, str):
                     v = str(v)
             row[f] = v

@@ -158,7 +158,7 @@ def generate_served(model_dir: str | Path, conversations: list[list[dict]], max_
     """Answers from the real ``transformers serve`` started over ``model_dir``: greedy, or sampled
     at ``temperature`` (each request carries ``seed`` + its index)."""
     from distillflow.engine.client import ChatRequest, OpenAICompatibleClient
-    from distillflow.testing.serve import TransformersServe
+    from distillflow.evaluate.serve import TransformersServe
 
     with TransformersServe(model_dir, startup_timeout=startup_timeout) as srv:
         # the server generates one request at a time; a small window keeps it busy without timeouts
@@ -177,46 +177,19 @@ def generate_served(model_dir: str | Path, conversations: list[list[dict]], max_
     return [(results[str(i)].text or "").strip() for i in range(len(reqs))]
 
 
-class _EvalContext:
-    """What :func:`distillflow.engine.ledger.ask` needs: a request cache, a ledger and clients."""
-
-    def __init__(self, cache_dir: Path):
-        import threading
-
-        from distillflow.engine.cache import RequestCache
-        from distillflow.engine.ledger import Ledger
-        from distillflow.engine.progress import NullReporter
-
-        self.cache_path = cache_dir / "requests.sqlite"
-        self.cache = RequestCache(self.cache_path)
-        self.ledger = Ledger(None)
-        self.reporter = NullReporter()
-        self.stop_event = threading.Event()
-        self._clients: dict = {}
-
-    def client(self, teacher):
-        if teacher.name not in self._clients:
-            from distillflow.engine.providers import build_client
-
-            self._clients[teacher.name] = build_client(teacher)
-        return self._clients[teacher.name]
-
-    def close(self) -> None:
-        self.cache.close()
-
-
-def ask_teacher(ctx: _EvalContext, teacher, conversations: list[list[dict]], params: dict, label: str) -> list[str | None]:
-    """One answer per conversation from ``teacher`` (cached); None where a request failed for good."""
-    from distillflow.engine.ledger import ask, is_outage
+def ask_teacher(session, teacher, conversations: list[list[dict]], params: dict, label: str) -> list[str | None]:
+    """One answer per conversation from ``teacher`` through ``session`` (an
+    ``engine.session.TeacherSession``: cached); None where a request failed for good."""
+    from distillflow.engine.ledger import is_outage
     from distillflow.engine.providers import make_request
 
     reqs = [make_request(teacher, msgs, dict(params), 0, {"i": i}) for i, msgs in enumerate(conversations)]
-    results, failures = ask(ctx, teacher, reqs, "eval", label=label)
+    results, failures = session.ask(teacher, reqs, "eval", label=label)
     outages = [f for f in failures.values() if is_outage(f)]
     if outages:
         raise TeacherError(
             f"teacher '{teacher.name}' failed {len(outages)} evaluation request(s) after retries "
-            f"(last error: {outages[-1].error}). Answers received so far are cached in {ctx.cache_path}; "
+            f"(last error: {outages[-1].error}). Answers received so far are cached in {session.cache_path}; "
             "fix the endpoint and run `distillflow eval` again."
         )
     return [None if results.get(r.key) is None else (results[r.key].text or "") for r in reqs]

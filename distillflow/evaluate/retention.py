@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from distillflow.engine.outputs import read_json, read_jsonl
 from distillflow.errors import ConfigurationError, UsageError, did_you_mean
 from distillflow.evaluate.contamination import decontamination_status, scored_sets
 
@@ -35,20 +36,6 @@ def retention(student: float | None, teacher: float | None) -> float | None:
     if student is None or teacher is None or teacher == 0:
         return None
     return student / teacher
-
-
-def _read_manifest(run_dir: Path) -> dict:
-    try:
-        data = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    from distillflow.engine.outputs import read_jsonl
-
-    return read_jsonl(path)
 
 
 def _load(run_dir: Path, config: Path | None):
@@ -214,7 +201,8 @@ def evaluate_run(
     Arguments override the pipeline's ``eval:`` section. Returns the results dict that is also
     written to ``RUN_DIR/eval/results.json``.
     """
-    from distillflow.evaluate.answer import _EvalContext, ask_teacher, materialize_model
+    from distillflow.engine.session import TeacherSession
+    from distillflow.evaluate.answer import ask_teacher, materialize_model
     from distillflow.spec.train import EvalSpec
 
     log = log or (lambda _msg: None)
@@ -228,7 +216,7 @@ def evaluate_run(
         raise UsageError(f"invalid evaluation option: {err}") from None
 
     heldout_path = run_dir / "data" / "heldout.jsonl"
-    rows = _read_jsonl(heldout_path)
+    rows = read_jsonl(heldout_path)
     if not rows:
         raise ConfigurationError(
             f"no held-out prompts in {heldout_path}: add `heldout: {{size: 50}}` (or `fraction: 0.05`) under "
@@ -270,12 +258,12 @@ def evaluate_run(
 
     conversations = [r["messages"] for r in rows]
     started = time.time()
-    ctx = _EvalContext(eval_dir / "cache")
+    session = TeacherSession(eval_dir / "cache")
     try:
         # the teacher first: an unreachable endpoint fails in seconds, before minutes of student answers
         log(f"asking teacher '{tname}' ({tspec.model}) the held-out prompts")
         t0 = time.perf_counter()
-        teacher_answers = ask_teacher(ctx, tspec, conversations, tparams, label=tname)
+        teacher_answers = ask_teacher(session, tspec, conversations, tparams, label=tname)
         teacher_info = {"label": LABELS["teacher"], "name": tname, "model": tspec.model, "provider": tspec.provider,
                         "seconds": round(time.perf_counter() - t0, 3),
                         "answered": sum(a is not None for a in teacher_answers)}
@@ -295,9 +283,9 @@ def evaluate_run(
                 out_metrics.append(_rate_metric(mid, "exact match", "exact_match", {}, es.reference,
                                                 rows, answers, keys, per_row))
             elif mid == "judge":
-                out_metrics.append(_judge_metric(ctx, spec, judge_step, rows, answers, keys, per_row, log))
+                out_metrics.append(_judge_metric(session, spec, judge_step, rows, answers, keys, per_row, log))
             elif mid == "winrate":
-                out_metrics.append(_winrate(ctx, spec, judge_step, rows, answers, keys, es, per_row, log))
+                out_metrics.append(_winrate(session, spec, judge_step, rows, answers, keys, es, per_row, log))
 
         rate_ids = [m for m in metric_ids if m in ("verifier", "exact_match")]
         if es.sample_temperature is not None and rate_ids:
@@ -306,7 +294,7 @@ def evaluate_run(
             temp = es.sample_temperature
             log(f"asking teacher '{tname}' again, sampling at T={temp:g}")
             sparams = {**tparams, "temperature": temp, "top_p": 1.0}
-            sampled = {"teacher": ask_teacher(ctx, tspec, conversations, sparams, label=f"{tname} (sampled)")}
+            sampled = {"teacher": ask_teacher(session, tspec, conversations, sparams, label=f"{tname} (sampled)")}
             sampled.update(_answer_students(models, conversations, max_tokens, es, log, temperature=temp))
             for i, r in enumerate(per_row):
                 r["sampled_answers"] = {k: sampled[k][i] for k in keys}
@@ -329,9 +317,9 @@ def evaluate_run(
                 out_metrics.append(_metric(f"lm_eval/{task}/{metric}", f"{task} {metric} (lm-eval)", "lm_eval", (0, 1),
                                            values, {k: es.lm_eval_limit for k in values}))
     finally:
-        ctx.close()
+        session.close()
 
-    decon = decontamination_status(_read_manifest(run_dir), scored_sets({"lm_eval": lm}))
+    decon = decontamination_status(read_json(run_dir / "manifest.json") or {}, scored_sets({"lm_eval": lm}))
     notes += decon["warnings"]
     results = {
         "version": RESULTS_VERSION,
@@ -345,8 +333,8 @@ def evaluate_run(
         "models": models,
         "metrics": out_metrics,
         "lm_eval": lm,
-        "usage": ctx.ledger.to_dict(),
-        "cost_usd": round(ctx.ledger.spent, 6),
+        "usage": session.ledger.to_dict(),
+        "cost_usd": round(session.ledger.spent, 6),
         "notes": notes,
         "decontamination": decon["sets"],
     }
@@ -372,7 +360,7 @@ def _rate_metric(mid, label, check, params, reference, rows, answers, keys, per_
     return _metric(mid, label, "rate", (0, 1), values, n)
 
 
-def _judge_metric(ctx, spec, judge_step, rows, answers, keys, per_row, log) -> dict:
+def _judge_metric(session, spec, judge_step, rows, answers, keys, per_row, log) -> dict:
     """Mean score of the judge step (its teacher, rubric and parser) over every model's answers."""
     from distillflow.evaluate import metrics as M
     from distillflow.evaluate.answer import ask_teacher
@@ -382,7 +370,7 @@ def _judge_metric(ctx, spec, judge_step, rows, answers, keys, per_row, log) -> d
     for k in keys:
         log(f"judging the {LABELS[k]}'s answers with '{jt.name}' ({judge_step.id})")
         msgs = [M.judge_messages(r, a, judge_step) for r, a in zip(rows, answers[k])]
-        texts = ask_teacher(ctx, jt, msgs, _judge_params(jt), label=f"{jt.name} (eval judge)")
+        texts = ask_teacher(session, jt, msgs, _judge_params(jt), label=f"{jt.name} (eval judge)")
         scores = M.judge_scores(rows, texts, judge_step)
         for i, s in enumerate(scores):
             per_row[i]["scores"].setdefault("judge", {})[k] = s
@@ -405,7 +393,7 @@ def _judge_params(judge_teacher) -> dict:
     return params
 
 
-def _winrate(ctx, spec, judge_step, rows, answers, keys, es, per_row, log) -> dict:
+def _winrate(session, spec, judge_step, rows, answers, keys, es, per_row, log) -> dict:
     from distillflow.evaluate import metrics as M
     from distillflow.evaluate.answer import ask_teacher
     from distillflow.steps.judge import resolve_rubric
@@ -424,7 +412,7 @@ def _winrate(ctx, spec, judge_step, rows, answers, keys, es, per_row, log) -> di
             a, b = (s_ans or "", t_ans or "") if first else (t_ans or "", s_ans or "")
             firsts.append(first)
             msgs.append(M.pairwise_messages(r, a, b, rubric, judge_step.reference))
-        texts = ask_teacher(ctx, jt, msgs, _judge_params(jt), label=f"{jt.name} (eval pairwise)")
+        texts = ask_teacher(session, jt, msgs, _judge_params(jt), label=f"{jt.name} (eval pairwise)")
         wins = []
         for i, (text, first) in enumerate(zip(texts, firsts)):
             verdict = M.parse_pairwise_verdict(text)

@@ -9,10 +9,10 @@ Other integrations are read from their files only (never imported): ``review/agr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillflow.engine.outputs import read_json, read_jsonl
 from distillflow.errors import UsageError
 
 __all__ = ["RunData", "collect", "find_trainer_state", "find_training_examples"]
@@ -39,27 +39,13 @@ class RunData:
     eval_results: dict | None = None
 
 
-def _jsonl(path: Path) -> list[dict]:
-    from distillflow.engine.outputs import read_jsonl
-
-    return read_jsonl(path, tolerant=True)  # a torn last line after a crash must not stop a report
-
-
-def _json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def find_trainer_state(train_dir: Path) -> Path | None:
     """The trainer_state.json with the longest log: the output dir's own, else the latest checkpoint's."""
     if not train_dir.is_dir():
         return None
     best, best_len = None, -1
     for p in sorted(train_dir.rglob("trainer_state.json")):
-        state = _json(p) or {}
+        state = read_json(p) or {}
         n = len(state.get("log_history") or [])
         if n > best_len:
             best, best_len = p, n
@@ -90,16 +76,16 @@ def _review_count(rows: list[dict]) -> int:
 
 def _agreement(review_dir: Path) -> dict | None:
     """``review/agreement.json``, else the ``agreement`` block of ``review/report.json`` (review pull)."""
-    found = _json(review_dir / "agreement.json")
+    found = read_json(review_dir / "agreement.json")
     if found is not None:
         return found
-    report = _json(review_dir / "report.json") or {}
+    report = read_json(review_dir / "report.json") or {}
     return report.get("agreement") if isinstance(report.get("agreement"), dict) else None
 
 
 def collect(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
-    manifest = _json(run_dir / "manifest.json")
+    manifest = read_json(run_dir / "manifest.json")
     if manifest is None:
         raise UsageError(f"{run_dir} is not a distillflow run directory (no readable manifest.json): "
                          f"run `distillflow run PIPELINE.yaml --out {run_dir}` first")
@@ -117,15 +103,16 @@ def collect(run_dir: str | Path) -> RunData:
             data.spec_error = str(err).splitlines()[0]
     if (run_dir / "graph.mmd").is_file():
         data.mermaid = (run_dir / "graph.mmd").read_text(encoding="utf-8")
-    data.curated = _jsonl(run_dir / "data" / "curated.jsonl")
-    data.rejected = _jsonl(run_dir / "data" / "rejected.jsonl")
+    # tolerant: a torn last line after a crash must not stop a report
+    data.curated = read_jsonl(run_dir / "data" / "curated.jsonl", tolerant=True)
+    data.rejected = read_jsonl(run_dir / "data" / "rejected.jsonl", tolerant=True)
     data.heldout_count = int(manifest.get("heldout") or 0)
 
     review = run_dir / "review"
     data.review_dir = review.is_dir()
     if data.review_dir:
         data.agreement = _agreement(review)
-        counts = (_json(review / "report.json") or {}).get("counts") or {}
+        counts = (read_json(review / "report.json") or {}).get("counts") or {}
         if isinstance(counts.get("accepted"), int) and isinstance(counts.get("rejected"), int):
             data.reviewed = counts["accepted"] + counts["rejected"]
         else:
@@ -137,6 +124,6 @@ def collect(run_dir: str | Path) -> RunData:
     state_path = find_trainer_state(train)
     if state_path is not None:
         data.trainer_state_path = state_path
-        data.loss_history = [e for e in (_json(state_path) or {}).get("log_history") or [] if isinstance(e, dict)]
-    data.eval_results = _json(run_dir / "eval" / "results.json")
+        data.loss_history = [e for e in (read_json(state_path) or {}).get("log_history") or [] if isinstance(e, dict)]
+    data.eval_results = read_json(run_dir / "eval" / "results.json")
     return data

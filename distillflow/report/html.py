@@ -19,6 +19,7 @@ from distillflow.report import plots
 from distillflow.report.collect import RunData, collect
 from distillflow.report.dag import DagNode, dag_from_graph, dag_from_mermaid, dag_svg
 from distillflow.report.funnel import funnel
+from distillflow.results import COLUMNS, format_retention, metric_rows
 
 __all__ = ["render_report", "render_html"]
 
@@ -99,7 +100,7 @@ def _summary(data: RunData) -> str:
     if data.eval_results:
         first = next((x for x in data.eval_results.get("metrics", []) if x.get("retention") is not None), None)
         if first:
-            cards.append((f"retention ({first['id']})", f"{100 * first['retention']:.0f}%"))
+            cards.append((f"retention ({first['id']})", format_retention(first['retention'])))
     html = '<div class="cards">' + "".join(
         f'<div class="card"><div class="v">{escape(v)}</div><div class="k">{escape(k)}</div></div>' for k, v in cards
     ) + "</div>"
@@ -293,26 +294,13 @@ def _retention(data: RunData) -> str:
     if not res:
         return _missing("No evaluation: run `distillflow eval RUN_DIR` to compare the trained student with its teacher.")
 
-    def value(m, k):
-        v = (m.get("values") or {}).get(k)
-        if v is None:
-            return "—"
-        if m.get("kind") == "score":
-            return f"{v:.2f} / {m['scale'][1]:g}"
-        if m.get("kind") == "lm_eval":
-            return f"{v:.3f}"
-        return f"{100 * v:.1f}%"
-
-    def pct(v):
-        return "—" if v is None else f"{100 * v:.0f}%"
-
-    rows = [[escape(m["label"]), value(m, "base"), value(m, "student"), value(m, "teacher"),
-             f'<span class="ret">{pct(m.get("retention"))}</span>'] for m in res.get("metrics", [])]
+    rows = [[escape(label), base, student, teacher, f'<span class="ret">{retention}</span>']
+            for label, base, student, teacher, retention in metric_rows(res)]
     models = res.get("models", {})
     teacher = models.get("teacher", {})
     parts = [f"<p>{_fmt_int(res.get('prompts'))} held-out prompts; teacher <b>{escape(str(teacher.get('name', '?')))}</b> "
              f"(<code>{escape(str(teacher.get('model', '')))}</code>). Retention = trained student / teacher.</p>",
-             _table(["metric", "base student", "→ trained student", "teacher", "retention"], rows),
+             _table(["metric", *COLUMNS], rows),
              _img(plots.retention_chart(res.get("metrics", [])), "retention per metric")]
     who = [[escape(m.get("label", k)), f"<code>{escape(str(m.get('path') or m.get('model') or ''))}</code>",
             escape(f"{m['seconds']:.1f}") if isinstance(m.get("seconds"), (int, float)) else "—"]

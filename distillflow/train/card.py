@@ -182,7 +182,7 @@ def render_model_card(plan, outcome: Outcome) -> str:
         "",
     ]
     study = Path(plan.run_dir) / "study.json"
-    if study.is_file():  # benchmarks/study.py's results, copied into the run (scripts/demo.py does)
+    if study.is_file():  # benchmarks/study.py's results, copied into the run (examples/quickstart/demo.py does)
         from distillflow.stats import study_table
 
         lines += ["## Study: how much one run tells", "", "From `benchmarks/study.py` (`study.json` in the run directory):",

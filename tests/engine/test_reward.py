@@ -12,7 +12,7 @@ from tests.support import pipeline_yaml
 def reward_model(tmp_path_factory):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from distillflow.testing.tiny import build_tiny_chat_model
+    from tests.support.tiny import build_tiny_chat_model
 
     base = build_tiny_chat_model(tmp_path_factory.mktemp("m") / "tiny")
     out = tmp_path_factory.mktemp("m") / "rm"

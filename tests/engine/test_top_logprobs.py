@@ -53,7 +53,7 @@ def _local_answers(seed, temperature=2.0, top=None):
     from distillflow.engine.providers import make_request
     from distillflow.engine.providers import build_client, effective_params
     from distillflow.spec.models import TeacherSpec
-    from distillflow.testing.demo import demo_teacher_path
+    from examples.quickstart.arithmetic import demo_teacher_path
 
     params = {"temperature": temperature, "max_tokens": 6, "seed": seed}
     if top:

@@ -23,7 +23,6 @@ import yaml
 
 from tests.support import need_binary, need_module
 
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "argilla.apikey"

@@ -15,7 +15,6 @@ import pytest
 from tests.support import need_module
 from typer.testing import CliRunner
 
-pytestmark = pytest.mark.integration
 
 PROMPTS = [f"What is {a}+{b}?" for a in range(10, 22) for b in range(3, 8)]
 
@@ -58,7 +57,7 @@ def test_cpu_axolotl_train_from_a_real_pipeline_run(tmp_path):
     import distillflow as df
     from benchmarks.fake_endpoint import EndpointThread
     from distillflow.cli import app
-    from distillflow.testing.tiny import build_tiny_chat_model
+    from tests.support.tiny import build_tiny_chat_model
 
     student = build_tiny_chat_model(tmp_path / "student", vocab_texts=PROMPTS)
     run = tmp_path / "run"

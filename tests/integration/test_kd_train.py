@@ -13,11 +13,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-pytestmark = pytest.mark.integration
 
 
 def _pipeline(tmp_path, seed: int = 0) -> str:
-    from distillflow.testing.demo import demo_teacher_path
+    from examples.quickstart.arithmetic import demo_teacher_path
 
     teacher = demo_teacher_path()
     rows = "\n".join(f'    - {{question: "What is {a}+{b}?", answer: "{a + b}"}}'

@@ -16,7 +16,6 @@ import pytest
 from benchmarks.fake_endpoint import EndpointThread
 from tests.support import ROOT
 
-pytestmark = pytest.mark.integration
 
 N = 20_000
 CONCURRENCY = 16

@@ -18,7 +18,6 @@ import pytest
 
 from tests.support import need_module
 
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"

@@ -8,10 +8,9 @@ import json
 import pytest
 
 import distillflow as df
-from distillflow.testing.serve import TransformersServe
-from distillflow.testing.tiny import build_tiny_chat_model
+from distillflow.evaluate.serve import TransformersServe
+from tests.support.tiny import build_tiny_chat_model
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

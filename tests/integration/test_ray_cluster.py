@@ -19,7 +19,6 @@ import pytest
 
 from benchmarks.ray_cluster import namespace_problem, namespaced
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -9,11 +9,11 @@ import pytest
 import requests
 
 from distillflow.errors import ConfigurationError
-from distillflow.testing import demo
-from distillflow.testing.serve import TransformersServe, free_port
-from distillflow.testing.tiny import build_tiny_chat_model
+from examples.quickstart import arithmetic as demo
+from distillflow.evaluate.serve import TransformersServe, free_port
+from tests.support.tiny import build_tiny_chat_model
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 
 
 def _chat(srv: TransformersServe, content: str, **params) -> dict:

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from report_fixture import LengthJudge, add_later_stages, build_run, expected_funnel
+from tests.report.report_fixture import LengthJudge, add_later_stages, build_run, expected_funnel
 
 
 @pytest.fixture(scope="module")

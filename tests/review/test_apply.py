@@ -3,7 +3,7 @@
 import copy
 
 from distillflow.review.pull import apply, decide, trainable
-from tests.review.conftest import make_row
+from tests.review.records import make_row
 
 
 def resp(user, decision, status="submitted", **values):

@@ -68,7 +68,7 @@ def test_wrong_key_and_not_argilla(fake_server):
 
 
 def test_cli_push_unreachable_exits_1_without_traceback(tmp_path, monkeypatch):
-    from tests.review.conftest import SPEC_YAML, make_row
+    from tests.review.records import SPEC_YAML, make_row
     from distillflow.engine.outputs import write_jsonl
 
     (tmp_path / "data").mkdir()
@@ -89,7 +89,7 @@ def test_cli_push_not_a_run_dir(tmp_path):
 
 
 def test_cli_pull_offline_without_saved_responses(tmp_path):
-    from tests.review.conftest import SPEC_YAML, make_row
+    from tests.review.records import SPEC_YAML, make_row
     from distillflow.engine.outputs import write_jsonl
 
     (tmp_path / "data").mkdir()

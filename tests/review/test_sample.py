@@ -2,7 +2,7 @@ from collections import Counter
 
 from distillflow.review.push import score_band, stratified_sample
 from distillflow.review.schema import JudgeInfo
-from tests.review.conftest import make_row
+from tests.review.records import make_row
 
 JUDGE = JudgeInfo("judge", "judge_score", (1.0, 5.0), 4.0)
 

@@ -4,7 +4,7 @@ import pytest
 
 from distillflow.errors import ConfigurationError
 from distillflow.review.schema import ACCEPT, DECISION, QUALITY, REJECT, ReviewPlan, dataset_name, embed
-from tests.review.conftest import make_row
+from tests.review.records import make_row
 
 
 def _cos(a, b):

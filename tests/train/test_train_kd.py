@@ -14,7 +14,7 @@ from distillflow.errors import ConfigurationError
 def _student_tok():
     from transformers import AutoTokenizer
 
-    from distillflow.testing.demo import demo_teacher_path
+    from examples.quickstart.arithmetic import demo_teacher_path
 
     return AutoTokenizer.from_pretrained(str(demo_teacher_path().parent / "student"))
 
@@ -81,8 +81,8 @@ def test_kd_fields_maps_token_text_and_refuses_short_topk():
 
 
 def test_tokenizer_check_passes_for_the_demo_pair_and_names_the_difference(tmp_path):
-    from distillflow.testing.demo import demo_teacher_path
-    from distillflow.testing.tiny import build_tiny_chat_model
+    from examples.quickstart.arithmetic import demo_teacher_path
+    from tests.support.tiny import build_tiny_chat_model
     from distillflow.train.kd import check_tokenizers
 
     teacher = demo_teacher_path()
@@ -149,7 +149,7 @@ def test_a_kd_problem_in_yaml_names_the_key_and_its_line(tmp_path):
 
 def test_kd_config_renders_and_passes_axolotls_validator(make_run, curated_row):
     pytest.importorskip("axolotl")
-    from distillflow.testing.demo import demo_teacher_path
+    from examples.quickstart.arithmetic import demo_teacher_path
     from distillflow.train import prepare
 
     tok = _student_tok()
@@ -177,8 +177,8 @@ def test_kd_config_renders_and_passes_axolotls_validator(make_run, curated_row):
 
 
 def test_kd_refuses_a_student_with_another_tokenizer(make_run, curated_row, tmp_path):
-    from distillflow.testing.demo import demo_teacher_path
-    from distillflow.testing.tiny import build_tiny_chat_model
+    from examples.quickstart.arithmetic import demo_teacher_path
+    from tests.support.tiny import build_tiny_chat_model
     from distillflow.train import prepare
 
     other = build_tiny_chat_model(tmp_path / "other_student")

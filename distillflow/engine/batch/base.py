@@ -67,20 +67,6 @@ class BatchBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def openai_body(model: str, request: ChatRequest) -> dict:
-    """The chat-completions body of a request (the same fields the online client sends)."""
-    body: dict = {"model": model, "messages": request.messages}
-    for k, v in request.params.items():
-        if v is None or k == "n":
-            continue
-        if k == "logprobs":
-            if v:
-                body["logprobs"] = True
-            continue
-        body[k] = v
-    return body
-
-
 def parse_chat_completion(key: str, data: dict, messages: list[dict] | None = None) -> ChatResult:
     """A ChatResult from an OpenAI chat-completion body (a batch output line's ``response.body``)."""
     choice = data["choices"][0]

@@ -20,10 +20,9 @@ from distillflow.engine.batch.base import (
     BatchStatus,
     LineResult,
     dumps_line,
-    openai_body,
     parse_chat_completion,
 )
-from distillflow.engine.client import ChatRequest
+from distillflow.engine.client import ChatRequest, openai_body
 
 # Documented limits of one batch input file: "up to 50,000 requests, and can be up to 200 MB in
 # size" (OpenAI API reference, Create batch: platform.openai.com/docs/api-reference/batch/create).

@@ -8,17 +8,17 @@ prints greedy exact match on 400 held-out additions every ``--eval-every`` steps
 T=1.0 sampled exact match on 200. The notes in docs/demo.md on how the student's starting point changes
 learning come from this script; the demo's own numbers come from the real Axolotl run.
 
-    python scripts/student_training_replica.py --data runs/quickstart/data/curated.jsonl \
-        --init distillflow/demo_models/student --steps 400
+    python examples/quickstart/student_training_replica.py --data runs/quickstart/data/curated.jsonl \
+        --init examples/quickstart/models/student --steps 400
 """
 import argparse, json, math, random, sys, time
 from pathlib import Path
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
-from distillflow.testing import demo
-from train_demo_teacher import make_batch, teacher_forced_exact, generate_accuracy
+from examples.quickstart import arithmetic as demo
+from examples.quickstart.train_teacher import make_batch, teacher_forced_exact, generate_accuracy
 
 p = argparse.ArgumentParser()
 p.add_argument("--data", required=True)  # jsonl with prompt,response

@@ -4,7 +4,7 @@
 built-in corpus, wraps it as a ``PreTrainedTokenizerFast`` with a ChatML chat template, builds
 a randomly initialised ``LlamaForCausalLM`` (2 layers, hidden 64 by default) and
 ``save_pretrained``s both. The directory loads with ``AutoTokenizer`` /
-``AutoModelForCausalLM``, is served by ``transformers serve`` (see :mod:`.serve`) and trains
+``AutoModelForCausalLM``, is served by ``transformers serve`` (see :mod:`distillflow.evaluate.serve`) and trains
 with Axolotl (``type: chat_template``, ``roles_to_train: [assistant]``).
 
 The chat template is ChatML::

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.integration
 
 PIPELINE = """name: served
 source:
@@ -24,7 +23,7 @@ eval: {{max_tokens: 6, metrics: [exact_match]}}
 
 def test_serve_backend_matches_local_generation(endpoint, tmp_path):
     from distillflow.evaluate import evaluate_run
-    from distillflow.testing.tiny import build_tiny_chat_model
+    from tests.support.tiny import build_tiny_chat_model
 
     student = build_tiny_chat_model(tmp_path / "student", seed=3)
     run = tmp_path / "run"
@@ -56,7 +55,7 @@ def test_serve_backend_matches_local_generation(endpoint, tmp_path):
 def test_serve_backend_samples_with_a_seed(endpoint, tmp_path):
     """`transformers serve` takes temperature and seed per request: sampled answers sit beside greedy ones."""
     from distillflow.evaluate import evaluate_run
-    from distillflow.testing.tiny import build_tiny_chat_model
+    from tests.support.tiny import build_tiny_chat_model
 
     student = build_tiny_chat_model(tmp_path / "student", seed=3)
     run = tmp_path / "run"

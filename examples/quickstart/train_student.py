@@ -13,8 +13,8 @@ depending on the seed), which would turn the demo's ablation into a lottery.
 Plain PyTorch on CPU, one thread: 1,500 steps of 128 random problems (~0.35 s a step, about
 9 minutes). Subtraction operands are 10..99 with the larger one first; addition never appears.
 
-    python scripts/train_demo_student.py                # -> distillflow/demo_models/student
-    python scripts/train_demo_student.py --out /tmp/student --steps 600
+    python examples/quickstart/train_student.py                # -> examples/quickstart/models/student
+    python examples/quickstart/train_student.py --out /tmp/student --steps 600
 
 Writes ``training_report.json`` next to the model (subtraction and addition accuracy on 400
 problems each, measured through ``generate`` greedily).
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -39,9 +39,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from distillflow.testing import demo  # noqa: E402
+from examples.quickstart import arithmetic as demo  # noqa: E402
 
-DEFAULT_OUT = ROOT / "distillflow" / "demo_models" / "student"
+DEFAULT_OUT = ROOT / "examples" / "quickstart" / "models" / "student"
 
 
 def encode(vocab: dict, question: str, answer: str) -> tuple[list[int], list[int]]:

@@ -1,4 +1,8 @@
-"""Helpers shared by test modules (import as `from tests.support import ...`)."""
+"""Helpers shared by test modules (import as `from tests.support import ...`).
+
+pytest is imported inside the helpers that need it: scripts/gpu_check.sh imports
+``tests.support.tiny`` on machines without pytest.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,8 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def pipeline_yaml(base_url: str, steps: str, rows: str | None = None, extra: str = "", teacher_extra: str = "") -> str:
@@ -68,6 +71,8 @@ def require(present: bool, what: str, fix: str) -> None:
     """Skip the test naming the fix when `what` is absent — or fail under CI=true (issue 15)."""
     if present:
         return
+    import pytest
+
     message = f"{what} is not installed: {fix}"
     if in_ci():
         pytest.fail(f"{message} (CI=true: a missing test dependency fails the run)", pytrace=False)

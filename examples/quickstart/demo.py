@@ -14,11 +14,11 @@ the student trains on the raw teacher samples, wrong answers included) into
 both students see the *same* teacher samples and differ only by the filter (and no teacher call is
 paid twice). Finally a summary with the measured numbers and the wall time of every stage.
 
-    python scripts/demo.py                 # quickstart only
-    python scripts/demo.py --ablation      # + the unfiltered ablation (what `make demo` runs)
-    python scripts/demo.py --fresh         # delete the run directories first
+    python examples/quickstart/demo.py                 # quickstart only
+    python examples/quickstart/demo.py --ablation      # + the unfiltered ablation (what `make demo` runs)
+    python examples/quickstart/demo.py --fresh         # delete the run directories first
 
-Everything is local: the teacher and the student live in ``distillflow/demo_models/``, the prompts in
+Everything is local: the teacher and the student live in ``examples/quickstart/models/``, the prompts in
 ``pipelines/data/``; nothing is downloaded (``HF_HUB_OFFLINE=1``).
 """
 
@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"
 ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -246,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # the student ships in the repo; pretrain it again only if it went missing
     sys.path.insert(0, str(ROOT))
-    student = ROOT / "distillflow" / "demo_models" / "student"
+    student = ROOT / "examples" / "quickstart" / "models" / "student"
     if not (student / "model.safetensors").is_file():
-        print("the demo student is missing: pretraining it (scripts/train_demo_student.py, ~6 min)", flush=True)
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "train_demo_student.py")], check=True)
+        print("the demo student is missing: pretraining it (examples/quickstart/train_student.py, ~6 min)", flush=True)
+        subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart" / "train_student.py")], check=True)
 
     timings: dict[str, float] = {}
     summary = pipeline_demo(PIPELINES / "quickstart.yaml", main_dir, timings, args.verbose)

@@ -10,10 +10,9 @@ import pytest
 from tests.support import need_module
 from typer.testing import CliRunner
 
-from grader import Grader
-from rundir_fixture import build_run
+from tests.evaluate.grader import Grader
+from tests.evaluate.rundir_fixture import build_run
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def grader():
 
 @pytest.fixture(scope="module")
 def run(endpoint, grader, tmp_path_factory):
-    from distillflow.testing.tiny import build_tiny_chat_model
+    from tests.support.tiny import build_tiny_chat_model
 
     root = tmp_path_factory.mktemp("eval")
     base = build_tiny_chat_model(root / "base", seed=0)

@@ -1,16 +1,16 @@
 #!/usr/bin/env python
-"""Write the offline demo's prompts: ``pipelines/data/arithmetic_prompts.jsonl``.
+"""Write the offline demo's prompts: ``examples/quickstart/data/arithmetic_prompts.jsonl``.
 
 One JSON object per line: ``{"question": "What is 35+47?", "answer": "82"}`` (the answer is a
 string: compare it with the stripped response). Rows are distinct 2-digit additions drawn with a
 fixed seed. ``--split all`` (the default) draws from all 8,100 problems — the student needs
 thousands of distinct prompts to learn addition, more than the ~1,200 problems the teacher never
-trained on; ``--split heldout`` draws only from those (``distillflow.testing.demo.is_heldout``).
+trained on; ``--split heldout`` draws only from those (``examples.quickstart.arithmetic.is_heldout``).
 Either way the pipeline's ``source.heldout`` reserves the student's evaluation prompts before
 generation, so the student is never evaluated on a problem it was trained on.
 
-    python scripts/make_demo_prompts.py            # 4,000 rows from all problems, seed 2024
-    python scripts/make_demo_prompts.py --n 100 --split heldout --out /tmp/prompts.jsonl
+    python examples/quickstart/make_prompts.py            # 4,000 rows from all problems, seed 2024
+    python examples/quickstart/make_prompts.py --n 100 --split heldout --out /tmp/prompts.jsonl
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from distillflow.testing import demo  # noqa: E402
+from examples.quickstart import arithmetic as demo  # noqa: E402
 
 
 def _sample_all(n: int, seed: int) -> list[tuple[int, int]]:
@@ -43,7 +43,7 @@ def make_rows(n: int, seed: int, split: str = "all") -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=ROOT / "pipelines" / "data" / "arithmetic_prompts.jsonl")
+    p.add_argument("--out", type=Path, default=ROOT / "examples" / "quickstart" / "data" / "arithmetic_prompts.jsonl")
     p.add_argument("--n", type=int, default=4000)
     p.add_argument("--split", choices=("all", "heldout"), default="all",
                    help="draw from all problems (default) or only those the teacher never trained on")

@@ -159,7 +159,7 @@ class TransformersServe:
         if not (self.model_path / "config.json").is_file():
             raise ConfigurationError(
                 f"{self.model_path} is not a model directory (no config.json); "
-                "build one with distillflow.testing.tiny.build_tiny_chat_model"
+                "point it at a directory saved with `save_pretrained` (config.json, weights, tokenizer)"
             )
         self._log_dir = tempfile.mkdtemp(prefix="distillflow-serve-")
         self.log_path = Path(self._log_dir) / "server.log"

@@ -1,5 +1,5 @@
 """The demo numbers in docs/demo.md (moved there from the README, which links it) are the ones
-`scripts/demo.py --json docs/demo_results.json` wrote (its last real run), not typed in by hand: change
+`examples/quickstart/demo.py --json docs/demo_results.json` wrote (its last real run), not typed in by hand: change
 one without the other and this fails."""
 
 from __future__ import annotations

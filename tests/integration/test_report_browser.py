@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import need_binary, need_module
-from report_fixture import LengthJudge, add_later_stages, build_run, expected_funnel
+from tests.report.report_fixture import LengthJudge, add_later_stages, build_run, expected_funnel
 
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from distillflow.testing import demo
+from examples.quickstart import arithmetic as demo
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""distillflow.testing.demo: the arithmetic task, its character tokenizer, student and teacher."""
+"""examples/quickstart/arithmetic.py: the arithmetic task, its character tokenizer, student and teacher."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distillflow.testing import demo
+from examples.quickstart import arithmetic as demo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +64,7 @@ def test_demo_student(tmp_path):
 def test_demo_prompts_file():
     """Distinct 2-digit additions with correct answers (drawn from all problems: the student needs
     thousands; the pipeline's ``source.heldout`` keeps its evaluation prompts out of training)."""
-    path = ROOT / "pipelines" / "data" / "arithmetic_prompts.jsonl"
+    path = ROOT / "examples" / "quickstart" / "data" / "arithmetic_prompts.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) >= 500
     assert len({r["question"] for r in rows}) == len(rows)
@@ -102,12 +102,12 @@ def test_demo_teacher_is_small_and_good():
 
 
 def test_shipped_student_subtracts_but_cannot_add():
-    """The demo's student base (scripts/train_demo_student.py) is 'pretrained': it knows the format
+    """The demo's student base (examples/quickstart/train_student.py) is 'pretrained': it knows the format
     and subtraction, and none of the additions it is distilled on."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = ROOT / "distillflow" / "demo_models" / "student"
+    path = ROOT / "examples" / "quickstart" / "models" / "student"
     report = json.loads((path / "training_report.json").read_text())
     assert report["greedy_subtraction_exact_match"] >= 0.95 and report["greedy_addition_exact_match"] <= 0.01
     tok = AutoTokenizer.from_pretrained(path)
@@ -131,15 +131,15 @@ def test_shipped_student_subtracts_but_cannot_add():
 
 
 def test_student_training_replica_runs(tmp_path):
-    """scripts/student_training_replica.py (docs/demo.md's notes on the student's starting point)."""
+    """examples/quickstart/student_training_replica.py (docs/demo.md's notes on the student's starting point)."""
     import subprocess
     import sys
 
-    rows = [json.loads(line) for line in (ROOT / "pipelines" / "data" / "arithmetic_prompts.jsonl").read_text().splitlines()[:40]]
+    rows = [json.loads(line) for line in (ROOT / "examples" / "quickstart" / "data" / "arithmetic_prompts.jsonl").read_text().splitlines()[:40]]
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"prompt": r["question"], "response": r["answer"]}) + "\n" for r in rows))
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "student_training_replica.py"), "--data", str(data),
-                           "--init", str(ROOT / "distillflow" / "demo_models" / "student"), "--steps", "4",
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart" / "student_training_replica.py"), "--data", str(data),
+                           "--init", str(ROOT / "examples" / "quickstart" / "models" / "student"), "--steps", "4",
                            "--eval-every", "2", "--batch", "8"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "40 rows, wrong 0.0%" in proc.stdout

@@ -1,4 +1,4 @@
-"""`make demo` prints where its numbers fall against the study's intervals (scripts/demo.py)."""
+"""`make demo` prints where its numbers fall against the study's intervals (examples/quickstart/demo.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
+    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "examples" / "quickstart" / "demo.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

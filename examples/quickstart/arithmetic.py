@@ -1,7 +1,7 @@
 """The offline demo's arithmetic task, its character tokenizer, and random tiny students for tests.
 
 The quickstart distils a *real* skill without any hub: a ~1M-parameter teacher
-(``distillflow/demo_models/teacher/``, trained by ``scripts/train_demo_teacher.py``) answers
+(``examples/quickstart/models/teacher/``, trained by ``examples/quickstart/train_teacher.py``) answers
 2-digit additions (both operands 10..99). The conversation format is::
 
     user:      What is 35+47?
@@ -9,7 +9,7 @@ The quickstart distils a *real* skill without any hub: a ~1M-parameter teacher
 
 rendered by the chat template as ``<|user|>What is 35+47?<|end|><|assistant|>82<|end|>``.
 
-The demo's student base (``distillflow/demo_models/student/``, ``scripts/train_demo_student.py``)
+The demo's student base (``examples/quickstart/models/student/``, ``examples/quickstart/train_student.py``)
 has the same tokenizer and format, half the teacher's size, and was pretrained on subtraction
 only; :func:`build_demo_student` builds untrained (random) students for tests.
 
@@ -18,7 +18,7 @@ verifier compares ``response.strip()`` with ``str(a + b)``.
 
 Problems are split once and for all by :func:`is_heldout` (a fixed arithmetic hash of the two
 operands): the teacher never trains on a held-out problem; the demo prompts
-(``pipelines/data/arithmetic_prompts.jsonl``) and the teacher's accuracy report are drawn
+(``examples/quickstart/data/arithmetic_prompts.jsonl``) and the teacher's accuracy report are drawn
 from the held-out problems only.
 
 Everything heavy (``tokenizers``, ``transformers``, ``torch``) is imported inside functions.
@@ -244,5 +244,5 @@ def build_demo_student(path: str | Path, layers: int = 2, hidden: int = 64, seed
 
 
 def demo_teacher_path() -> Path:
-    """Where the committed demo teacher lives (``distillflow/demo_models/teacher``)."""
-    return Path(__file__).resolve().parent.parent / "demo_models" / "teacher"
+    """Where the committed demo teacher lives (``examples/quickstart/models/teacher``)."""
+    return Path(__file__).resolve().parent / "models" / "teacher"

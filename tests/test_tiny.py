@@ -1,4 +1,4 @@
-"""distillflow.testing.tiny: a tiny random chat model built locally in seconds."""
+"""tests.support.tiny: a tiny random chat model built locally in seconds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from distillflow.errors import UsageError
-from distillflow.testing.tiny import build_tiny_chat_model
+from tests.support.tiny import build_tiny_chat_model
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},

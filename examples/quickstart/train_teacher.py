@@ -11,7 +11,7 @@ generation config) that ``AutoModelForCausalLM``, distilabel's ``TransformersLLM
     assistant: 82
 
 The answer is trained in normal (human-readable) digit order. Training never sees a problem for
-which ``distillflow.testing.demo.is_heldout`` is true.
+which ``examples.quickstart.arithmetic.is_heldout`` is true.
 
 A realistic, imperfect teacher: a share of the training answers (``--label-noise``, 12% by
 default) are plausible mistakes — a forgotten carry (35+47 -> 72) or one digit off by one. The
@@ -22,8 +22,8 @@ demo's verify-then-filter step has to catch.
 The final report (greedy, T=0.8 and T=1.0 exact match on 200 held-out problems, training time)
 is printed and written next to the model as ``training_report.json``.
 
-    python scripts/train_demo_teacher.py                  # -> distillflow/demo_models/teacher
-    python scripts/train_demo_teacher.py --steps 300 --out /tmp/teacher
+    python examples/quickstart/train_teacher.py                  # -> examples/quickstart/models/teacher
+    python examples/quickstart/train_teacher.py --steps 300 --out /tmp/teacher
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -45,7 +45,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from distillflow.testing import demo  # noqa: E402
+from examples.quickstart import arithmetic as demo  # noqa: E402
 
 
 def plausible_mistake(a: int, b: int, rng: random.Random) -> str:

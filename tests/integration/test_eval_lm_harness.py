@@ -8,7 +8,6 @@ import pytest
 
 from tests.support import ROOT, need_module
 
-pytestmark = pytest.mark.integration
 
 TASK = """task: df_echo
 dataset_path: json
@@ -38,9 +37,9 @@ def test_lm_eval_scores_student_and_teacher_exactly(endpoint, tmp_path):
     from distillflow.evaluate.harness import run_lm_eval
     from distillflow.spec.models import TeacherSpec
     
-    # the shipped demo student subtracts (tests/testing/test_demo.py): its right answers are known
-    student = ROOT / "distillflow" / "demo_models" / "student"
-    from distillflow.testing import demo
+    # the shipped demo student subtracts (tests/examples/test_demo.py): its right answers are known
+    student = ROOT / "examples" / "quickstart" / "models" / "student"
+    from examples.quickstart import arithmetic as demo
 
     pairs = [(max(a, b), min(a, b)) for a, b in demo.sample_problems(12, seed=3, heldout=True)]
     asked = [f"What is {a}-{b}?" for a, b in pairs]

@@ -1,1 +1,0 @@
-"""Utilities for tests and the offline demo: tiny local models, the `transformers serve` launcher."""
