@@ -168,7 +168,40 @@ for _mod, _name, _kind in (
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code
+    else:
+        code = 0
+    if isinstance(code, str):  # sys.exit("message"): the message goes to stderr, the status is 1
+        sys.stderr.write(code + "\n")
+        code = 1
+    exit_without_teardown(code or 0)
+
+
+def exit_without_teardown(code: int) -> None:
+    """Exit once the command has finished, skipping the interpreter's teardown of its modules.
+
+    With pyarrow, pandas and aiohttp loaded, tearing the modules down takes 0.3-0.4 s on a 2-core
+    machine after every file is already written and closed (a whole CLI run of 5,000 requests takes
+    ~22 s). Everything a normal exit does that matters still happens: the `atexit` handlers run
+    (logging, temporary directories, child processes), stdout and stderr are flushed. When a thread
+    that is not a daemon is still alive, the normal exit joins it instead.
+    """
+    import atexit
+    import os
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
