@@ -19,7 +19,7 @@ paid twice). Finally a summary with the measured numbers and the wall time of ev
     python examples/quickstart/demo.py --fresh         # delete the run directories first
 
 Everything is local: the teacher and the student live in ``examples/quickstart/models/``, the prompts in
-``pipelines/data/``; nothing is downloaded (``HF_HUB_OFFLINE=1``).
+``examples/quickstart/data/``; nothing is downloaded (``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
