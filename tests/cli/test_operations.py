@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,22 +15,9 @@ import pytest
 
 from benchmarks.fake_endpoint import EndpointThread
 from distillflow.engine.lock import LOCK_NAME
-from tests.support import ROOT, pipeline_yaml, small_disk
+from tests.support import ROOT, cached_answers, pipeline_yaml, small_disk
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _cached(db) -> int:
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 def _pipeline(tmp_path, ep, n, concurrency):
@@ -57,13 +43,13 @@ def _wait_for(predicate, what, timeout=90):
 
 
 def test_locked_run_dir_then_sigterm_stops_cleanly_and_resume_pays_nothing_twice(tmp_path):
-    n = 40
+    n = 80  # ~10 s of work, 2 at a time: the second command's start-up on a loaded machine ends well before it
     with EndpointThread(latency=(0.2, 0.3)) as ep:
         path = _pipeline(tmp_path, ep, n, concurrency=2)
         out = tmp_path / "run"
         db = out / "cache" / "requests.sqlite"
         first = subprocess.Popen(_cmd(path, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_for(lambda: _cached(db) >= 4, "4 cached answers")
+        _wait_for(lambda: cached_answers(db) >= 4, "4 cached answers")
 
         # A second run on the same directory: exit 2, the holder named (and nothing asked: checked
         # at the end, where every prompt was paid for once, plus at most the window cut by SIGTERM).
@@ -71,19 +57,20 @@ def test_locked_run_dir_then_sigterm_stops_cleanly_and_resume_pays_nothing_twice
         assert second.returncode == 2, second.stderr
         assert f"is in use by pid {first.pid} on host " in second.stderr and "Traceback" not in second.stderr
 
+        assert first.poll() is None, f"the first run ended before it could be stopped: {first.communicate()}"
         first.send_signal(signal.SIGTERM)
         _, err = first.communicate(timeout=120)
         assert first.returncode == 143, err
         assert "terminated (SIGTERM) — every answer received so far is cached; run the same command again to resume" in err
         assert "Traceback" not in err
         assert not (out / LOCK_NAME).exists()  # released on the way out
-        cached, sent = _cached(db), ep.stats["requests"]
+        cached, sent = cached_answers(db), ep.stats["requests"]
         assert 4 <= cached < n and sent - cached <= 2  # at most the window was in flight
 
         done = subprocess.run(_cmd(path, out), env=ENV, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr[-2000:]
         assert ep.stats["requests"] - sent == n - cached  # no answer paid twice
-        assert _cached(db) == n
+        assert cached_answers(db) == n
         assert ep.stats["requests"] <= n + 2
 
 
@@ -120,7 +107,7 @@ def test_full_disk_stops_with_one_message_and_the_rerun_resumes_once_space_is_fr
         err = first.stderr
         assert "Traceback" not in err and "Exception in callback" not in err, err[-3000:]
         assert err.count("error: ") == 1 and str(out) in err
-        cached, sent = _cached(db), ep.stats["requests"]
+        cached, sent = cached_answers(db), ep.stats["requests"]
         m = re.search(r"read-only\. (\d+) answers are stored there \(every answer received is stored\)\. Free space", err)
         assert err.startswith(f"error: cannot write the answer cache {db} (database or disk is full): ") and m, err
         assert int(m.group(1)) <= cached  # (answers finishing while the run stopped were stored too)
@@ -133,7 +120,7 @@ def test_full_disk_stops_with_one_message_and_the_rerun_resumes_once_space_is_fr
         assert f"{n} curated" in done.stdout
         # Everything stored before the disk filled is reused; only the rest is asked again.
         assert ep.stats["requests"] - sent == n - cached
-        assert _cached(db) == n
+        assert cached_answers(db) == n
 
 
 def test_read_only_output_directory_is_one_clear_message(tmp_path):

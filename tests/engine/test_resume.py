@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
 from benchmarks.fake_endpoint import EndpointThread
-from tests.support import ROOT, pipeline_yaml
-
-
-def _cached(db) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db) as con:
-            return con.execute("select count(*) from sqlite_master").fetchone()[0] and con.execute(
-                "select count(*) from " + con.execute("select name from sqlite_master where type='table'").fetchone()[0]
-            ).fetchone()[0]
-    except sqlite3.Error:
-        return 0
+from tests.support import ROOT, cached_answers, pipeline_yaml
 
 
 def test_kill9_then_resume_does_not_pay_twice(tmp_path):
@@ -39,7 +26,7 @@ def test_kill9_then_resume_does_not_pay_twice(tmp_path):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         db = out / "cache" / "requests.sqlite"
         deadline = time.time() + 60
-        while _cached(db) < 12 and time.time() < deadline:
+        while cached_answers(db) < 12 and time.time() < deadline:
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -47,7 +34,7 @@ def test_kill9_then_resume_does_not_pay_twice(tmp_path):
         while ep.stats["in_flight"] and time.time() < deadline:
             time.sleep(0.05)
         first_requests = ep.stats["requests"]
-        cached = _cached(db)
+        cached = cached_answers(db)
         assert 12 <= cached < n, cached
         assert first_requests - cached <= 4 + 1  # at most the window was in flight at kill time
 
@@ -55,11 +42,13 @@ def test_kill9_then_resume_does_not_pay_twice(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         second = ep.stats["requests"] - first_requests
         assert second == n - cached  # only the answers it never received
-        assert _cached(db) == n
+        assert cached_answers(db) == n
 
 
 def test_ctrl_c_exits_130_with_a_resume_hint(tmp_path):
-    rows = "".join(f'\n    - {{question: "Question {i}?", answer: "{i}"}}' for i in range(40))
+    # 400 prompts, 2 at a time, 0.2-0.3 s each: ~50 s of work, so the interrupt always lands mid-run
+    # (with 40 prompts a loaded machine could finish the run before the signal was sent)
+    rows = "".join(f'\n    - {{question: "Question {i}?", answer: "{i}"}}' for i in range(400))
     with EndpointThread(latency=(0.2, 0.3)) as ep:
         path = tmp_path / "p.yaml"
         path.write_text(pipeline_yaml(ep.base_url, "  - kind: generate\n", rows=rows).replace(
@@ -70,10 +59,11 @@ def test_ctrl_c_exits_130_with_a_resume_hint(tmp_path):
                                 stderr=subprocess.PIPE, text=True)
         db = out / "cache" / "requests.sqlite"
         deadline = time.time() + 60
-        while _cached(db) < 4 and time.time() < deadline:
+        while cached_answers(db) < 4 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.1)
+        assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()}"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "resume" in err and "Traceback" not in err
-    assert _cached(db) >= 4
+    assert cached_answers(db) >= 4

@@ -44,6 +44,22 @@ steps:
 """
 
 
+def cached_answers(db: Path) -> int:
+    """How many answers a run's request cache holds (0 while it is absent or busy: poll again)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
 @contextmanager
 def small_disk(where: Path, size: str):
     """A real tmpfs of ``size`` (e.g. "2m") mounted at ``where``, unmounted on exit. It needs root
