@@ -26,16 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.cli_run import time_cli_run  # noqa: E402
 from benchmarks.fake_endpoint import endpoint_process  # noqa: E402
 
 
@@ -75,15 +74,7 @@ def measure(url: str, n: int, shard_size: int, in_flight: int, tree: Path = ROOT
         # GNU time is not everywhere: a tiny wrapper reads the child's peak RSS from getrusage
         wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
                    "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)")
-        cmd = [sys.executable, "-c", wrapper, sys.executable, "-m", "distillflow", "run", str(tmp / "p.yaml"),
-               "--out", str(tmp / "run"), "--no-progress"]
-        env = dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=str(tmp), env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr[-4000:])
-            raise RuntimeError(f"distillflow run failed with exit code {proc.returncode}")
+        wall, proc = time_cli_run(tmp, tree=tree, prefix=[sys.executable, "-c", wrapper])
         rss_kib = int(next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("MAXRSS")))
         manifest = json.loads((tmp / "run" / "manifest.json").read_text())
     return {"n": n, "rss_mb": rss_kib / 1024, "wall_s": wall, "curated": manifest["curated"],

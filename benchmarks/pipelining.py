@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -31,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.cli_run import time_cli_run  # noqa: E402
 from benchmarks.fake_endpoint import endpoint_process  # noqa: E402
 
 LATENCY = (0.2, 0.3)
@@ -56,14 +55,7 @@ def run_once(gen: str, judge: str, n: int, shard_size: int, in_flight: int) -> t
                 fh.write(json.dumps({"prompt": f"Question {i}: explain topic {i % 97} in two sentences."}) + "\n")
         (tmp / "p.yaml").write_text(PIPELINE.format(gen=gen, judge=judge, slots=SLOTS, shard_size=shard_size,
                                                     in_flight=in_flight))
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "distillflow", "run", "p.yaml", "--out", "run", "--no-progress"],
-                              cwd=tmp, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr[-3000:])
-            raise RuntimeError("distillflow run failed")
+        wall, _ = time_cli_run(tmp)
         manifest = json.loads((tmp / "run" / "manifest.json").read_text())
     return wall, manifest
 

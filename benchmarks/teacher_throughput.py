@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script as well as with -m
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.cli_run import time_cli_run  # noqa: E402
 from benchmarks.fake_endpoint import endpoint_process, fetch_stats, reset_stats  # noqa: E402
 
 MODEL = "fake-teacher"
@@ -187,18 +188,11 @@ def run_cli(base_url: str, n: int) -> float:
             "teachers": [{"name": "teacher", "provider": "openai", "base_url": base_url, "model": MODEL,
                           "params": PARAMS, "concurrency": CONCURRENCY}],
             "steps": [{"kind": "generate"}]}))  # JSON is YAML
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         # Bytecode as after any first run or a wheel install: with PYTHONDONTWRITEBYTECODE set (as on
         # this project's machines) a fresh checkout would otherwise compile every module on every start.
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "distillflow")], check=True,
                        stdout=subprocess.DEVNULL)
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "distillflow", "run", "p.yaml", "--out", "run", "--no-progress"],
-                              cwd=tmp, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr[-3000:])
-            raise RuntimeError("distillflow run failed")
+        wall, _ = time_cli_run(tmp)
     return wall
 
 
