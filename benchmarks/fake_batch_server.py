@@ -37,7 +37,7 @@ from collections import Counter
 
 from aiohttp import web
 
-from benchmarks.fake_endpoint import _free_socket, _start
+from benchmarks.fake_endpoint import AppThread, _free_socket, _start
 
 __all__ = ["BatchServerThread", "make_app"]
 
@@ -383,17 +383,14 @@ def make_app(openai_max_requests: int = 50_000, openai_max_bytes: int = 200 * 10
     return app
 
 
-class BatchServerThread:
+class BatchServerThread(AppThread):
     """The server on a background thread (for tests). ``root`` is ``http://127.0.0.1:PORT``;
     ``openai_url`` adds ``/v1``. ``stats`` and ``cfg`` are live; use :meth:`set` to change cfg."""
 
+    name = "fake-batch-server"
+
     def __init__(self, **app_kwargs):
-        self._kwargs = app_kwargs
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._main, name="fake-batch-server", daemon=True)
-        self.app: web.Application | None = None
-        self.root = ""
+        super().__init__(make_app, **app_kwargs)
 
     @property
     def openai_url(self) -> str:
@@ -413,32 +410,6 @@ class BatchServerThread:
 
         self._loop.call_soon_threadsafe(apply)
         done.wait(10)
-
-    def _main(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        sock = _free_socket()
-        self.root = f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-        async def boot() -> web.AppRunner:
-            self.app = make_app(**self._kwargs)
-            return await _start(self.app, sock)
-
-        runner = loop.run_until_complete(boot())
-        self._ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    def __enter__(self) -> BatchServerThread:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._loop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -273,28 +273,29 @@ async def _start(app: web.Application, sock: socket.socket) -> web.AppRunner:
     return runner
 
 
-class EndpointThread:
-    """The endpoint on a background thread with its own event loop (for tests).
+class AppThread:
+    """An aiohttp app on a background thread with its own event loop (for tests): ``root`` is
+    ``http://127.0.0.1:PORT`` once started. Use as a context manager; the app is built by
+    ``make(**app_kwargs)`` on that loop."""
 
-    ``base_url`` ends in ``/v1``; ``stats`` is the live counter dict. Use as a context manager.
-    """
+    name = "fake-app"
 
-    def __init__(self, **app_kwargs):
-        self._kwargs = app_kwargs
+    def __init__(self, make, **app_kwargs):
+        self._make, self._kwargs = make, app_kwargs
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._main, name="fake-endpoint", daemon=True)
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self.app: web.Application | None = None
-        self.base_url = ""
+        self.root = ""
 
     def _main(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         sock = _free_socket()
-        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        self.root = f"http://127.0.0.1:{sock.getsockname()[1]}"
 
         async def boot() -> web.AppRunner:
-            self.app = make_app(**self._kwargs)
+            self.app = self._make(**self._kwargs)
             return await _start(self.app, sock)
 
         runner = loop.run_until_complete(boot())
@@ -308,12 +309,7 @@ class EndpointThread:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
-    @property
-    def stats(self) -> dict:
-        """Live counters: requests, completions, max_in_flight, busy_s, first_start, last_end."""
-        return self.app[_STATS]
-
-    def start(self) -> EndpointThread:
+    def start(self):
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -323,11 +319,32 @@ class EndpointThread:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
 
-    def __enter__(self) -> EndpointThread:
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class EndpointThread(AppThread):
+    """The endpoint on a background thread with its own event loop (for tests).
+
+    ``base_url`` ends in ``/v1``; ``stats`` is the live counter dict. Use as a context manager.
+    """
+
+    name = "fake-endpoint"
+
+    def __init__(self, **app_kwargs):
+        super().__init__(make_app, **app_kwargs)
+
+    @property
+    def base_url(self) -> str:
+        return self.root + "/v1" if self.root else ""
+
+    @property
+    def stats(self) -> dict:
+        """Live counters: requests, completions, max_in_flight, busy_s, first_start, last_end."""
+        return self.app[_STATS]
 
 
 @contextmanager
