@@ -55,8 +55,11 @@ def test_ctrl_c_exits_130_with_a_resume_hint(tmp_path):
             "    price:", "    concurrency: 2\n    price:"))
         out = tmp_path / "run"
         cmd = [sys.executable, "-m", "distillflow", "run", str(path), "--out", str(out), "--no-progress"]
+        # Ctrl-C as a terminal delivers it: a shell that starts a job in the background (`cmd &`, as CI
+        # harnesses may) leaves SIGINT ignored, and children inherit that, so the run would never see it.
         proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         db = out / "cache" / "requests.sqlite"
         deadline = time.time() + 60
         while cached_answers(db) < 4 and time.time() < deadline and proc.poll() is None:
