@@ -22,11 +22,13 @@ differences between arms with Welch 95% intervals, and writes everything to ``--
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -146,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="training seeds per arm (0..N-1)")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per student (equal in every arm)")
     p.add_argument("--limit", type=int, help="use the first N prompts only (default: all 4,000)")
+    p.add_argument("--jobs", type=int, default=1, help="trainings run at a time (each uses one CPU thread)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "study")
     p.add_argument("--json", type=Path, help="also copy study.json here (e.g. docs/study_results.json)")
@@ -165,13 +168,26 @@ def main(argv: list[str] | None = None) -> int:
                "unseen_prompts": len(items_unseen), "mixed_prompts": len(items_mixed)}
     print(f"teacher {ref['teacher_unseen']:.3f} unseen / {ref['teacher_mixed']:.3f} mixed; base student "
           f"{ref['base_unseen']:.3f} / {ref['base_mixed']:.3f}", flush=True)
-    for seed in range(args.seeds):  # seeds outermost: an interrupted study still compares every arm
-        for arm in args.arms:
-            rec = train_arm(out, runs, arm, seed, args.steps)
-            model = Path(rec["run"]) / "train" / "output"
+    eval_lock = threading.Lock()  # one evaluation at a time: trainings run in parallel, evals are short
+
+    def one(seed: int, arm: str) -> dict:
+        rec = train_arm(out, runs, arm, seed, args.steps)
+        model = Path(rec["run"]) / "train" / "output"
+        with eval_lock:
             rec.update(seed=seed, unseen=exact_match(model, items_unseen), mixed=exact_match(model, items_mixed))
-            shutil.rmtree(Path(rec["run"]) / "train" / "output", ignore_errors=True)  # ~2 MB each; scores kept
+        shutil.rmtree(model, ignore_errors=True)  # ~2 MB each; scores kept
+        return rec
+
+    # seeds outermost: an interrupted study still compares every arm; --jobs trainings at a time
+    # (each Axolotl run uses train.cpu_threads = 1 thread, so --jobs 2 fills a 2-core machine)
+    todo = [(seed, arm) for seed in range(args.seeds) for arm in args.arms]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(one, seed, arm): (seed, arm) for seed, arm in todo}
+        for fut in concurrent.futures.as_completed(futures):
+            seed, arm = futures[fut]
+            rec = fut.result()
             results["runs"][arm].append(rec)
+            results["runs"][arm].sort(key=lambda r: r["seed"])
             results["total_seconds"] = time.perf_counter() - started
             (out / "study.json").write_text(json.dumps(results, indent=2))
             print(f"{arm} seed {seed}: unseen {rec['unseen']:.3f}, mixed {rec['mixed']:.3f}, loss "

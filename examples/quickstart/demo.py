@@ -31,6 +31,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def stage(name: str, args: list[str], log_dir: Path, timings: dict, verbose: boo
         tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
         print(tail, file=sys.stderr)
         raise SystemExit(f"stage '{name}' failed (exit {rc}); full log: {log}")
-    print(f"    done in {timings[name]:.0f} s (log: {log.relative_to(ROOT)})", flush=True)
+    print(f"    done in {timings[name]:.0f} s (log: {_rel(log)})", flush=True)
 
 
 def seed_cache(src_run: Path, dst_run: Path) -> bool:
@@ -87,18 +88,49 @@ def seed_cache(src_run: Path, dst_run: Path) -> bool:
     return True
 
 
-def pipeline_demo(pipeline: Path, run_dir: Path, timings: dict, verbose: bool) -> dict:
-    rel = str(run_dir.relative_to(ROOT))
-    logs = ROOT / "runs" / "logs" / run_dir.name
-    stage("run", ["run", str(pipeline.relative_to(ROOT)), "--out", rel], logs, timings, verbose)
-    if STUDY.is_file():  # the report and the model card show the study's table from RUN_DIR/study.json
-        shutil.copy(STUDY, run_dir / "study.json")
+def run_and_train(arms: list[tuple[Path, Path, dict]], verbose: bool) -> None:
+    """``distillflow run`` for each arm in turn, then every arm's ``train`` at once, then ``eval`` and ``report``.
+
+    The runs go one after another (the ablation reuses the quickstart's request cache, seeded below);
+    the trainings run side by side: each Axolotl process uses one CPU thread (``train.cpu_threads``),
+    so the quickstart and its ablation together take about the wall time of one on a 2-core machine.
+    """
+    for i, (pipeline, run_dir, timings) in enumerate(arms):
+        if i and seed_cache(arms[0][1], run_dir):
+            print("\n(ablation: reusing the quickstart's teacher samples from its request cache)")
+        stage("run", ["run", str(pipeline.relative_to(ROOT)), "--out", _rel(run_dir)], _logs(run_dir), timings, verbose)
+        if STUDY.is_file():  # the report and the model card show the study's table from RUN_DIR/study.json
+            shutil.copy(STUDY, run_dir / "study.json")
     # --config: the pipeline's own YAML, so train.base_model resolves relative to pipelines/
-    cfg = ["--config", str(pipeline.relative_to(ROOT))]
-    stage("train", ["train", rel, *cfg], logs, timings, verbose)
-    stage("eval", ["eval", rel, *cfg], logs, timings, verbose)
-    stage("report", ["report", rel], logs, timings, verbose)
-    return summarize(run_dir)
+    parallel([("train", ["train", _rel(run_dir), "--config", str(pipeline.relative_to(ROOT))], _logs(run_dir), timings)
+              for pipeline, run_dir, timings in arms], verbose)
+    for pipeline, run_dir, timings in arms:
+        stage("eval", ["eval", _rel(run_dir), "--config", str(pipeline.relative_to(ROOT))], _logs(run_dir), timings,
+              verbose)
+        stage("report", ["report", _rel(run_dir)], _logs(run_dir), timings, verbose)
+
+
+def _logs(run_dir: Path) -> Path:
+    return ROOT / "runs" / "logs" / run_dir.name
+
+
+def parallel(stages: list[tuple[str, list[str], Path, dict]], verbose: bool) -> None:
+    """Run several stages at once (one thread each, waiting on its subprocess); the first failure is raised."""
+    errors: list[BaseException] = []
+
+    def one(args) -> None:
+        try:
+            stage(*args, verbose=verbose)
+        except BaseException as exc:  # SystemExit from stage(): re-raised in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(st,)) for st in stages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def summarize(run_dir: Path) -> dict:
@@ -252,13 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart" / "train_student.py")], check=True)
 
     timings: dict[str, float] = {}
-    summary = pipeline_demo(PIPELINES / "quickstart.yaml", main_dir, timings, args.verbose)
-    ab_summary = ab_timings = None
-    if args.ablation:
-        ab_timings = {}
-        if seed_cache(main_dir, ab_dir):
-            print("\n(ablation: reusing the quickstart's teacher samples from its request cache)")
-        ab_summary = pipeline_demo(PIPELINES / "quickstart_unfiltered.yaml", ab_dir, ab_timings, args.verbose)
+    ab_timings: dict[str, float] | None = {} if args.ablation else None
+    arms = [(PIPELINES / "quickstart.yaml", main_dir, timings)]
+    if ab_timings is not None:
+        arms.append((PIPELINES / "quickstart_unfiltered.yaml", ab_dir, ab_timings))
+    run_and_train(arms, args.verbose)
+    summary = summarize(main_dir)
+    ab_summary = summarize(ab_dir) if args.ablation else None
     total = time.perf_counter() - started
     print_summary(summary, timings, ab_summary, ab_timings, total)
     print("\n".join(compare_with_study({"quickstart": summary, "ablation": ab_summary})))

@@ -33,3 +33,33 @@ def test_demo_compares_its_run_with_the_study_intervals(tmp_path):
     assert len(lines) == 3  # same setting: no caveat
     missing = demo.compare_with_study({"quickstart": {"student": 0.5}}, tmp_path / "none.json")
     assert missing[0].startswith("study              none recorded")
+
+
+def test_demo_trains_its_arms_side_by_side_and_reports_a_failed_stage(tmp_path, monkeypatch):
+    """`parallel` runs the stages at once (each waits for a file the other writes: run one after the other,
+    the first would never see it) and raises the failing stage's error after every stage has ended."""
+    import sys
+
+    import pytest
+
+    demo = _demo()
+    monkeypatch.setattr(demo, "_cli", lambda: [sys.executable, "-c"])
+    wait = ("import pathlib, sys, time\n"
+            "mine, other = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])\n"
+            "mine.touch()\n"
+            "deadline = time.monotonic() + 120\n"
+            "while not other.exists():\n"
+            "    assert time.monotonic() < deadline, 'the other stage never started'\n"
+            "    time.sleep(0.05)\n")
+    a, b = tmp_path / "a.started", tmp_path / "b.started"
+    ta, tb = {}, {}
+    demo.parallel([("train", [wait, str(a), str(b)], tmp_path / "a", ta),
+                   ("train", [wait, str(b), str(a)], tmp_path / "b", tb)], verbose=False)
+    assert set(ta) == set(tb) == {"train"}
+    assert (tmp_path / "a" / "train.log").is_file() and (tmp_path / "b" / "train.log").is_file()
+
+    tc, td = {}, {}
+    with pytest.raises(SystemExit, match=r"stage 'train' failed \(exit 3\)"):
+        demo.parallel([("train", ["import sys; sys.exit(3)"], tmp_path / "c", tc),
+                       ("train", ["print('fine')"], tmp_path / "d", td)], verbose=False)
+    assert "train" in td  # the other stage still ran to its end

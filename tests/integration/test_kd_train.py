@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 
 
-def _pipeline(tmp_path, seed: int = 0) -> str:
+def _pipeline(tmp_path, seed: int = 0, train_seed: int = 0) -> str:
     from examples.quickstart.arithmetic import demo_teacher_path
 
     teacher = demo_teacher_path()
@@ -50,6 +50,7 @@ train:
   micro_batch_size: 16
   max_steps: 8
   learning_rate: 0.003
+  seed: {train_seed}
   preprocess: false
   overrides: {{save_strategy: "no", logging_steps: 1, warmup_ratio: 0.0}}
 """
@@ -94,3 +95,14 @@ def test_seeded_runs_repeat_and_kd_trains_on_cpu(tmp_path):
     card = (train / "README.md").read_text()
     assert "| training mode | kd (Axolotl KD plugin: kd_alpha 0.9, kd_ce_alpha 0.1, kd_temperature 1, top-5) |" in card
     assert "| teacher sampling seeds | teacher: 0 (+ sample index) |" in card
+
+    # the rerun trains to the same bytes (same data, same train.seed); another train.seed does not
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "second"), "--no-progress"])
+    assert r.exit_code == 0, r.output[-4000:]
+    weights = (train / "output" / "model.safetensors").read_bytes()
+    assert (tmp_path / "second" / "train" / "output" / "model.safetensors").read_bytes() == weights
+    (tmp_path / "seed1.yaml").write_text(_pipeline(tmp_path, train_seed=1))
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "second"), "--config", str(tmp_path / "seed1.yaml"),
+                                 "--no-progress"])
+    assert r.exit_code == 0, r.output[-4000:]
+    assert (tmp_path / "second" / "train" / "output" / "model.safetensors").read_bytes() != weights
