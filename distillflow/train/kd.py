@@ -12,6 +12,11 @@ trainer compares the student's hidden state at position p (which predicts token 
 so entry p holds the teacher's distribution over token p + 1. Axolotl masks entry p by the label of
 token p: the answer's first token is learned from the cross-entropy only, and the entries after the
 teacher's (the chat template's closing tokens) hold the true next token with probability ~1.
+
+Axolotl's KD collator pads ``labels``/``input_ids`` on the tokenizer's padding side but the KD fields
+always on the right: with a left-padding student tokenizer every row shorter than its batch gets its
+teacher entries shifted against its tokens (the student is taught the wrong next token). A KD run
+therefore trains with a right-padding copy of the student's tokenizer (:func:`right_padding_tokenizer`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from distillflow.errors import ConfigurationError
 
-__all__ = ["check_tokenizers", "kd_fields", "kd_teacher", "teacher_tokenizer_source"]
+__all__ = ["check_tokenizers", "kd_fields", "kd_teacher", "right_padding_tokenizer", "teacher_tokenizer_source"]
 
 # Logprobs below this are clamped: Axolotl renormalises in log space, where exp() underflow gives -inf and NaN losses.
 _FLOOR = -30.0
@@ -78,6 +83,26 @@ def check_tokenizers(teacher_source: str, student_source: str, teacher_name: str
         f"({teacher_source}) and the student ({student_source}) differ: {detail} — pick a student of the teacher's "
         "family, or use train.mode: sft"
     )
+
+
+def right_padding_tokenizer(tok, dest: Path) -> Path | None:
+    """Save a copy of the student's tokenizer that pads on the right into ``dest``; None when it already does.
+
+    Axolotl's KD collator (``DataCollatorForKD``) pads ``target_logprobs``/``target_token_ids``/``target_mask``
+    at the end of each row whatever ``tokenizer.padding_side`` says, while ``input_ids`` and ``labels`` follow
+    it: a left-padding tokenizer misaligns the teacher's entries of every row shorter than its batch by the
+    padding length. The rendered config points ``tokenizer_config`` at this copy.
+    """
+    if getattr(tok, "padding_side", "right") == "right":
+        return None
+    import copy
+
+    right = copy.deepcopy(tok)
+    right.padding_side = "right"
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    right.save_pretrained(str(dest))
+    return dest
 
 
 def _token_id(token: str, tok) -> int | None:

@@ -216,6 +216,14 @@ def prepare(run_dir: str | Path, *, config: str | Path | None = None, accept_ter
     stats = export_dataset(spec, run_dir / "data" / "curated.jsonl", dataset_path, student_tok)
     rendered = render(train, dataset_path=dataset_path, train_dir=train_dir, base_dir=base_dir, output_dir=output_dir,
                       rows=stats.rows)
+    if student_tok is not None and "tokenizer_config" not in rendered.config:
+        from distillflow.train.kd import right_padding_tokenizer
+
+        # Axolotl's KD collator pads the teacher's entries on the right, whatever the tokenizer's side.
+        right = right_padding_tokenizer(student_tok, train_dir / "kd_tokenizer")
+        if right is not None:
+            rendered.config["tokenizer_config"] = str(right.resolve())
+            rendered.origins["tokenizer_config"] = "train.mode: kd (a right-padding copy of the student's tokenizer)"
     base_model = rendered.config["base_model"]
     if not Path(base_model).exists():
         warnings.append(f"train.base_model '{base_model}' is not a local directory: Axolotl will fetch it from the "

@@ -188,3 +188,55 @@ def test_kd_refuses_a_student_with_another_tokenizer(make_run, curated_row, tmp_
     with pytest.raises(ConfigurationError, match="teacher 'teacher' .* differ"):
         prepare(run)
     assert not (run / "train" / "dataset.jsonl").exists()
+
+
+def test_kd_batch_of_rows_of_different_lengths_stays_aligned(make_run, curated_row):
+    """Axolotl's KD collator pads the teacher's entries on the right whatever the tokenizer's padding side,
+    while ``input_ids``/``labels`` follow it: the demo student pads on the left, so rows shorter than their
+    batch had their KD targets shifted by the padding (taught the wrong next token). The rendered config
+    must make Axolotl load a tokenizer with which every KD entry, after its loader and collator, still
+    names the next token of its position."""
+    pytest.importorskip("axolotl")
+    from transformers import AutoTokenizer
+    from axolotl.integrations.kd.chat_template import load
+    from axolotl.integrations.kd.collator import DataCollatorForKD
+    from axolotl.utils.dict import DictDefault
+
+    from examples.quickstart.arithmetic import demo_teacher_path
+    from distillflow.train import prepare
+
+    tok = _student_tok()
+    assert tok.padding_side == "left"  # the case this guards: a student whose tokenizer pads on the left
+    teacher = demo_teacher_path()
+    rows = []
+    for i in (3, 9, 41, 99, 120, 998):  # answers of 1 to 3 digits, prompts of different lengths
+        row = curated_row(i, system=None)
+        row["teacher_top_logprobs"] = _tops_for(row["response"], tok, k=4)
+        rows.append(row)
+    run = make_run({"base_model": str(teacher.parent / "student"), "mode": "kd", "gpus_per_node": 0},
+                   rows=rows, teachers=[{"name": "teacher", "provider": "transformers", "model": str(teacher),
+                                         "params": {"top_logprobs": 4}}])
+    plan = prepare(run)
+    cfg = DictDefault(plan.rendered.config)
+    axo_tok = AutoTokenizer.from_pretrained(cfg.tokenizer_config or cfg.base_model)  # what Axolotl loads
+    assert axo_tok.get_vocab() == tok.get_vocab() and axo_tok.chat_template == tok.chat_template
+    strategy = load(axo_tok, DictDefault({**cfg, "train_on_inputs": False}), cfg.datasets[0])
+    exported = [json.loads(line) for line in plan.dataset_path.read_text().splitlines()]
+    samples = [strategy.tokenize_prompt({k: r[k] for k in ("messages", "logprobs", "target_token_ids")})
+               for r in exported]
+    assert len({len(s["input_ids"]) for s in samples}) > 1
+    batch = DataCollatorForKD(tokenizer=axo_tok)(samples)
+    ids, labels, real = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    tt, tm = batch["target_token_ids"], batch["target_mask"]
+    for b in range(ids.shape[0]):
+        last = max(p for p in range(ids.shape[1]) if real[b, p])
+        kd = [p for p in range(ids.shape[1]) if tm[b, p, 0]]
+        ce = [p for p in range(ids.shape[1] - 1) if labels[b, p + 1] != -100]  # position p predicts label p + 1
+        # every KD entry the trainer uses names the token that follows its position (top-1 = the answer's
+        # token); the one at the closing <|end|> (no next token) repeats <|end|>
+        assert kd and kd[-1] == last and int(ids[b, last]) == tok.eos_token_id, (b, kd, last)
+        assert [int(tt[b, p, 0]) for p in kd[:-1]] == [int(ids[b, p + 1]) for p in kd[:-1]], (b, kd)
+        assert int(tt[b, last, 0]) == tok.eos_token_id
+        # and covers the positions the cross-entropy trains, but the answer's first token (Axolotl masks
+        # entry p by the label of token p)
+        assert set(ce) - set(kd) == {ce[0]} and set(kd) - set(ce) == {last}, (b, ce, kd)
