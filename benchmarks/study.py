@@ -17,6 +17,7 @@ differences between arms with Welch 95% intervals, and writes everything to ``--
     python benchmarks/study.py --seeds 5 --steps 200                 # all 4,000 prompts
     python benchmarks/study.py --seeds 5 --steps 150 --limit 1200    # what docs/demo.md's table ran
     python benchmarks/study.py --seeds 2 --steps 20 --arms verified_kd   # a smoke run
+    python benchmarks/study.py --seeds 5 --steps 1500 --jobs 2 --resume  # finish an interrupted study
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="trainings run at a time (each uses one CPU thread)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "study")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already recorded in --out/study.json (same --steps and --limit) and train only the rest")
     p.add_argument("--json", type=Path, help="also copy study.json here (e.g. docs/study_results.json)")
     args = p.parse_args(argv)
     out = args.out.resolve()
@@ -166,6 +169,18 @@ def main(argv: list[str] | None = None) -> int:
            "base_unseen": exact_match(student, items_unseen), "base_mixed": exact_match(student, items_mixed)}
     results = {"seeds": args.seeds, "steps": args.steps, "limit": args.limit, "reference": ref, "runs": {a: [] for a in args.arms},
                "unseen_prompts": len(items_unseen), "mixed_prompts": len(items_mixed)}
+    done: set[tuple[int, str]] = set()
+    if args.resume and (out / "study.json").is_file():
+        old = json.loads((out / "study.json").read_text())
+        if (old.get("steps"), old.get("limit")) != (args.steps, args.limit):
+            raise SystemExit(f"--resume: {out / 'study.json'} was run with --steps {old.get('steps')} --limit "
+                             f"{old.get('limit')}; rerun with those, or without --resume to start over")
+        for arm, recs in old["runs"].items():
+            if arm in results["runs"]:
+                kept = [r for r in recs if r["seed"] < args.seeds]
+                results["runs"][arm] = kept
+                done |= {(r["seed"], arm) for r in kept}
+        print(f"resuming: {len(done)} runs already recorded", flush=True)
     print(f"teacher {ref['teacher_unseen']:.3f} unseen / {ref['teacher_mixed']:.3f} mixed; base student "
           f"{ref['base_unseen']:.3f} / {ref['base_mixed']:.3f}", flush=True)
     eval_lock = threading.Lock()  # one evaluation at a time: trainings run in parallel, evals are short
@@ -180,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # seeds outermost: an interrupted study still compares every arm; --jobs trainings at a time
     # (each Axolotl run uses train.cpu_threads = 1 thread, so --jobs 2 fills a 2-core machine)
-    todo = [(seed, arm) for seed in range(args.seeds) for arm in args.arms]
+    todo = [(seed, arm) for seed in range(args.seeds) for arm in args.arms if (seed, arm) not in done]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(one, seed, arm): (seed, arm) for seed, arm in todo}
         for fut in concurrent.futures.as_completed(futures):
