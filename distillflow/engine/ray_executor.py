@@ -37,6 +37,7 @@ teachers' API-key variables are shipped from the driver with the plan (a node's 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -213,7 +214,23 @@ class WorkerContext(RunContext):
 
 
 # -- one worker process: a loop that outlives tasks (HTTP sessions, leases), one env per run ---------
-_WORKER: dict = {"loop": None, "run": None, "env": None}
+_WORKER: dict = {"loop": None, "run": None, "env": None, "frozen": False}
+
+
+def _freeze_imports() -> None:
+    """Once per worker process, before its first run: move what the imports made (Ray, pyarrow,
+    aiohttp, distillflow: ~140k objects that live as long as the process) out of the garbage
+    collector's reach, so that a full collection during a run scans only what runs made. Without
+    it each worker pays a full scan of them per run (~65 ms on a 2-core machine, more than the
+    local backend pays for its one process: about 3% of a 2,000-record run)."""
+    if _WORKER["frozen"]:
+        return
+    import distillflow.engine.lanes  # noqa: F401  (what every run imports: frozen with the rest)
+    import distillflow.engine.providers  # noqa: F401
+
+    gc.collect()  # (once per process: nothing collectable is frozen)
+    gc.freeze()
+    _WORKER["frozen"] = True
 
 
 def _worker_loop() -> asyncio.AbstractEventLoop:
@@ -243,6 +260,7 @@ def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
         except Exception:
             pass
         old[0].cache.close()
+    _freeze_imports()
     box = ray.get(box_holder[0])
     for var, value in box.get("env", {}).items():
         os.environ.setdefault(var, value)
