@@ -17,7 +17,10 @@ same per-step logic (:class:`~distillflow.engine.runner.NodeRunner`):
   each request in flight: one actor on the driver's node (reused by the job's later runs) owns every
   teacher's ``concurrency`` slots, RPM/TPM buckets and the budget (engine/permits.py). Workers
   lease permits in batches and give back what they no longer use, so the hub answers a few calls
-  per hundred requests; a worker that stops calling (dead) loses its leases after ``LEASE_TTL_S``.
+  per hundred requests; while another worker waits for slots, a holder keeps no more than its fair
+  share (``concurrency // active workers``: it hears so at once through one ``watch`` call left
+  waiting at the hub, which also renews its lease); a worker that stops calling (dead) loses its
+  leases after ``LEASE_TTL_S``.
   Requests that are retried are not counted against RPM/TPM again (each worker's client retries).
 - **Request cache**: each worker process writes its own file, ``cache/requests-<worker>.sqlite``,
   and reads every file of the run merged (:class:`~distillflow.engine.cache.SharedCache`), so no
@@ -200,14 +203,25 @@ class WorkerContext(RunContext):
         except Exception:
             pass
 
+    def _watcher(self, teacher: str):
+        async def watch(known, timeout):
+            try:
+                return await self.hub.watch.remote(self.run_id, self.worker, teacher, timeout, known)
+            except Exception:  # the hub is gone: nothing to renew
+                return None
+
+        return watch
+
     def _lane(self, teacher):
         lane = self._lanes.get(teacher.name)
         if lane is None:
             from distillflow.engine.lanes import Lane
 
             limits = self._limits.get(teacher.name) or Limits(teacher.concurrency, teacher.rpm, teacher.tpm)
+            # slots linger a while between shards (the next task's requests come soon): a worker
+            # that wants them meanwhile gets them through the watch at once
             gate = Gate(self._exchange, self.worker, teacher.name, limits, budget=self._budget,
-                        ttl_s=LEASE_TTL_S, renew=self._renew)
+                        ttl_s=LEASE_TTL_S, renew=self._renew, watch=self._watcher(teacher.name), linger_s=0.25)
             lane = self._lanes[teacher.name] = Lane(teacher, self.client(teacher), self, gate=gate)
             gate.idle = lane.queue.empty
         return lane
@@ -482,6 +496,7 @@ class RayExecutor(ExecutorBase):
                 await asyncio.to_thread(cache.absorb)  # every worker's answers into requests.sqlite
                 record = {"nodes": sorted({n for n, _ in self.workers}), "workers": sorted(self.workers),
                           "hub_pid": hub_pid, "hub_calls": self.hub_status.get("calls"),
+                          "longest_permit_wait_s": self.hub_status.get("longest_wait_s"),
                           "expired_leases": self.hub_status.get("expired")}
                 (out / "cache" / "ray-workers.json").write_text(json.dumps(record, indent=1) + "\n")
 
