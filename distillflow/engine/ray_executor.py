@@ -444,7 +444,8 @@ class RayExecutor(ExecutorBase):
                 for p in list(outputs):  # release what no later step reads
                     if p not in self.needed_after[i] and p != SOURCE:
                         outputs[p] = ([], outputs[p][1])
-            self.hub_status = await self.hub.status.remote(self.run_id)
+            if self.plan.spec.budget.max_cost_usd is not None:  # (spent by any worker: stop sending shards)
+                self.hub_status = await self.hub.status.remote(self.run_id)
             await self._write(k, outputs, rejected)
         finally:
             sem.release()
