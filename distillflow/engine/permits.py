@@ -34,6 +34,7 @@ calls the owner through an injected coroutine function.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -324,7 +325,7 @@ class Gate:
         self._flush: asyncio.TimerHandle | None = None
         self._renewer: asyncio.Task | None = None
         self._asking: asyncio.Task | None = None  # the call asking the owner for more, if any
-        self._freed: asyncio.Future | None = None  # resolved when a slot comes free here
+        self._waiters: collections.deque = collections.deque()  # futures of requests waiting here
         self._retry_at = 0.0  # (loop time) a refused gate that holds slots asks again from then
         self.retry_s = 0.1  # (without a watch; with one, it asks again when the watch says so)
         self._refused = False  # refused while holding slots: wait for the watch
@@ -368,18 +369,18 @@ class Gate:
                     return True
                 # one call to the owner at a time; meanwhile a slot our own requests give back
                 # (release) serves a waiting request at once
-                if self._freed is None or self._freed.done():
-                    self._freed = loop.create_future()
                 ask = self._asking
                 if ask is None and loop.time() < self._retry_at:  # refused lately: not yet
-                    await asyncio.wait([self._freed], timeout=self._retry_at - loop.time())
+                    await self._sleep(self._retry_at - loop.time())
                     continue
                 if ask is None and self.free == 0 and self._at_cap():  # futile: the watch says when not
-                    await asyncio.wait([self._freed], timeout=self.ttl_s / 3)
+                    await self._sleep(self.ttl_s / 3)
                     continue
                 if ask is None:
                     ask = self._asking = loop.create_task(self._ask(hint, est))
-                await asyncio.wait([ask, self._freed], return_when=asyncio.FIRST_COMPLETED)
+                    ask.add_done_callback(lambda _: self._wake(None))
+                if not ask.done():
+                    await self._sleep()
                 if ask.done():
                     if self._asking is ask:
                         self._asking = None
@@ -387,6 +388,20 @@ class Gate:
                         raise ask.exception()
         finally:
             self.waiting -= 1
+
+    async def _sleep(self, timeout: float | None = None) -> None:
+        """Wait until woken (a slot freed here: one waiter; an answer from the owner: all) or ``timeout``."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiters.append(fut)
+        timer = None if timeout is None else loop.call_later(timeout, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not fut.done():  # (cancelled): _wake skips it
+                fut.cancel()
 
     def _ready(self) -> bool:
         return self.free > 0 and (not self.rate_limited or self.rate > 0)
@@ -398,9 +413,15 @@ class Gate:
             return False
         return self._refused or (self.cap is not None and self.held >= self.cap)
 
-    def _wake(self) -> None:
-        if self._freed is not None and not self._freed.done():
-            self._freed.set_result(None)
+    def _wake(self, n: int | None = 1) -> None:
+        """Wake ``n`` waiting requests (None: all), oldest first."""
+        waiters = self._waiters
+        while waiters and (n is None or n > 0):
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                if n is not None:
+                    n -= 1
 
     async def _ask(self, hint: int, est: float) -> None:
         """Lease what the waiting requests need. A gate that holds slots and was refused waits
@@ -526,7 +547,7 @@ class Gate:
                     self._schedule_payback()
                 self._retry_at = 0.0  # (something changed: waiting requests may ask at once)
                 self._refused = False
-                self._wake()
+                self._wake(None)
                 continue
             await asyncio.sleep(self.ttl_s / 3)
             if self.held > 0 or self.back > 0:
