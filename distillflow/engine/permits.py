@@ -20,7 +20,12 @@ the owner answers a few calls per hundred requests while:
   used once), and no slot is granted when spent + reserved + one more estimate passes the cap
   (the budget counts as spent once that holds with nothing reserved);
 - **leases expire**: a worker that does not call for ``ttl_s`` (it renews while it holds slots)
-  is taken for dead, and its slots and reservations come back.
+  is taken for dead, and its slots and reservations come back;
+- **shares are fair under contention**: while another worker wants slots it cannot get, a worker
+  holds at most ``concurrency // active workers`` (its *cap*). A holder keeps one call waiting at
+  the owner (:meth:`PermitBook.awatch`, which also renews its lease) that answers as soon as it
+  holds more than its cap, and gives the surplus back as its requests finish. Without this, a
+  worker that always has requests queued keeps every slot and another waits for seconds.
 
 No Ray here: :class:`PermitBook` is plain bookkeeping (a clock can be injected), :class:`Gate`
 calls the owner through an injected coroutine function.
@@ -29,6 +34,7 @@ calls the owner through an injected coroutine function.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -58,6 +64,7 @@ class _Teacher:
     rpm: TokenBucket | None
     tpm: TokenBucket | None
     held: dict = field(default_factory=dict)  # worker -> _Held
+    wanting: dict = field(default_factory=dict)  # worker -> slots it asked for and did not get
 
     @property
     def out(self) -> int:
@@ -76,6 +83,7 @@ class PermitBook:
         self.budget_hit = False
         self.calls = 0
         self.expired: list[str] = []  # workers whose leases expired (for the run's record)
+        self.longest_wait_s = 0.0  # the longest a worker holding nothing waited here for a slot
         self.teachers = {}
         for name, lim in limits.items():
             rpm = TokenBucket(lim.rpm / 60.0, lim.rpm / 60.0, clock=clock) if lim.rpm else None
@@ -83,6 +91,7 @@ class PermitBook:
             self.teachers[name] = _Teacher(lim, rpm, tpm)
         self.seen: dict[str, float] = {}
         self._cond: asyncio.Condition | None = None
+        self._contention: asyncio.Condition | None = None  # holders' awatch waits on it
 
     # -- leases -----------------------------------------------------------------------------------
     def reserved(self) -> float:
@@ -97,24 +106,50 @@ class PermitBook:
             self.expired.append(w)
             for t in self.teachers.values():
                 t.held.pop(w, None)
+                t.wanting.pop(w, None)
+        if dead:
+            self._reshaped()
+
+    def cap(self, worker: str, teacher: str) -> int | None:
+        """The most slots ``worker`` may hold while another worker wants slots it cannot get
+        (None: nobody else waits, no cap)."""
+        t = self.teachers[teacher]
+        if not any(w != worker for w in t.wanting):
+            return None
+        active = {w for w, h in t.held.items() if h.slots > 0} | set(t.wanting) | {worker}
+        return max(1, t.limits.concurrency // len(active))
+
+    def _grantable(self, worker: str, teacher: str, want: int) -> int:
+        """How many of ``want`` slots ``worker`` would get now (concurrency, cap, budget)."""
+        t = self.teachers[teacher]
+        h = t.held.get(worker) or _Held()
+        slots = max(0, min(want, t.limits.concurrency - t.out))
+        cap = self.cap(worker, teacher)
+        if cap is not None:  # another worker waits: no more than a fair share
+            slots = min(slots, max(0, cap - h.slots))
+        if self.max_cost_usd is not None and h.est > 0 and slots:
+            room = self.max_cost_usd - self.spent - self.reserved()
+            slots = max(0, min(slots, int(room // h.est)))
+        return slots
 
     def renew(self, worker: str) -> None:
         self.seen[worker] = self.clock()
 
     def exchange(self, worker: str, teacher: str, give_back: int = 0, cost: float = 0.0, est: float = 0.0,
                  want: int = 0, want_rate: int = 0, tokens_each: float = 0.0, unused_tokens: float = 0.0,
-                 unused_rate: int = 0) -> dict:
+                 unused_rate: int = 0, idle: bool = False) -> dict:
         """Give back ``give_back`` slots (and the actual ``cost`` of the requests they carried),
         lease up to ``want`` more slots (each reserving ``est``) and up to ``want_rate`` requests'
         worth of rate tokens (``tokens_each`` TPM tokens apiece); ``unused_tokens`` goes back to the
         TPM bucket (estimates above the actual usage), ``unused_rate`` leased rate tokens to the
-        RPM bucket. Returns what was granted: ``slots``,
-        ``rate``, ``wait`` (seconds until a rate token is due, when none was granted),
-        ``budget_hit``, ``held`` (the worker's slots now)."""
+        RPM bucket; ``idle``: the worker has nothing queued (it wants nothing more). Returns what was
+        granted: ``slots``, ``rate``, ``wait`` (seconds until a rate token is due, when none was
+        granted), ``budget_hit``, ``held`` (the worker's slots now), ``cap`` (see :meth:`cap`)."""
         self.calls += 1
         self.renew(worker)
         self.expire()
         t = self.teachers[teacher]
+        shape = self._shape(t)
         h = t.held.setdefault(worker, _Held())
         h.slots = max(0, h.slots - give_back)
         self.spent += cost
@@ -126,13 +161,17 @@ class PermitBook:
             t.rpm.adjust(unused_rate)
         slots = 0
         if want > 0 and not self.budget_hit:
-            slots = max(0, min(want, t.limits.concurrency - t.out))
-            if self.max_cost_usd is not None and h.est > 0 and slots:
-                room = self.max_cost_usd - self.spent - self.reserved()
-                slots = max(0, min(slots, int(room // h.est)))
-                if slots == 0 and self.reserved() == 0:  # spent + one more estimate passes the cap
-                    self.budget_hit = True
+            slots = self._grantable(worker, teacher, want)
+            if slots == 0 and self.max_cost_usd is not None and h.est > 0 and self.reserved() == 0 \
+                    and self.max_cost_usd - self.spent < h.est:  # spent + one more estimate passes the cap
+                self.budget_hit = True
             h.slots += slots
+        if want > slots and not self.budget_hit:
+            t.wanting[worker] = want - slots
+        elif want > 0 or idle:
+            t.wanting.pop(worker, None)
+        if self._shape(t) != shape:
+            self._reshaped()
         rate, wait = 0, 0.0
         if want_rate > 0 and not self.budget_hit:
             rate = want_rate
@@ -157,7 +196,55 @@ class PermitBook:
                     need = min(tokens_each, t.tpm.capacity)
                     waits.append(max(0.0, (need - t.tpm.tokens) / t.tpm.rate))
                 wait = max([w for w in waits if w > 0] or [0.01])
-        return {"slots": slots, "rate": rate, "wait": wait, "budget_hit": self.budget_hit, "held": h.slots}
+        return {"slots": slots, "rate": rate, "wait": wait, "budget_hit": self.budget_hit, "held": h.slots,
+                "cap": self.cap(worker, teacher)}
+
+    @staticmethod
+    def _shape(t: _Teacher) -> tuple:
+        """What the caps depend on: who wants slots, who holds some."""
+        return frozenset(t.wanting), frozenset(w for w, h in t.held.items() if h.slots > 0)
+
+    def _reshaped(self) -> None:
+        """The caps may have changed: holders waiting in :meth:`awatch` hear it now."""
+        cond = self._contention
+        if cond is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # (called outside the owner's loop: nobody can be waiting)
+            return
+
+        async def wake() -> None:
+            async with cond:
+                cond.notify_all()
+
+        loop.create_task(wake())
+
+    async def awatch(self, worker: str, teacher: str, timeout: float, known: int | None = None) -> dict:
+        """Renew ``worker``'s lease and wait (up to ``timeout``) until its cap is no longer ``known``
+        (the cap it last heard; None: none) or, if it was refused slots, until some are free for it;
+        returns ``{"cap": ..., "held": ...}``. A holder keeps one such call waiting: it hears at once
+        that its share shrank or grew, without polling."""
+        if self._contention is None:
+            self._contention = asyncio.Condition()
+        self.renew(worker)
+        t = self.teachers[teacher]
+
+        def changed() -> bool:
+            cap = self.cap(worker, teacher)
+            if cap != known or worker not in t.held:
+                return True
+            # (refused earlier: told when a slot is there for it)
+            return worker in t.wanting and not self.budget_hit and self._grantable(worker, teacher, 1) > 0
+
+        async with self._contention:
+            try:
+                await asyncio.wait_for(self._contention.wait_for(changed), timeout)
+            except TimeoutError:
+                pass
+        self.renew(worker)
+        h = t.held.get(worker)
+        return {"cap": self.cap(worker, teacher), "held": h.slots if h else 0}
 
     async def aexchange(self, worker: str, teacher: str, max_wait_s: float = 2.0, **kw) -> dict:
         """:meth:`exchange`, but when every slot is out, wait (up to ``max_wait_s``) for one to come
@@ -168,16 +255,22 @@ class PermitBook:
         if kw.get("give_back") or kw.get("unused_rate"):
             async with self._cond:
                 self._cond.notify_all()
+            self._reshaped()  # (a refused holder's watch: slots are free again)
         want = kw.get("want", 0)
         end = self.clock() + max_wait_s
-        while want and got["slots"] == 0 and not got["budget_hit"] and self.clock() < end:
+        # (only a worker that holds nothing waits here: one that holds slots gets them back from its
+        # own requests meanwhile, and asks again later)
+        start = self.clock()
+        while want and got["slots"] == 0 and got["held"] == 0 and not got["budget_hit"] and self.clock() < end:
             async with self._cond:
                 try:
                     await asyncio.wait_for(self._cond.wait(), timeout=min(0.5, max(0.01, end - self.clock())))
                 except TimeoutError:
                     pass
             more = self.exchange(worker, teacher, est=kw.get("est", 0.0), want=want)
-            got = {**got, "slots": more["slots"], "budget_hit": more["budget_hit"], "held": more["held"]}
+            got = {**got, "slots": more["slots"], "budget_hit": more["budget_hit"], "held": more["held"],
+                   "cap": more["cap"]}
+        self.longest_wait_s = max(self.longest_wait_s, self.clock() - start)
         return got
 
     def release_all(self, worker: str) -> None:
@@ -185,6 +278,8 @@ class PermitBook:
         self.seen.pop(worker, None)
         for t in self.teachers.values():
             t.held.pop(worker, None)
+            t.wanting.pop(worker, None)
+        self._reshaped()
 
     def in_use(self, teacher: str) -> int:
         return self.teachers[teacher].out
@@ -197,16 +292,23 @@ class Gate:
     RPM/TPM limits, a rate token), False when the budget is spent; ``release(cost)`` when its
     answer (or final error) is in. Free slots are kept while requests wait and given back
     ``linger_s`` after the last one left; with a budget, a slot carries one request only.
-    ``call(**kw)`` is the owner's :meth:`PermitBook.exchange` (through Ray, or directly in tests).
+    ``call(**kw)`` is the owner's :meth:`PermitBook.exchange` (through Ray, or directly in tests);
+    ``watch(known=cap)`` its :meth:`PermitBook.awatch` (it renews the lease too), else ``renew()``
+    is called every ``ttl_s / 3`` while slots are held. Slots above the cap the owner last
+    answered go back as their requests finish.
     """
 
     def __init__(self, call: Callable[..., Awaitable[dict]], worker: str, teacher: str, limits: Limits,
                  budget: bool = False, ttl_s: float = 10.0, linger_s: float = 0.05,
-                 renew: Callable[[], Awaitable[None]] | None = None, tokens_each: float = 0.0):
+                 renew: Callable[[], Awaitable[None]] | None = None, tokens_each: float = 0.0,
+                 watch: Callable[..., Awaitable[dict]] | None = None):
         self.call, self.worker, self.teacher, self.limits = call, worker, teacher, limits
         self.budget = budget
         self.ttl_s, self.linger_s = ttl_s, linger_s
         self.renew_call = renew
+        self.watch_call = watch
+        self.cap: int | None = None  # the most slots to hold while another worker waits (owner's word)
+        self._payback: asyncio.Handle | None = None
         self.rate_limited = bool(limits.rpm or limits.tpm)
         self.tokens_each = tokens_each
         self.free = 0  # slots held, not carrying a request
@@ -222,6 +324,11 @@ class Gate:
         self._lock: asyncio.Lock | None = None
         self._flush: asyncio.TimerHandle | None = None
         self._renewer: asyncio.Task | None = None
+        self._asking: asyncio.Task | None = None  # the call asking the owner for more, if any
+        self._waiters: collections.deque = collections.deque()  # futures of requests waiting here
+        self._retry_at = 0.0  # (loop time) a refused gate that holds slots asks again from then
+        self.retry_s = 0.1  # (without a watch; with one, it asks again when the watch says so)
+        self._refused = False  # refused while holding slots: wait for the watch
 
     @property
     def held(self) -> int:
@@ -237,6 +344,7 @@ class Gate:
                               unused_tokens=unused, **kw)
         if got["budget_hit"]:
             self.stopped = True
+        self.cap = got.get("cap")
         return got
 
     async def acquire(self, hint: int = 1, est: float = 0.0, tokens: float = 0.0) -> bool:
@@ -246,35 +354,99 @@ class Gate:
             self.tokens_each = tokens
         if self._lock is None:
             self._lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
         self.waiting += 1
         try:
             while True:
                 if self.stopped:
                     return False
-                if self.free > 0 and (not self.rate_limited or self.rate > 0):
+                if self._ready():
                     self.free -= 1
                     self.busy += 1
                     if self.rate_limited:
                         self.rate -= 1
                     self._keep_alive()
                     return True
-                async with self._lock:
-                    if self.stopped or (self.free > 0 and (not self.rate_limited or self.rate > 0)):
-                        continue
-                    n = max(1, min(self.limits.concurrency, max(hint, self.waiting)))
-                    want = max(0, n - self.free)
-                    want_rate = max(0, n - self.rate) if self.rate_limited else 0
-                    got = await self._exchange(est=est, want=want, want_rate=want_rate, tokens_each=self.tokens_each)
-                    self.free += got["slots"]
-                    self.rate += got["rate"]
-                    if self.stopped:
-                        return False
-                    if got["slots"] == 0 and self.free == 0:
-                        await asyncio.sleep(0.005)  # every slot is out: someone gives one back soon
-                    elif self.rate_limited and self.rate == 0:
-                        await asyncio.sleep(max(0.001, got["wait"]))
+                # one call to the owner at a time; meanwhile a slot our own requests give back
+                # (release) serves a waiting request at once
+                ask = self._asking
+                if ask is None and loop.time() < self._retry_at:  # refused lately: not yet
+                    await self._sleep(self._retry_at - loop.time())
+                    continue
+                if ask is None and self.free == 0 and self._at_cap():  # futile: the watch says when not
+                    await self._sleep(self.ttl_s / 3)
+                    continue
+                if ask is None:
+                    ask = self._asking = loop.create_task(self._ask(hint, est))
+                    ask.add_done_callback(lambda _: self._wake(None))
+                if not ask.done():
+                    await self._sleep()
+                if ask.done():
+                    if self._asking is ask:
+                        self._asking = None
+                    if not ask.cancelled() and ask.exception() is not None:
+                        raise ask.exception()
         finally:
             self.waiting -= 1
+
+    async def _sleep(self, timeout: float | None = None) -> None:
+        """Wait until woken (a slot freed here: one waiter; an answer from the owner: all) or ``timeout``."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiters.append(fut)
+        timer = None if timeout is None else loop.call_later(timeout, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not fut.done():  # (cancelled): _wake skips it
+                fut.cancel()
+
+    def _ready(self) -> bool:
+        return self.free > 0 and (not self.rate_limited or self.rate > 0)
+
+    def _at_cap(self) -> bool:
+        """Asking is futile (a running watch will say when it is not): holding a full fair share
+        while another worker waits, or refused since the watch last answered."""
+        if self.watch_call is None or self._renewer is None or self._renewer.done():
+            return False
+        return self._refused or (self.cap is not None and self.held >= self.cap)
+
+    def _wake(self, n: int | None = 1) -> None:
+        """Wake ``n`` waiting requests (None: all), oldest first."""
+        waiters = self._waiters
+        while waiters and (n is None or n > 0):
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                if n is not None:
+                    n -= 1
+
+    async def _ask(self, hint: int, est: float) -> None:
+        """Lease what the waiting requests need. A gate that holds slots and was refused waits
+        ``retry_s`` before it asks again (its own requests give slots back meanwhile); one that
+        holds none waits at the owner until a slot comes back."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if self.stopped or self._ready() or not self.waiting:
+                return
+            n = max(1, min(self.limits.concurrency, max(hint, self.waiting)))
+            want = max(0, n - self.free)
+            want_rate = max(0, n - self.rate) if self.rate_limited else 0
+            got = await self._exchange(est=est, want=want, want_rate=want_rate, tokens_each=self.tokens_each)
+            self.free += got["slots"]
+            self.rate += got["rate"]
+            if self.stopped:
+                return
+            if got["slots"] == 0 and self.free == 0:
+                if self.held > 0:
+                    self._refused = True
+                    self._retry_at = loop.time() + self.retry_s
+                else:
+                    await asyncio.sleep(0.005)  # every slot is out: someone gives one back soon
+            elif self.rate_limited and self.rate == 0:
+                await asyncio.sleep(max(0.001, got["wait"]))
 
     def release(self, cost: float = 0.0, used_tokens: float | None = None) -> None:
         """The request a slot carried is done (answered, or failed for good); ``used_tokens``: its
@@ -285,10 +457,31 @@ class Gate:
         if self.budget:  # a slot carries one request: back with its cost, at the next call
             self.back += 1
             self.cost += cost
+        elif self.cap is not None and self.held >= self.cap:  # above a fair share: back, now
+            self.back += 1
+            self._schedule_payback()
         else:
             self.free += 1
+            self._wake()
         if self.waiting == 0:
             self._schedule_flush()
+
+    def _schedule_payback(self) -> None:
+        """Give back the slots above the cap soon (one call for all that finish within 5 ms)."""
+        if self._payback is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+
+        def go() -> None:
+            self._payback = None
+            if self.back:
+                task = loop.create_task(self._exchange())
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+        self._payback = loop.call_later(0.005, go)
 
     def _schedule_flush(self) -> None:
         try:
@@ -310,7 +503,7 @@ class Gate:
                 return
             free, rate = self.free, self.rate
             self.free = self.rate = 0
-            await self._exchange(give_back=free, unused_tokens=rate * self.tokens_each, unused_rate=rate)
+            await self._exchange(give_back=free, unused_tokens=rate * self.tokens_each, unused_rate=rate, idle=True)
 
     async def close(self) -> None:
         if self._flush is not None:
@@ -319,6 +512,15 @@ class Gate:
         if self._renewer is not None:
             self._renewer.cancel()
             self._renewer = None
+        if self._payback is not None:
+            self._payback.cancel()
+            self._payback = None
+        if self._asking is not None:
+            try:
+                await self._asking
+            except Exception:
+                pass
+            self._asking = None
         self.waiting = 0
         self.free += self.busy  # the window has stopped: nothing is in flight any more
         self.busy = 0
@@ -327,12 +529,26 @@ class Gate:
 
     # -- keeping leases while requests are slow ------------------------------------------------
     def _keep_alive(self) -> None:
-        if self.renew_call is None or (self._renewer is not None and not self._renewer.done()):
+        if (self.renew_call is None and self.watch_call is None) or (self._renewer is not None and not self._renewer.done()):
             return
         self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
 
     async def _renew_loop(self) -> None:
         while self.held > 0 or self.back > 0:
+            if self.watch_call is not None:  # renews, and answers early when our share shrinks
+                got = await self.watch_call(known=self.cap, timeout=self.ttl_s / 3)
+                if got is None:  # the owner is gone
+                    return
+                self.cap = got.get("cap")
+                surplus = 0 if self.cap is None else min(self.free, self.held - self.cap)
+                if surplus > 0:  # idle slots above the cap go back at once; busy ones as they finish
+                    self.free -= surplus
+                    self.back += surplus
+                    self._schedule_payback()
+                self._retry_at = 0.0  # (something changed: waiting requests may ask at once)
+                self._refused = False
+                self._wake(None)
+                continue
             await asyncio.sleep(self.ttl_s / 3)
             if self.held > 0 or self.back > 0:
                 await self.renew_call()
@@ -343,7 +559,7 @@ class PermitHub:
     Ray actor on the driver's node, reused by the job's later runs: no new process per run).
 
     Plain methods here (no Ray import): ``open``/``close`` a run's :class:`PermitBook`,
-    ``exchange``/``renew`` for a run's workers (:class:`Gate` calls them), ``status``.
+    ``exchange``/``watch``/``renew`` for a run's workers (:class:`Gate` calls them), ``status``.
     """
 
     def __init__(self):
@@ -367,9 +583,16 @@ class PermitHub:
         if book is not None:
             book.renew(worker)
 
+    async def watch(self, run: str, worker: str, teacher: str, timeout: float, known: int | None = None) -> dict | None:
+        book = self.books.get(run)
+        if book is None:  # the run is over
+            return None
+        return await book.awatch(worker, teacher, timeout, known)
+
     async def status(self, run: str) -> dict:
         b = self.books[run]
         return {"spent": b.spent, "budget_hit": b.budget_hit, "pid": self.pid, "calls": b.calls,
+                "longest_wait_s": round(b.longest_wait_s, 3),
                 "expired": list(b.expired), "in_use": {n: b.in_use(n) for n in b.teachers}}
 
     async def close(self, run: str) -> dict:

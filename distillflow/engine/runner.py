@@ -20,7 +20,9 @@ a filter threshold reruns only that filter and what follows it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import gc
 import hashlib
 import inspect
 import json
@@ -464,8 +466,23 @@ def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_error
 
         import_ray()
     out = Path(out_dir) if out_dir else _default_out(spec, plan.base_dir)
-    with RunLock(out):
+    with RunLock(out), _settled_heap():
         return _run_locked(plan, out, reporter, fresh, retry_errors, wait)
+
+
+@contextlib.contextmanager
+def _settled_heap():
+    """During the run, the garbage collector leaves alone what existed before it (the imports:
+    ~100k objects, ~140k with Ray), which every full collection would otherwise scan again (~50 ms
+    each on a 2-core machine). Undone afterwards; skipped if the process froze objects itself."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait: bool = True) -> RunResult:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from distillflow.engine.cache import RequestCache, SharedCache, sibling_path
 from distillflow.engine.client import ChatResult
 from distillflow.engine.permits import Gate, Limits, PermitBook
@@ -90,6 +92,99 @@ def test_tpm_grants_by_estimated_tokens_and_takes_back_the_unused():
     assert book.exchange("a", "t", want_rate=10, tokens_each=30)["rate"] == 0
     book.exchange("a", "t", unused_tokens=60)  # the three used 10 tokens each
     assert book.exchange("a", "t", want_rate=10, tokens_each=30)["rate"] == 2
+
+
+def test_a_worker_that_cannot_get_slots_caps_the_others_at_a_fair_share():
+    book = PermitBook({"t": Limits(concurrency=8)}, clock=Clock())
+    assert book.exchange("a", "t", want=8) == {"slots": 8, "rate": 0, "wait": 0.0, "budget_hit": False,
+                                               "held": 8, "cap": None}  # alone: no cap
+    got = book.exchange("b", "t", want=8)
+    assert got["slots"] == 0 and got["cap"] is None  # "b" waits (nobody else does: no cap for "b")
+    assert book.cap("a", "t") == 4  # two active workers: 8 // 2 each
+    # "a" gives back its surplus; "b" gets no more than its share, "a" cannot take it back
+    book.exchange("a", "t", give_back=4)
+    assert book.exchange("b", "t", want=8)["slots"] == 4
+    assert book.exchange("a", "t", want=4)["slots"] == 0
+    # "b" has nothing queued any more: its share is free for "a" again, uncapped
+    book.exchange("b", "t", give_back=4, idle=True)
+    assert book.cap("a", "t") is None
+    assert book.exchange("a", "t", want=4)["slots"] == 4
+
+
+def test_a_holder_waiting_in_awatch_hears_at_once_that_its_share_shrank():
+    book = PermitBook({"t": Limits(concurrency=6)})
+
+    async def go():
+        book.exchange("a", "t", want=6)
+        watch = asyncio.ensure_future(book.awatch("a", "t", timeout=5.0))
+        await asyncio.sleep(0.01)
+        assert not watch.done()  # nobody else wants slots: it waits (no polling)
+        t0 = asyncio.get_running_loop().time()
+        waiter = asyncio.ensure_future(book.aexchange("b", "t", want=6, max_wait_s=5.0))
+        got = await asyncio.wait_for(watch, 1.0)
+        assert got == {"cap": 3, "held": 6}
+        assert asyncio.get_running_loop().time() - t0 < 0.5
+        await book.aexchange("a", "t", give_back=3)  # the surplus comes back: "b" is served
+        assert (await asyncio.wait_for(waiter, 1.0))["slots"] == 3
+        # the known cap does not wake it again; a change does ("b" leaves)
+        again = asyncio.ensure_future(book.awatch("a", "t", timeout=5.0, known=3))
+        await asyncio.sleep(0.01)
+        assert not again.done()
+        await book.aexchange("b", "t", give_back=3, idle=True)
+        assert (await asyncio.wait_for(again, 1.0))["cap"] is None
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("rpm", [None, 60_000], ids=["slots", "slots+rpm"])
+def test_a_worker_with_requests_always_queued_does_not_starve_another(rpm):
+    """Two workers' gates with watches: "a" has a long stream of requests, "b" joins later with a
+    few. Before fair shares "a" kept every slot and "b" waited at the owner in 2-second rounds.
+    (With an RPM limit a gate at its share still asks for rate tokens: it once waited forever.)"""
+    book = PermitBook({"t": Limits(concurrency=8, rpm=rpm)}, ttl_s=6.0)
+    done: dict[str, float] = {}
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        state = {"in_flight": 0, "max": 0}
+
+        async def call(**kw):
+            await asyncio.sleep(0)
+            return await book.aexchange(**kw)
+
+        async def worker(name: str, start: float, n: int):
+            await asyncio.sleep(start)
+
+            async def watch(known, timeout):
+                return await book.awatch(name, "t", timeout, known)
+
+            gate = Gate(call, name, "t", book.teachers["t"].limits, ttl_s=6.0, watch=watch)
+            queue = list(range(n))
+            gate.idle = lambda: not queue
+
+            async def window():
+                while queue:
+                    queue.pop()
+                    assert await gate.acquire(len(queue) + 1)
+                    state["in_flight"] += 1
+                    state["max"] = max(state["max"], state["in_flight"])
+                    await asyncio.sleep(0.002)
+                    state["in_flight"] -= 1
+                    gate.release()
+
+            await asyncio.gather(*(window() for _ in range(8)))
+            done[name] = loop.time() - t0
+            await gate.close()
+
+        await asyncio.gather(worker("a", 0.0, 1500), worker("b", 0.05, 100))
+        return state["max"]
+
+    top = asyncio.run(asyncio.wait_for(go(), 20))
+    assert top <= 8
+    assert done["b"] < 0.6, done  # 100 requests at its share of 4: ~0.05 s, not a 2 s wait
+    assert done["b"] < done["a"]
+    assert book.in_use("t") == 0 and not book.teachers["t"].wanting
 
 
 async def _workers(book: PermitBook, n_workers: int, n_requests: int, concurrency: int, die: str | None = None):

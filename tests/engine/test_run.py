@@ -212,3 +212,23 @@ def test_push_to_hub_without_token_keeps_outputs(endpoint, write_yaml, tmp_path,
         df.run(df.load(write_yaml(text)), out=tmp_path / "run", progress=False)
     assert "outputs are saved" in str(info.value)
     assert (tmp_path / "run" / "data" / "curated.jsonl").read_text().count("\n") == 4
+
+
+def test_the_collector_skips_the_pre_run_heap_during_a_run_only(endpoint, write_yaml, tmp_path):
+    import gc
+
+    from distillflow.engine.runner import _settled_heap
+
+    with _settled_heap():
+        assert gc.get_freeze_count() > 1000  # the imports: not scanned by the run's collections
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # a process that froze objects itself keeps them frozen, no more, no less
+    own = gc.get_freeze_count()
+    try:
+        with _settled_heap():
+            assert gc.get_freeze_count() == own
+        assert gc.get_freeze_count() == own
+    finally:
+        gc.unfreeze()
+    res = df.run(df.load(write_yaml(pipeline_yaml(endpoint.base_url, STEPS))), out=tmp_path / "run", progress=False)
+    assert res.manifest["status"] == "complete" and gc.get_freeze_count() == 0

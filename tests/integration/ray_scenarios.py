@@ -84,6 +84,41 @@ def scenario_limits(tmp: Path, address: str) -> dict:
     return out
 
 
+def scenario_shares(tmp: Path, address: str) -> dict:
+    """Both nodes' workers generate at once for one teacher limited to 4 in flight, each always
+    with requests queued: neither may keep every slot while the other waits (fair shares)."""
+    import distillflow
+
+    with EndpointThread(latency=(0.01, 0.02), reject_above=4) as ep:
+        p = write(tmp / "shares", ep.base_url, 96, "  - kind: generate\n", "{shard_size: 8, shards_in_flight: 4}",
+                  teacher_extra="    concurrency: 4")
+        t0 = time.perf_counter()
+        r = distillflow.run(str(p), out=tmp / "shares" / "run", progress=False, backend="ray", address=address)
+        out = {"seconds": time.perf_counter() - t0, "curated": r.manifest["curated"],
+               "rejected_by_endpoint": ep.stats["rejected"], "max_in_flight": ep.stats["max_in_flight"],
+               "workers": json.loads((tmp / "shares" / "run" / "cache" / "ray-workers.json").read_text())}
+    out["heaps"] = probe_worker_heaps()
+    return out
+
+
+def probe_worker_heaps() -> list:
+    """(pid, objects the garbage collector leaves alone) of a 1-CPU task on each node: Ray runs it
+    in the worker process that ran the shards there, if that one is idle."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    def probe():
+        import gc
+        import os
+
+        return [os.getpid(), gc.get_freeze_count()]
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    refs = [ray.remote(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))(probe).remote()
+            for n in nodes]
+    return ray.get(refs, timeout=120)
+
+
 def scenario_same_as_local(tmp: Path, address: str) -> dict:
     """The same pipeline (generate ▸ judge-free filter ▸ dedup, a global step in the middle) on both backends."""
     import distillflow
@@ -188,7 +223,7 @@ def scenario_kill_driver(tmp: Path, address: str) -> dict:
                 "shards": manifest.get("execution", {}).get("shards")}
 
 
-SCENARIOS = {"limits": scenario_limits, "same_as_local": scenario_same_as_local,
+SCENARIOS = {"limits": scenario_limits, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
              "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver}
 
 

@@ -64,6 +64,23 @@ def test_limits_hold_across_workers_and_nodes(cluster_results):
     assert b["curated"] == b["completions"] < 60
 
 
+def test_workers_share_a_teachers_slots_fairly(cluster_results):
+    r = _scenario(cluster_results, "shares")
+    assert len(r["workers"]["nodes"]) == 2 and r["curated"] == 96
+    assert r["rejected_by_endpoint"] == 0 and r["max_in_flight"] <= 4
+    # a worker holding nothing waited for a slot well under the owner's 2 s round: the holder
+    # gave its surplus back as soon as it heard (before fair shares it kept all 4)
+    assert r["workers"]["longest_permit_wait_s"] < 1.0, r["workers"]
+
+
+def test_worker_processes_keep_their_imports_out_of_the_collectors_scans(cluster_results):
+    r = _scenario(cluster_results, "shares")
+    ran_shards = {pid for _, pid in r["workers"]["workers"]}
+    probed = [frozen for pid, frozen in r["heaps"] if pid in ran_shards]
+    assert probed, r["heaps"]  # (Ray reused at least one shard worker for the probe)
+    assert all(frozen > 10_000 for frozen in probed), r["heaps"]
+
+
 def test_same_curated_output_as_local_backend(cluster_results):
     r = _scenario(cluster_results, "same_as_local")
     assert r["ray_backend"] == "ray"
