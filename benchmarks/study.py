@@ -125,6 +125,14 @@ def make_data(out: Path, limit: int | None) -> dict[str, Path]:
     return runs
 
 
+def _rel(path: Path) -> str:
+    """PATH relative to the repository when it lies inside it (no machine paths in docs/study_results.json)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def train_arm(out: Path, runs: dict, arm: str, seed: int, steps: int) -> dict:
     import yaml
 
@@ -140,7 +148,7 @@ def train_arm(out: Path, runs: dict, arm: str, seed: int, steps: int) -> dict:
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     seconds = cli(["train", str(run), "--config", str(cfg)], out / f"train_{arm}_s{seed}.log")
     losses = [r["loss"] for r in map(json.loads, (run / "train" / "metrics.jsonl").open()) if "loss" in r]
-    return {"run": str(run), "seconds": seconds, "loss_first": losses[0] if losses else None,
+    return {"run": _rel(run), "seconds": seconds, "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None}
 
 
@@ -187,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def one(seed: int, arm: str) -> dict:
         rec = train_arm(out, runs, arm, seed, args.steps)
-        model = Path(rec["run"]) / "train" / "output"
+        model = ROOT / rec["run"] / "train" / "output"
         with eval_lock:
             rec.update(seed=seed, unseen=exact_match(model, items_unseen), mixed=exact_match(model, items_mixed))
         shutil.rmtree(model, ignore_errors=True)  # ~2 MB each; scores kept

@@ -44,3 +44,29 @@ def test_readme_study_table_is_the_recorded_study():
     study = json.loads((ROOT / "docs" / "study_results.json").read_text())
     assert len(study["runs"]) == 3 and all(len(r) >= 5 for r in study["runs"].values())
     assert study_table(study) in DEMO_DOC.read_text()
+
+
+def test_readme_study_summary_is_the_recorded_study():
+    """The README's sentence on the study quotes docs/study_results.json (retention on unseen problems)."""
+    from distillflow.stats import difference, summarize
+
+    study = json.loads((ROOT / "docs" / "study_results.json").read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    teacher = study["reference"]["teacher_unseen"]
+
+    def retention(arm: str):
+        return summarize([r["unseen"] / teacher for r in study["runs"][arm]])
+
+    v, u, k = retention("verified_sft"), retention("unfiltered_sft"), retention("verified_kd")
+    assert (f"verified SFT **{100 * v.mean:.1f}%** ± {100 * v.sd:.1f} (95% interval of the mean "
+            f"[{100 * v.lo:.1f}, {100 * v.hi:.1f}])") in readme
+    assert f"unfiltered SFT {100 * u.mean:.1f}% ± {100 * u.sd:.1f}" in readme
+    assert f"verified KD {100 * k.mean:.1f}% ± {100 * k.sd:.1f}" in readme
+
+    def pts(a: str, b: str, unit: str = "") -> str:
+        d = difference([r["unseen"] for r in study["runs"][a]], [r["unseen"] for r in study["runs"][b]])
+        text = f"{100 * d.mean:+.1f}{unit} [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
+        return text.replace("-", "−")
+
+    assert f"verified − unfiltered SFT {pts('verified_sft', 'unfiltered_sft', ' points')}" in readme
+    assert f"KD − verified SFT {pts('verified_kd', 'verified_sft')}" in readme
