@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from distillflow.engine.scheduler import (
@@ -183,6 +183,9 @@ class OpenAICompatibleClient:
         self.rpm, self.tpm = rpm, tpm
         self.timeout_s = timeout_s
         self.retry = RetryPolicy(max_retries, backoff_base_s, backoff_max_s)
+        # awaited before each retry (see run_window's ``recharge``): set by a Lane whose limits are
+        # shared with other processes, so a retry takes a rate permit as a first attempt does
+        self.retry_charge: Callable[[ChatRequest], Awaitable[bool]] | None = None
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
@@ -253,6 +256,7 @@ class OpenAICompatibleClient:
                 should_stop=should_stop,
                 usage_of=lambda r: r.input_tokens + r.output_tokens,
                 breaker=self.breaker,
+                recharge=self.retry_charge,
             )
 
     def replica_stats(self) -> list[dict] | None:

@@ -132,6 +132,7 @@ class AsyncLLMClient:
         self.rpm, self.tpm = rpm, tpm
         self.timeout_s = timeout_s
         self.retry = RetryPolicy(max_retries, backoff_base_s, backoff_max_s)
+        self.retry_charge = None  # see OpenAICompatibleClient.retry_charge
         self.api_key_env = api_key_env
         self._accepted = _accepted(llm.agenerate)
 
@@ -162,7 +163,7 @@ class AsyncLLMClient:
             requests, attempt, on_result, _error_result,
             concurrency=self.concurrency, limiter=RateLimiter(self.rpm, self.tpm), retry=self.retry,
             should_stop=should_stop, usage_of=lambda r: r.input_tokens + r.output_tokens,
-            breaker=self.breaker,
+            breaker=self.breaker, recharge=self.retry_charge,
         )
 
     def run(self, requests: Iterable[ChatRequest], on_result: Callable[[ChatResult], None],

@@ -57,7 +57,9 @@ class _Feed:
 
 class Lane:
     """``gate``: an :class:`~distillflow.engine.permits.Gate` when the teacher's limits and budget are
-    shared with other processes (Ray workers): every dispatched request then holds one of its slots."""
+    shared with other processes (Ray workers): every dispatched request then holds one of its slots
+    until its answer (or final error) is in, and every attempt, retries included, takes a rate
+    permit (the client's ``retry_charge``)."""
 
     def __init__(self, teacher, client, run, gate=None):
         self.teacher = teacher
@@ -74,6 +76,14 @@ class Lane:
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # clients without a streaming window take one ask at a time
         self.streams = getattr(client, "streams", False)
+        if gate is not None and hasattr(client, "retry_charge"):  # every retry takes a rate permit too
+            client.retry_charge = self._retake
+
+    async def _retake(self, req) -> bool:
+        """Before a retry of ``req`` (which still holds its slot): a rate permit from the gate."""
+        gate = self.gate
+        tokens = estimate_tokens(req.messages, req.params) if gate.limits.tpm else 0
+        return await gate.retake(tokens)
 
     # -- budget / stop --------------------------------------------------------------------------
     def should_stop(self) -> bool:

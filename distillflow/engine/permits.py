@@ -14,7 +14,7 @@ the owner answers a few calls per hundred requests while:
 - **concurrency** is a hard global bound: a request is sent only while its process holds a slot,
   and the book never has more than ``concurrency`` slots out;
 - **RPM/TPM** come out of the book's token buckets (a leased token is spent at once or given
-  back);
+  back); every attempt takes one, a retry too (:meth:`Gate.retake`);
 - **the budget** is reserved: every slot out holds the largest estimated cost of one request,
   a slot comes back with the actual cost of the request it carried (with a budget, slots are
   used once), and no slot is granted when spent + reserved + one more estimate passes the cap
@@ -318,6 +318,7 @@ class Gate:
         self.cost = 0.0  # actual cost of the requests those slots carried
         self.unused_tokens = 0.0  # TPM tokens leased above what the answers used
         self.waiting = 0
+        self.retrying = 0  # retries of requests in flight waiting for a rate token (retake)
         self.idle: Callable[[], bool] = lambda: True  # no request queued behind the waiting ones
         self.stopped = False  # the budget is spent: nothing more is sent
         self.calls = 0
@@ -388,6 +389,40 @@ class Gate:
                         raise ask.exception()
         finally:
             self.waiting -= 1
+
+    async def retake(self, tokens: float = 0.0) -> bool:
+        """A request that holds a slot (between :meth:`acquire` and :meth:`release`) is sent again, a
+        retry: take a rate token for it as :meth:`acquire` does for a first attempt, from the
+        tokens this gate holds, else leased from the owner (a batch for every retry waiting here).
+        ``tokens``: its estimated TPM tokens. False once the owner grants nothing more (budget
+        spent, owner gone): the request gives up. Without RPM/TPM limits, True at once."""
+        if not self.rate_limited:
+            return True
+        if tokens > self.tokens_each:
+            self.tokens_each = tokens
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        self.retrying += 1
+        try:
+            while True:
+                if self.rate > 0:
+                    self.rate -= 1
+                    self._keep_alive()
+                    return True
+                if self.stopped:
+                    return False
+                wait = 0.0
+                async with self._lock:  # one call to the owner at a time (acquire's _ask too)
+                    if self.rate > 0 or self.stopped:
+                        continue
+                    got = await self._exchange(want_rate=max(1, self.retrying), tokens_each=self.tokens_each)
+                    self.rate += got["rate"]
+                    if not got["rate"]:
+                        wait = max(0.001, got["wait"])
+                if wait:
+                    await asyncio.sleep(wait)
+        finally:
+            self.retrying -= 1
 
     async def _sleep(self, timeout: float | None = None) -> None:
         """Wait until woken (a slot freed here: one waiter; an answer from the owner: all) or ``timeout``."""

@@ -21,7 +21,9 @@ same per-step logic (:class:`~distillflow.engine.runner.NodeRunner`):
   share (``concurrency // active workers``: it hears so at once through one ``watch`` call left
   waiting at the hub, which also renews its lease); a worker that stops calling (dead) loses its
   leases after ``LEASE_TTL_S``.
-  Requests that are retried are not counted against RPM/TPM again (each worker's client retries).
+  A request keeps its slot through its retries, and every retry (each worker's client retries)
+  takes RPM/TPM tokens from the hub as a first attempt does, out of the worker's leased tokens when
+  it holds some (:meth:`~distillflow.engine.permits.Gate.retake`): retries are charged globally.
 - **Request cache**: each worker process writes its own file, ``cache/requests-<worker>.sqlite``,
   and reads every file of the run merged (:class:`~distillflow.engine.cache.SharedCache`), so no
   two processes write one SQLite file and a retried shard finds a dead worker's answers. The driver

@@ -269,6 +269,7 @@ async def run_window(
     should_stop: Callable[[], bool] | None = None,
     usage_of: Callable[[Any], int] | None = None,
     breaker: CircuitBreaker | None = None,
+    recharge: Callable[[Any], Awaitable[bool]] | None = None,
 ) -> None:
     """Run ``requests`` (an iterable, or an async iterable fed while running) through ``attempt``
     with ``concurrency`` requests in flight.
@@ -281,7 +282,10 @@ async def run_window(
     (how many times it was sent). With a ``breaker``, a request that fails transiently after
     its retries is just a failed result; once the breaker opens, no new request is taken,
     requests waiting to retry give up, and ``breaker.error()`` is raised after every
-    in-flight result was delivered.
+    in-flight result was delivered. ``recharge(request)`` is awaited before every retry (not
+    before a first attempt): limits shared with other processes charge each attempt there
+    (engine/permits.py, :meth:`~distillflow.engine.permits.Gate.retake`); when it returns False
+    the request gives up.
     """
     # An async iterable (a queue fed while the window runs) or a plain iterable.
     ait = requests.__aiter__() if hasattr(requests, "__aiter__") else None
@@ -307,12 +311,19 @@ async def run_window(
             est = estimate_tokens(req.messages, req.params) if count_tokens else 0
             t0 = perf()
             tries = 0
+            last: Exception | None = None
             while True:
                 if limited:
                     await limiter.acquire(est)
+                if tries and recharge is not None and not await recharge(req):
+                    result = make_error(req, f"{last} (gave up after {tries} attempts: no rate permit "
+                                             "for a retry, the run is stopping)", perf() - t0)
+                    tries -= 1  # (this attempt was not sent)
+                    break
                 try:
                     result = await attempt(req)
                 except TransientError as exc:
+                    last = exc
                     if tries >= retry.max_retries or (breaker is not None and breaker.is_open):
                         result = make_error(req, f"{exc} (gave up after {tries + 1} attempts)", perf() - t0)
                         result.transient = True

@@ -290,3 +290,66 @@ def test_worker_caches_are_read_merged_and_absorbed_by_the_driver(tmp_path):
         assert driver.absorb() == 1
         assert not list(main.parent.glob("requests-*"))
         assert driver.get_many(["k1"])["k1"].text == "answer k1"
+
+
+def test_every_retry_takes_a_rate_token_from_the_book_as_a_first_attempt_does():
+    """Ray's lanes: requests failing with a retryable error N times take N+1 RPM tokens (and TPM
+    tokens per attempt) from the one book, not one per request (the local backend's limiter
+    charges every attempt too); a request holds its slot through its retries."""
+    import sys
+    import threading
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:  # benchmarks/ is not an installed package
+        sys.path.insert(0, root)
+    from benchmarks.fake_endpoint import EndpointThread
+    from distillflow.engine.client import ChatRequest, OpenAICompatibleClient
+    from distillflow.engine.lanes import Lane
+    from distillflow.engine.ledger import Ledger
+    from distillflow.spec.models import TeacherSpec
+
+    n, fails, rpm = 6, 2, 6000.0
+    book = PermitBook({"t": Limits(concurrency=4, rpm=rpm, tpm=10_000_000)})
+    taken = {"rpm": 0, "tpm": 0.0}
+    exchange = book.exchange
+
+    def counting(worker, teacher, **kw):  # what the book's buckets gave out, less what came back
+        got = exchange(worker, teacher, **kw)
+        taken["rpm"] += got["rate"] - kw.get("unused_rate", 0)
+        taken["tpm"] += got["rate"] * kw.get("tokens_each", 0.0) - kw.get("unused_tokens", 0.0)
+        return got
+
+    book.exchange = counting
+
+    async def call(**kw):
+        await asyncio.sleep(0)
+        return await book.aexchange(**kw)
+
+    with EndpointThread(max_concurrency=64, latency=(0.001, 0.002)) as ep:
+        teacher = TeacherSpec(name="t", provider="openai", model="fake-teacher", base_url=ep.base_url, concurrency=4)
+        client = OpenAICompatibleClient(ep.base_url, "fake-teacher", api_key="sk-test", concurrency=4,
+                                        backoff_base_s=0.001, max_retries=5)
+        run = SimpleNamespace(ledger=Ledger(), stop_event=threading.Event(),
+                              cache=SimpleNamespace(put=lambda res: None),
+                              reporter=SimpleNamespace(advance=lambda *a, **k: None))
+
+        async def go():
+            gate = Gate(call, "w", "t", book.teachers["t"].limits, linger_s=0.01)
+            lane = Lane(teacher, client, run, gate=gate)
+            gate.idle = lane.queue.empty
+            content = '@@{"status": 429, "times": %d}' % fails
+            requests = [ChatRequest(f"k{i}", [{"role": "user", "content": f"{content} {i}"}], {"max_tokens": 8})
+                        for i in range(n)]
+            results, failures = await lane.ask("step", requests)
+            await lane.close()
+            return results, failures, gate
+
+        results, failures, gate = asyncio.run(asyncio.wait_for(go(), 20))
+        sent = ep.stats["requests"]
+    assert len(results) == n and not failures
+    assert all(r.attempts == fails + 1 for r in results.values())
+    assert sent == n * (fails + 1)
+    assert taken["rpm"] == n * (fails + 1)  # before: n (retries were free)
+    assert gate.rate == 0 and book.in_use("t") == 0

@@ -84,6 +84,25 @@ def scenario_limits(tmp: Path, address: str) -> dict:
     return out
 
 
+def scenario_retries(tmp: Path, address: str) -> dict:
+    """Every prompt gets two 503s before its answer, one teacher at 600 RPM: the retries take RPM
+    tokens from the hub too, so the endpoint never sees more attempts per second than the limit."""
+    import distillflow
+
+    with EndpointThread(latency=(0.01, 0.02), reject_above=8) as ep:
+        rows_ = "".join(f"""\n    - {{question: '@@{{"status": 503, "times": 2}} q{i}', answer: "{i}"}}""" for i in range(36))
+        (tmp / "retries").mkdir(parents=True, exist_ok=True)
+        p = tmp / "retries" / "pipeline.yaml"
+        p.write_text(pipeline_yaml(ep.base_url, "  - kind: generate\n", rows=rows_,
+                                   extra="execution: {shard_size: 4, shards_in_flight: 6}\n",
+                                   teacher_extra="    concurrency: 8\n    rpm: 600"))
+        r = distillflow.run(str(p), out=tmp / "retries" / "run", progress=False, backend="ray", address=address)
+        starts = sorted(ep.stats["starts"])
+        return {"curated": r.manifest["curated"], "requests": ep.stats["requests"],
+                "completions": ep.stats["completions"], "rejected_by_endpoint": ep.stats["rejected"],
+                "max_per_1s": max(sum(1 for t in starts[i:] if t - s < 1.0) for i, s in enumerate(starts))}
+
+
 def scenario_shares(tmp: Path, address: str) -> dict:
     """Both nodes' workers generate at once for one teacher limited to 4 in flight, each always
     with requests queued: neither may keep every slot while the other waits (fair shares)."""
@@ -223,7 +242,7 @@ def scenario_kill_driver(tmp: Path, address: str) -> dict:
                 "shards": manifest.get("execution", {}).get("shards")}
 
 
-SCENARIOS = {"limits": scenario_limits, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
+SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
              "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver}
 
 

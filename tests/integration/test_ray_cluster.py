@@ -64,6 +64,15 @@ def test_limits_hold_across_workers_and_nodes(cluster_results):
     assert b["curated"] == b["completions"] < 60
 
 
+def test_retries_are_charged_to_the_global_rpm(cluster_results):
+    r = _scenario(cluster_results, "retries")
+    # every prompt failed twice with 503 before its answer: 3 attempts each, all under one RPM
+    assert r["requests"] == 108 and r["completions"] == 36 and r["curated"] == 36
+    assert r["rejected_by_endpoint"] == 0
+    # 600 RPM with a one-second bucket: at most 10 + 10 attempts in any second, retries included
+    assert r["max_per_1s"] <= 20
+
+
 def test_workers_share_a_teachers_slots_fairly(cluster_results):
     r = _scenario(cluster_results, "shares")
     assert len(r["workers"]["nodes"]) == 2 and r["curated"] == 96
