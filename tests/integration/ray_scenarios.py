@@ -100,7 +100,8 @@ def scenario_retries(tmp: Path, address: str) -> dict:
         starts = sorted(ep.stats["starts"])
         return {"curated": r.manifest["curated"], "requests": ep.stats["requests"],
                 "completions": ep.stats["completions"], "rejected_by_endpoint": ep.stats["rejected"],
-                "max_per_1s": max(sum(1 for t in starts[i:] if t - s < 1.0) for i, s in enumerate(starts))}
+                "max_per_1s": max(sum(1 for t in starts[i:] if t - s < 1.0) for i, s in enumerate(starts)),
+                "span_s": starts[-1] - starts[0]}
 
 
 def scenario_shares(tmp: Path, address: str) -> dict:

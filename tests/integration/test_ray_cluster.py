@@ -69,8 +69,11 @@ def test_retries_are_charged_to_the_global_rpm(cluster_results):
     # every prompt failed twice with 503 before its answer: 3 attempts each, all under one RPM
     assert r["requests"] == 108 and r["completions"] == 36 and r["curated"] == 36
     assert r["rejected_by_endpoint"] == 0
-    # 600 RPM with a one-second bucket: at most 10 + 10 attempts in any second, retries included
-    assert r["max_per_1s"] <= 20
+    # 600 RPM with a one-second bucket: 108 attempts need 10 + 98 tokens, so >= 9.8 s from the first grant to the
+    # last (first attempts alone would need 2.6 s); the bound holds on the total, whatever the scheduling jitter
+    assert r["span_s"] >= 8.0, r
+    # and no second saw far more than 10 + 10 attempts (arrivals can bunch a little after the grants)
+    assert r["max_per_1s"] <= 25, r
 
 
 def test_workers_share_a_teachers_slots_fairly(cluster_results):
