@@ -224,11 +224,16 @@ def test_the_collector_skips_the_pre_run_heap_during_a_run_only(endpoint, write_
     assert gc.get_freeze_count() == 0
     gc.freeze()  # a process that froze objects itself keeps them frozen, no more, no less
     own = gc.get_freeze_count()
+    # Frozen objects that lose their last reference still leave the frozen set (a few, depending on
+    # what earlier tests left behind), so the count may only fall a little. 10,000 new objects that
+    # stay alive show whether anything froze them: the count would grow by at least that many.
+    alive = [[i] for i in range(10_000)]
     try:
         with _settled_heap():
-            assert gc.get_freeze_count() == own
-        assert gc.get_freeze_count() == own
+            assert own - 1_000 < gc.get_freeze_count() <= own
+        assert own - 1_000 < gc.get_freeze_count() <= own
     finally:
         gc.unfreeze()
+    assert len(alive) == 10_000
     res = df.run(df.load(write_yaml(pipeline_yaml(endpoint.base_url, STEPS))), out=tmp_path / "run", progress=False)
     assert res.manifest["status"] == "complete" and gc.get_freeze_count() == 0
