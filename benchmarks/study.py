@@ -1,11 +1,15 @@
 #!/usr/bin/env python
 """The demo study: unfiltered SFT vs verified SFT vs verified KD, on the same teacher data, over several seeds.
 
-One seeded teacher run (``pipelines/quickstart.yaml``: two samples per prompt at T=1, top-5
-log-probabilities kept) feeds every arm; the unfiltered run reuses its request cache, so all arms see
-the *same* teacher samples. Each arm then trains the demo student through the real
-``distillflow train`` (Axolotl on CPU) for the same number of steps, once per training seed, and
-every student answers greedily:
+Seed i is one teacher draw and one training seed: a seeded teacher run (``pipelines/quickstart.yaml``
+with the teacher's sampling ``seed: i``: two samples per prompt at T=1, top-5 log-probabilities kept)
+feeds every arm of that seed (the unfiltered run reuses its request cache, so the arms of a seed see
+the *same* teacher samples), and each arm trains the demo student through the real
+``distillflow train`` (Axolotl on CPU, the pipeline's own recipe) with ``train.seed: i`` for the same
+number of steps. So the spread covers both what a rerun with another teacher seed and another
+training seed would see; ``--draws one`` keeps teacher draw 0 for every seed (training seeds only).
+Seed 0 is exactly ``make demo``'s run (asking for log-probabilities does not change the samples).
+Every student answers greedily:
 
 - **unseen**: 200 problems neither the teacher nor any student trained on (the headline);
 - **mixed**: the pipeline's 200 held-out prompts (most of them problems the teacher trained on).
@@ -18,6 +22,8 @@ differences between arms with Welch 95% intervals, and writes everything to ``--
     python benchmarks/study.py --seeds 5 --steps 150 --limit 1200    # what docs/demo.md's table ran
     python benchmarks/study.py --seeds 2 --steps 20 --arms verified_kd   # a smoke run
     python benchmarks/study.py --seeds 5 --steps 1500 --jobs 2 --resume  # finish an interrupted study
+    python benchmarks/study.py --seeds 5 --steps 1500 --jobs 2 --arms verified_sft   # one arm first ...
+    python benchmarks/study.py --seeds 5 --steps 1500 --jobs 2 --resume             # ... then the others
 """
 
 from __future__ import annotations
@@ -97,13 +103,14 @@ def exact_match(model_dir: Path | str, items: list[dict]) -> float:
     return sum(a.strip() == it["answer"] for a, it in zip(answers, items)) / len(items)
 
 
-def make_data(out: Path, limit: int | None) -> dict[str, Path]:
-    """One seeded teacher run for the verified arms, and the unfiltered run on its cached samples."""
+def make_data(out: Path, limit: int | None, draw: int = 0) -> dict[str, Path]:
+    """One teacher run sampled with ``seed: draw`` for the verified arms, and the unfiltered run on its
+    cached samples."""
     import sqlite3
 
     import yaml
 
-    runs = {"quickstart.yaml": out / "data_verified", "quickstart_unfiltered.yaml": out / "data_unfiltered"}
+    runs = {"quickstart.yaml": out / f"data_verified_d{draw}", "quickstart_unfiltered.yaml": out / f"data_unfiltered_d{draw}"}
     for name, run in runs.items():
         if (run / "data" / "curated.jsonl").is_file():
             continue
@@ -115,11 +122,12 @@ def make_data(out: Path, limit: int | None) -> dict[str, Path]:
         data = absolute_pipeline(name)
         # every arm reads the same samples: the KD arm needs their top-5 log-probabilities, so all ask for them
         data["teachers"][0]["params"]["top_logprobs"] = 5
+        data["teachers"][0]["params"]["seed"] = draw
         if limit:
             data["source"]["limit"] = limit  # the first LIMIT prompts (held-out ones drawn from them)
-        cfg = out / f"data_{name}"
+        cfg = out / f"data_d{draw}_{name}"
         cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-        print(f"teacher data: distillflow run pipelines/{name}" + (f" (first {limit} prompts)" if limit else ""),
+        print(f"teacher data, draw {draw}: distillflow run pipelines/{name}" + (f" (first {limit} prompts)" if limit else ""),
               flush=True)
         cli(["run", str(cfg), "--out", str(run)], out / f"run_{run.name}.log")
     return runs
@@ -133,12 +141,12 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def train_arm(out: Path, runs: dict, arm: str, seed: int, steps: int) -> dict:
+def train_arm(out: Path, runs: dict, arm: str, seed: int, steps: int, draw: int) -> dict:
     import yaml
 
     pipeline, mode = ARMS[arm]
     data = absolute_pipeline(pipeline)
-    data["teachers"][0]["params"]["top_logprobs"] = 5  # as in make_data (kd needs the teacher asked for them)
+    data["teachers"][0]["params"].update(top_logprobs=5, seed=draw)  # as in make_data (kd needs them asked for)
     data["train"].update({"mode": mode, "seed": seed, "max_steps": steps, "preprocess": False})
     run = out / f"{arm}_s{seed}"
     shutil.rmtree(run, ignore_errors=True)
@@ -148,17 +156,19 @@ def train_arm(out: Path, runs: dict, arm: str, seed: int, steps: int) -> dict:
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     seconds = cli(["train", str(run), "--config", str(cfg)], out / f"train_{arm}_s{seed}.log")
     losses = [r["loss"] for r in map(json.loads, (run / "train" / "metrics.jsonl").open()) if "loss" in r]
-    return {"run": _rel(run), "seconds": seconds, "loss_first": losses[0] if losses else None,
+    return {"run": _rel(run), "draw": draw, "seconds": seconds, "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=5, help="training seeds per arm (0..N-1)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per arm (0..N-1): seed i is teacher draw i (see --draws) and training seed i")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per student (equal in every arm)")
     p.add_argument("--limit", type=int, help="use the first N prompts only (default: all 4,000)")
     p.add_argument("--jobs", type=int, default=1, help="trainings run at a time (each uses one CPU thread)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--draws", choices=["per-seed", "one"], default="per-seed",
+                   help="per-seed: seed i samples the teacher with seed i too (default); one: teacher draw 0 for all")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "study")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already recorded in --out/study.json (same --steps and --limit) and train only the rest")
@@ -167,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    runs = make_data(out, args.limit)
+    draws = list(range(args.seeds)) if args.draws == "per-seed" else [0]
+    data_runs = {d: make_data(out, args.limit, d) for d in draws}
+    runs = data_runs[0]
+    draw_of = (lambda seed: seed) if args.draws == "per-seed" else (lambda seed: 0)
+    recipe = absolute_pipeline("quickstart.yaml")["train"]
+    scheduler = (recipe.get("overrides") or {}).get("lr_scheduler", "cosine")  # the templates' default
     items_unseen = unseen_problems(ROOT / "examples" / "quickstart" / "data" / "arithmetic_prompts.jsonl")
     items_mixed = [{"question": r["prompt"], "answer": str(r["reference"])}
                    for r in map(json.loads, (runs["quickstart.yaml"] / "data" / "heldout.jsonl").open())]
@@ -175,14 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     teacher = absolute_pipeline("quickstart.yaml")["teachers"][0]["model"]
     ref = {"teacher_unseen": exact_match(teacher, items_unseen), "teacher_mixed": exact_match(teacher, items_mixed),
            "base_unseen": exact_match(student, items_unseen), "base_mixed": exact_match(student, items_mixed)}
-    results = {"seeds": args.seeds, "steps": args.steps, "limit": args.limit, "reference": ref, "runs": {a: [] for a in args.arms},
+    results = {"seeds": args.seeds, "steps": args.steps, "limit": args.limit, "draws": args.draws,
+               "lr_scheduler": scheduler, "reference": ref, "runs": {a: [] for a in args.arms},
                "unseen_prompts": len(items_unseen), "mixed_prompts": len(items_mixed)}
     done: set[tuple[int, str]] = set()
     if args.resume and (out / "study.json").is_file():
         old = json.loads((out / "study.json").read_text())
-        if (old.get("steps"), old.get("limit")) != (args.steps, args.limit):
-            raise SystemExit(f"--resume: {out / 'study.json'} was run with --steps {old.get('steps')} --limit "
-                             f"{old.get('limit')}; rerun with those, or without --resume to start over")
+        was = (old.get("steps"), old.get("limit"), old.get("draws", "one"), old.get("lr_scheduler", "cosine"))
+        if was != (args.steps, args.limit, args.draws, scheduler):
+            raise SystemExit(f"--resume: {out / 'study.json'} was run with --steps {was[0]} --limit {was[1]} "
+                             f"--draws {was[2]} and a {was[3]} learning rate; rerun with those, or without "
+                             "--resume to start over")
         for arm, recs in old["runs"].items():
             if arm in results["runs"]:
                 kept = [r for r in recs if r["seed"] < args.seeds]
@@ -194,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_lock = threading.Lock()  # one evaluation at a time: trainings run in parallel, evals are short
 
     def one(seed: int, arm: str) -> dict:
-        rec = train_arm(out, runs, arm, seed, args.steps)
+        rec = train_arm(out, data_runs[draw_of(seed)], arm, seed, args.steps, draw_of(seed))
         model = ROOT / rec["run"] / "train" / "output"
         with eval_lock:
             rec.update(seed=seed, unseen=exact_match(model, items_unseen), mixed=exact_match(model, items_mixed))

@@ -107,8 +107,14 @@ def study_table(results: dict) -> str:
     match on unseen problems (the headline) and on the mixed held-out prompts, retention, differences."""
     ref = results["reference"]
     runs = {arm: recs for arm, recs in results["runs"].items() if recs}
-    lines = [f"{results['seeds']} training seeds per arm, {results['steps']} steps each, same teacher samples; "
-             "greedy exact match, mean ± sd [95% interval]",
+    if results.get("draws") == "per-seed":  # each seed: its own teacher draw, shared by the arms, and training seed
+        what = (f"{results['seeds']} seeds per arm (seed i: teacher sampling seed i, shared by every arm, and "
+                f"training seed i), {results['steps']} steps each")
+    else:
+        what = f"{results['seeds']} training seeds per arm, {results['steps']} steps each, same teacher samples"
+    if results.get("lr_scheduler"):
+        what += f", {results['lr_scheduler']} learning rate"
+    lines = [f"{what}; greedy exact match, mean ± sd [95% interval]",
              "",
              "| arm | unseen problems (headline) | retention, unseen | mixed held-out prompts | retention, mixed |",
              "| --- | --- | --- | --- | --- |",

@@ -73,3 +73,14 @@ def test_study_table_from_known_results():
     assert "verified kd" not in text  # an arm without runs is left out, and so are its differences
     # Welch: diff 0.2, se sqrt(2 * 0.01 / 3) = 0.08165, df = 4 -> t 2.776 -> half 0.2267
     assert "| verified sft − unfiltered sft | +20.0 pts [-2.7, +42.7] | +20.0 pts [-2.7, +42.7] |" in text
+
+
+def test_study_table_says_when_each_seed_is_its_own_teacher_draw():
+    from distillflow.stats import study_table
+
+    results = {"seeds": 2, "steps": 10, "draws": "per-seed", "lr_scheduler": "constant_with_warmup",
+               "reference": {"teacher_unseen": 1.0, "teacher_mixed": 1.0, "base_unseen": 0.0, "base_mixed": 0.0},
+               "runs": {"verified_sft": [{"unseen": 0.9, "mixed": 0.9}, {"unseen": 1.0, "mixed": 1.0}]}}
+    first = study_table(results).splitlines()[0]
+    assert first.startswith("2 seeds per arm (seed i: teacher sampling seed i, shared by every arm, and training seed i)")
+    assert "10 steps each, constant_with_warmup learning rate;" in first

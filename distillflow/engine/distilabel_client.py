@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import json
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -252,18 +253,28 @@ def _batch_params(req: ChatRequest) -> dict:
     return {k: v for k, v in req.params.items() if k != "seed"}
 
 
+# Params that choose what is reported about an answer, not how it is drawn: asking for them must not
+# change the sampled answers (a KD run's teacher samples are the SFT run's).
+_REPORTING_PARAMS = frozenset({"seed", "top_logprobs", "logprobs"})
+
+
 def batch_seed(batch: list[ChatRequest]) -> int | None:
     """The torch seed of one local generate() batch, or None when no request carries a seed.
 
-    Derived from every request's seed and cache key (which holds the teacher, params, messages
-    and sample index), so the same requests in the same batches sample the same answers in
-    every fresh run. A resumed run whose cache already holds part of a batch forms other
-    batches: its new answers are reproducible for that cache state, not equal to a fresh run's.
+    Derived from the sampling params, and every request's seed and messages (the generate step
+    offsets the seed by the sample index), so the same requests in the same batches sample the same
+    answers in every fresh run. Not from the cache key: that holds the model's resolved path, so a
+    checkout in another directory would draw other samples; nor from ``top_logprobs``/``logprobs``,
+    which change what is reported, not what is drawn. A resumed run whose cache already holds part
+    of a batch forms other batches: its new answers are reproducible for that cache state, not
+    equal to a fresh run's.
     """
     if all(r.params.get("seed") is None for r in batch):
         return None
-    blob = "|".join(f"{r.params.get('seed')}:{r.key}" for r in batch)
-    return int(hashlib.sha256(blob.encode()).hexdigest()[:15], 16)
+    shared = {k: v for k, v in batch[0].params.items() if k not in _REPORTING_PARAMS and v is not None}
+    parts = [json.dumps(shared, sort_keys=True, default=str)]
+    parts += [f"{r.params.get('seed')}:{json.dumps(r.messages, sort_keys=True, ensure_ascii=False)}" for r in batch]
+    return int(hashlib.sha256("|".join(parts).encode()).hexdigest()[:15], 16)
 
 
 def local_top_logprobs(llm: Any, conversations: list[list[dict]], answers: list[str | None],

@@ -49,7 +49,7 @@ def test_cache_keeps_top_logprobs_and_reads_caches_written_before_them(tmp_path)
     assert got["old"].top_logprobs is None and (got["old"].text, got["old"].token_logprobs) == ("7", [-0.3])
 
 
-def _local_answers(seed, temperature=2.0, top=None):
+def _local_answers(seed, temperature=2.0, top=None, model=None):
     from distillflow.engine.providers import make_request
     from distillflow.engine.providers import build_client, effective_params
     from distillflow.spec.models import TeacherSpec
@@ -58,7 +58,7 @@ def _local_answers(seed, temperature=2.0, top=None):
     params = {"temperature": temperature, "max_tokens": 6, "seed": seed}
     if top:
         params["top_logprobs"] = top
-    t = TeacherSpec(name="t", provider="transformers", model=str(demo_teacher_path()), params=params, concurrency=8)
+    t = TeacherSpec(name="t", provider="transformers", model=str(model or demo_teacher_path()), params=params, concurrency=8)
     reqs = []
     for i in range(8):
         for g in range(2):
@@ -92,3 +92,23 @@ def test_local_transformers_sampling_is_seeded_and_computes_top_logprobs():
     right = [x for k, x in enumerate(a) if x.text == str((11 + k // 2) + (23 + 2 * (k // 2)))]
     assert right, [x.text for x in a]
     assert all(x.top_logprobs[-1][0][0] == "token_id:3" for x in right), [(x.text, x.top_logprobs[-1]) for x in right]
+
+
+@pytest.mark.timeout(300)
+def test_local_sampling_does_not_depend_on_where_the_model_lies_or_on_asking_for_logprobs(tmp_path):
+    """A clone in another directory, and a KD run that asks for top-k log-probabilities, draw the same
+    teacher samples as the quickstart in this checkout (the seed once came from the cache key, which
+    holds the model's absolute path and every param)."""
+    import shutil
+
+    pytest.importorskip("distilabel")
+    from examples.quickstart.arithmetic import demo_teacher_path
+
+    here = _local_answers(seed=5)
+    moved = shutil.copytree(demo_teacher_path(), tmp_path / "elsewhere" / "teacher")
+    there = _local_answers(seed=5, model=moved)
+    with_top = _local_answers(seed=5, top=2)
+    assert [r.text for r in there] == [r.text for r in here]
+    assert [r.text for r in with_top] == [r.text for r in here]
+    assert all(r.top_logprobs is not None for r in with_top) and all(r.top_logprobs is None for r in here)
+    assert [r.key for r in there] != [r.key for r in here]  # the cache still tells the two models apart
