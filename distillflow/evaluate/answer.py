@@ -179,11 +179,18 @@ def generate_served(model_dir: str | Path, conversations: list[list[dict]], max_
 
 def ask_teacher(session, teacher, conversations: list[list[dict]], params: dict, label: str) -> list[str | None]:
     """One answer per conversation from ``teacher`` through ``session`` (an
-    ``engine.session.TeacherSession``: cached); None where a request failed for good."""
+    ``engine.session.TeacherSession``: cached); None where a request failed for good. With a
+    ``seed`` in ``params``, conversation i is asked with ``seed + i`` (as the students are)."""
     from distillflow.engine.ledger import is_outage
     from distillflow.engine.providers import make_request
 
-    reqs = [make_request(teacher, msgs, dict(params), 0, {"i": i}) for i, msgs in enumerate(conversations)]
+    def own(i: int) -> dict:
+        p = dict(params)
+        if p.get("seed") is not None:
+            p["seed"] = int(p["seed"]) + i
+        return p
+
+    reqs = [make_request(teacher, msgs, own(i), 0, {"i": i}) for i, msgs in enumerate(conversations)]
     results, failures = session.ask(teacher, reqs, "eval", label=label)
     outages = [f for f in failures.values() if is_outage(f)]
     if outages:

@@ -293,7 +293,8 @@ def evaluate_run(
             # probability on wrong answers (e.g. mistakes it learned from unfiltered teacher output).
             temp = es.sample_temperature
             log(f"asking teacher '{tname}' again, sampling at T={temp:g}")
-            sparams = {**tparams, "temperature": temp, "top_p": 1.0}
+            # seeded like the students (prompt i: eval.seed + i), so two evaluations sample the same answers
+            sparams = {**tparams, "temperature": temp, "top_p": 1.0, "seed": es.seed}
             sampled = {"teacher": ask_teacher(session, tspec, conversations, sparams, label=f"{tname} (sampled)")}
             sampled.update(_answer_students(models, conversations, max_tokens, es, log, temperature=temp))
             for i, r in enumerate(per_row):
@@ -308,7 +309,7 @@ def evaluate_run(
                     m = _rate_metric(sid, f"exact match, sampled at T={temp:g}", "exact_match", {}, es.reference,
                                      rows, sampled, keys, per_row)
                 m["note"] = (f"one answer per prompt sampled at temperature {temp:g} from every model (students "
-                             f"seeded with {es.seed}; the teacher's samples are cached, not seeded)")
+                             f"and teacher seeded with {es.seed} + the prompt's index)")
                 out_metrics.append(m)
 
         lm = _lm_eval(es, models, tspec, config_dir, log)

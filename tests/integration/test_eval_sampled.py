@@ -4,6 +4,7 @@ teacher (a local transformers teacher) and an untrained (random) demo student, n
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -69,6 +70,14 @@ def test_sampled_rates_sit_beside_greedy_ones_and_repeat(run):
 
     again = evaluate_run(run, student=demo.demo_teacher_path())  # seeded students, cached teacher
     assert again["metrics"][1]["values"] == sampled["values"]
+    # the teacher's samples are seeded too: without its cache an evaluation draws the same answers
+    teacher_sampled = [r["sampled_answers"]["teacher"] for r in rows]
+    shutil.rmtree(run / "eval" / "cache")
+    fresh = evaluate_run(run, student=demo.demo_teacher_path())
+    assert fresh["metrics"][1]["values"] == sampled["values"]
+    assert [json.loads(line)["sampled_answers"]["teacher"]
+            for line in (run / "eval" / "answers.jsonl").read_text().splitlines()] == teacher_sampled
+    assert len(set(teacher_sampled)) > 10  # (sampled hot: the answers are not all alike)
 
 
 def test_sample_temperature_from_the_cli_and_its_bounds(run):
