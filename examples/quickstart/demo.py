@@ -178,6 +178,7 @@ def summarize(run_dir: Path) -> dict:
         "sampled_student": sampled["values"].get("student") if sampled else None,
         "sampled_retention": sampled.get("retention") if sampled else None,
         "steps": _steps(run_dir),
+        "lr_scheduler": _scheduler(run_dir),
         "report": _rel(run_dir / "report.html"),
     }
 
@@ -194,6 +195,14 @@ def _steps(run_dir: Path) -> int | None:
     if not state.is_file():
         return None
     return json.loads(state.read_text()).get("global_step")
+
+
+def _scheduler(run_dir: Path) -> str | None:
+    """The learning-rate schedule the training ran with (from the Axolotl config it rendered)."""
+    import yaml
+
+    cfg = run_dir / "train" / "axolotl.yaml"
+    return yaml.safe_load(cfg.read_text()).get("lr_scheduler") if cfg.is_file() else None
 
 
 def _pct(x) -> str:
@@ -256,7 +265,9 @@ def compare_with_study(results: dict, study_path: Path = STUDY) -> list[str]:
         lo, hi = min(r["mixed"] for r in recs), max(r["mixed"] for r in recs)
         out.append(f"  {arm:<16} this run {_pct(run['student'])}; study mean {_pct(s.mean)}, 95% interval of the "
                    f"mean [{_pct(s.lo)}, {_pct(s.hi)}] ({where}), single runs ranged {_pct(lo)}-{_pct(hi)}")
-    if study.get("limit") or study["steps"] != (results.get("quickstart") or {}).get("steps"):
+    mine = results.get("quickstart") or {}
+    if (study.get("limit") or study["steps"] != mine.get("steps")
+            or study.get("lr_scheduler", "cosine") != (mine.get("lr_scheduler") or "cosine")):
         out.append("  (the study's setting differs from this run's — a rough guide to the spread, not a test)")
     return out
 

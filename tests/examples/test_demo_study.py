@@ -31,6 +31,9 @@ def test_demo_compares_its_run_with_the_study_intervals(tmp_path):
                         "[25.2%, 74.8%] (inside), single runs ranged 40.0%-60.0%")
     assert "unfiltered_sft   this run 31.0%" in lines[2] and "(outside)" in lines[2]
     assert len(lines) == 3  # same setting: no caveat
+    other = demo.compare_with_study({"quickstart": {"student": 0.55, "steps": 200, "lr_scheduler": "constant_with_warmup"}},
+                                    study)
+    assert other[-1].startswith("  (the study's setting differs")  # the study ran the templates' cosine schedule
     missing = demo.compare_with_study({"quickstart": {"student": 0.5}}, tmp_path / "none.json")
     assert missing[0].startswith("study              none recorded")
 
