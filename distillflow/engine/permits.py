@@ -65,6 +65,7 @@ class _Teacher:
     tpm: TokenBucket | None
     held: dict = field(default_factory=dict)  # worker -> _Held
     wanting: dict = field(default_factory=dict)  # worker -> slots it asked for and did not get
+    told: set = field(default_factory=set)  # wanting workers whose watch said slots are free (once)
 
     @property
     def out(self) -> int:
@@ -82,6 +83,7 @@ class PermitBook:
         self.spent = 0.0
         self.budget_hit = False
         self.calls = 0
+        self.watches = 0  # awatch calls (each a call to the owner, like an exchange)
         self.expired: list[str] = []  # workers whose leases expired (for the run's record)
         self.longest_wait_s = 0.0  # the longest a worker holding nothing waited here for a slot
         self.teachers = {}
@@ -107,6 +109,7 @@ class PermitBook:
             for t in self.teachers.values():
                 t.held.pop(w, None)
                 t.wanting.pop(w, None)
+                t.told.discard(w)
         if dead:
             self._reshaped()
 
@@ -149,6 +152,8 @@ class PermitBook:
         self.renew(worker)
         self.expire()
         t = self.teachers[teacher]
+        if want > 0 or idle:  # (it asks again: a later refusal is told again)
+            t.told.discard(worker)
         shape = self._shape(t)
         h = t.held.setdefault(worker, _Held())
         h.slots = max(0, h.slots - give_back)
@@ -227,21 +232,30 @@ class PermitBook:
         that its share shrank or grew, without polling."""
         if self._contention is None:
             self._contention = asyncio.Condition()
+        self.watches += 1
         self.renew(worker)
         t = self.teachers[teacher]
+
+        def free_for_it() -> bool:
+            # refused earlier: told once when a slot is there for it. Once only: a worker whose
+            # waiting requests were served by its own slots meanwhile does not ask, stays wanting
+            # until it asks or goes idle, and would otherwise be answered at once, watch after watch
+            return (worker in t.wanting and worker not in t.told and not self.budget_hit
+                    and self._grantable(worker, teacher, 1) > 0)
 
         def changed() -> bool:
             cap = self.cap(worker, teacher)
             if cap != known or worker not in t.held:
                 return True
-            # (refused earlier: told when a slot is there for it)
-            return worker in t.wanting and not self.budget_hit and self._grantable(worker, teacher, 1) > 0
+            return free_for_it()
 
         async with self._contention:
             try:
                 await asyncio.wait_for(self._contention.wait_for(changed), timeout)
             except TimeoutError:
                 pass
+        if free_for_it():
+            t.told.add(worker)
         self.renew(worker)
         h = t.held.get(worker)
         return {"cap": self.cap(worker, teacher), "held": h.slots if h else 0}
@@ -279,6 +293,7 @@ class PermitBook:
         for t in self.teachers.values():
             t.held.pop(worker, None)
             t.wanting.pop(worker, None)
+            t.told.discard(worker)
         self._reshaped()
 
     def in_use(self, teacher: str) -> int:
@@ -626,7 +641,7 @@ class PermitHub:
 
     async def status(self, run: str) -> dict:
         b = self.books[run]
-        return {"spent": b.spent, "budget_hit": b.budget_hit, "pid": self.pid, "calls": b.calls,
+        return {"spent": b.spent, "budget_hit": b.budget_hit, "pid": self.pid, "calls": b.calls, "watches": b.watches,
                 "longest_wait_s": round(b.longest_wait_s, 3),
                 "expired": list(b.expired), "in_use": {n: b.in_use(n) for n in b.teachers}}
 

@@ -503,6 +503,7 @@ class RayExecutor(ExecutorBase):
                 await asyncio.to_thread(cache.absorb)  # every worker's answers into requests.sqlite
                 record = {"nodes": sorted({n for n, _ in self.workers}), "workers": sorted(self.workers),
                           "hub_pid": hub_pid, "hub_calls": self.hub_status.get("calls"),
+                          "hub_watch_calls": self.hub_status.get("watches"),
                           "longest_permit_wait_s": self.hub_status.get("longest_wait_s"),
                           "expired_leases": self.hub_status.get("expired")}
                 (out / "cache" / "ray-workers.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -136,6 +136,33 @@ def test_a_holder_waiting_in_awatch_hears_at_once_that_its_share_shrank():
     asyncio.run(go())
 
 
+def test_a_refused_worker_hears_once_that_slots_are_free_not_at_every_watch():
+    """A worker refused while it held slots stays "wanting" until it asks again or goes idle; its
+    own slots may serve its requests meanwhile, so it may never ask. Its watch says once that
+    slots are free; the next watch waits (it answered at once, watch after watch, before: ~500
+    calls a second between two Ray workers until the refused one went idle)."""
+    book = PermitBook({"t": Limits(concurrency=4)})
+
+    async def go():
+        book.exchange("a", "t", want=2)
+        book.exchange("b", "t", want=2)
+        assert book.exchange("a", "t", want=2)["slots"] == 0  # refused: "a" wants 2 more
+        book.exchange("b", "t", give_back=2, idle=True)  # "b" is done: its slots are free
+        first = await asyncio.wait_for(book.awatch("a", "t", timeout=5.0, known=None), 1.0)
+        assert first == {"cap": None, "held": 2}  # told at once
+        again = asyncio.ensure_future(book.awatch("a", "t", timeout=5.0, known=None))
+        await asyncio.sleep(0.01)
+        assert not again.done()  # told already: it waits (for a change or its timeout)
+        # it asks again (and is served): a later refusal is told again
+        book.exchange("c", "t", want=1)
+        assert book.exchange("a", "t", want=2)["slots"] == 1
+        book.exchange("c", "t", give_back=1, idle=True)
+        assert (await asyncio.wait_for(again, 1.0))["held"] == 3
+        assert book.watches == 2
+
+    asyncio.run(go())
+
+
 @pytest.mark.parametrize("rpm", [None, 60_000], ids=["slots", "slots+rpm"])
 def test_a_worker_with_requests_always_queued_does_not_starve_another(rpm):
     """Two workers' gates with watches: "a" has a long stream of requests, "b" joins later with a
