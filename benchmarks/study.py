@@ -15,11 +15,12 @@ Every student answers greedily:
 - **mixed**: the pipeline's 200 held-out prompts (most of them problems the teacher trained on).
 
 It prints base -> student (mean ± sd [95% interval]) -> teacher, retention (student ÷ teacher) and the
-differences between arms with Welch 95% intervals, and writes everything to ``--out/study.json``
+differences between arms (paired by seed when the arms share each seed's teacher draw, Welch's
+unpaired interval otherwise), and writes everything to ``--out/study.json``
 (each finished run is recorded at once, so an interrupted study keeps its results).
 
-    python benchmarks/study.py --seeds 5 --steps 200                 # all 4,000 prompts
-    python benchmarks/study.py --seeds 5 --steps 150 --limit 1200    # what docs/demo.md's table ran
+    python benchmarks/study.py --seeds 5 --jobs 2                    # what docs/demo.md's table ran (~60 min)
+    python benchmarks/study.py --seeds 5 --steps 150 --limit 1200    # a quicker, rougher study
     python benchmarks/study.py --seeds 2 --steps 20 --arms verified_kd   # a smoke run
     python benchmarks/study.py --seeds 5 --steps 1500 --jobs 2 --resume  # finish an interrupted study
     python benchmarks/study.py --seeds 5 --steps 1500 --jobs 2 --arms verified_sft   # one arm first ...
@@ -163,7 +164,7 @@ def train_arm(out: Path, runs: dict, arm: str, seed: int, steps: int, draw: int)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5, help="seeds per arm (0..N-1): seed i is teacher draw i (see --draws) and training seed i")
-    p.add_argument("--steps", type=int, default=200, help="optimizer steps per student (equal in every arm)")
+    p.add_argument("--steps", type=int, default=1500, help="optimizer steps per student (equal in every arm)")
     p.add_argument("--limit", type=int, help="use the first N prompts only (default: all 4,000)")
     p.add_argument("--jobs", type=int, default=1, help="trainings run at a time (each uses one CPU thread)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
@@ -201,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--resume: {out / 'study.json'} was run with --steps {was[0]} --limit {was[1]} "
                              f"--draws {was[2]} and a {was[3]} learning rate; rerun with those, or without "
                              "--resume to start over")
-        for arm, recs in old["runs"].items():
-            if arm in results["runs"]:
-                kept = [r for r in recs if r["seed"] < args.seeds]
-                results["runs"][arm] = kept
-                done |= {(r["seed"], arm) for r in kept}
+        for arm, recs in old["runs"].items():  # every recorded arm stays, also those not in --arms
+            kept = [r for r in recs if r["seed"] < args.seeds]
+            results["runs"][arm] = kept
+            done |= {(r["seed"], arm) for r in kept}
+        results["runs"] = {a: results["runs"][a] for a in ARMS if a in results["runs"]}
         print(f"resuming: {len(done)} runs already recorded", flush=True)
     print(f"teacher {ref['teacher_unseen']:.3f} unseen / {ref['teacher_mixed']:.3f} mixed; base student "
           f"{ref['base_unseen']:.3f} / {ref['base_mixed']:.3f}", flush=True)

@@ -3,6 +3,7 @@
     s = summarize([0.62, 0.71, 0.55, 0.80, 0.66])
     s.mean, s.sd, s.lo, s.hi                 # 0.668, 0.0942, 0.551, 0.785
     d = difference([0.9, 0.8, 0.85], [0.7, 0.75, 0.6])   # Welch interval of mean(a) - mean(b)
+    d = arm_difference(study, "verified_sft", "unfiltered_sft", "unseen")   # paired by seed where it can be
 
 Imports nothing from distillflow, so the report (HTML), the model card (train) and the study script
 all read ``study.json`` through :func:`study_table` without crossing the layer contracts.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Interval", "difference", "study_table", "summarize", "t975"]
+__all__ = ["Interval", "arm_difference", "difference", "study_table", "summarize", "t975"]
 
 # Student t 0.975 quantiles (two-sided 95%) by degrees of freedom.
 _T975 = {
@@ -82,7 +83,7 @@ def summarize(values: list[float]) -> Interval:
 
 
 def difference(a: list[float], b: list[float]) -> Interval:
-    """mean(a) - mean(b) with Welch's 95% interval (unequal variances; arms need not be paired).
+    """mean(a) - mean(b) with Welch's 95% interval (unequal variances; for arms that are not paired).
 
     ``sd`` is the standard error of the difference. When both arms have zero variance the
     interval is the point difference.
@@ -96,6 +97,20 @@ def difference(a: list[float], b: list[float]) -> Interval:
     df = (va + vb) ** 2 / ((va ** 2 / (sa.n - 1) if va else 0) + (vb ** 2 / (sb.n - 1) if vb else 0))
     half = t975(max(1.0, df)) * se
     return Interval(diff, se, diff - half, diff + half, min(sa.n, sb.n))
+
+
+def arm_difference(results: dict, a: str, b: str, key: str) -> tuple[Interval, bool]:
+    """Arm ``a`` minus arm ``b`` on ``key`` in a ``study.json``, and whether it was paired.
+
+    When every seed is its own teacher draw shared by the arms (``draws: per-seed``) and both arms
+    ran the same seeds, seed i of one arm and seed i of the other saw the same teacher samples: the
+    interval is the Student-t interval of the per-seed differences. Otherwise Welch's (unpaired).
+    """
+    ra = {r["seed"]: r[key] for r in results["runs"][a] if "seed" in r}
+    rb = {r["seed"]: r[key] for r in results["runs"][b] if "seed" in r}
+    if results.get("draws") == "per-seed" and len(ra) >= 2 and ra.keys() == rb.keys():
+        return summarize([ra[s] - rb[s] for s in sorted(ra)]), True
+    return difference([r[key] for r in results["runs"][a]], [r[key] for r in results["runs"][b]]), False
 
 
 #: The study's comparisons, (arm, baseline): the differences its table reports.
@@ -126,15 +141,20 @@ def study_table(results: dict) -> str:
         lines.append(f"| {arm.replace('_', ' ')} (n={u.n}) | {u.pct()} | {ru.pct()} | {m.pct()} | {rm.pct()} |")
     lines.append(f"| teacher | {100 * ref['teacher_unseen']:.1f}% | | {100 * ref['teacher_mixed']:.1f}% | |")
     diffs = [(a, b) for a, b in STUDY_DIFFS if len(runs.get(a, [])) >= 2 and len(runs.get(b, [])) >= 2]
-    if diffs:
-        lines += ["", "| difference (Welch 95% interval) | unseen | mixed |", "| --- | --- | --- |"]
+    computed = [(a, b, arm_difference(results, a, b, "unseen"), arm_difference(results, a, b, "mixed"))
+                for a, b in diffs]
+    if computed:
+        paired = all(du[1] and dm[1] for _, _, du, dm in computed)
+        if not paired:  # one kind of interval per table
+            computed = [(a, b, *[(difference([r[k] for r in runs[a]], [r[k] for r in runs[b]]), False)
+                                 for k in ("unseen", "mixed")]) for a, b, _, _ in computed]
+        what = "paired by seed, 95% interval" if paired else "Welch 95% interval"
+        lines += ["", f"| difference ({what}) | unseen | mixed |", "| --- | --- | --- |"]
 
     def fmt(d: Interval) -> str:
         return (f"{100 * d.mean:+.1f} pts [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
                 + (" (excludes 0)" if d.excludes_zero() else ""))
 
-    for a, b in diffs:
-        du = difference([r["unseen"] for r in runs[a]], [r["unseen"] for r in runs[b]])
-        dm = difference([r["mixed"] for r in runs[a]], [r["mixed"] for r in runs[b]])
+    for a, b, (du, _), (dm, _) in computed:
         lines.append(f"| {a.replace('_', ' ')} − {b.replace('_', ' ')} | {fmt(du)} | {fmt(dm)} |")
     return "\n".join(lines)

@@ -271,6 +271,7 @@ def batch_seed(batch: list[ChatRequest]) -> int | None:
     """
     if all(r.params.get("seed") is None for r in batch):
         return None
+    # one batch shares its params but the seed (SyncLLMClient.run groups requests by _batch_params)
     shared = {k: v for k, v in batch[0].params.items() if k not in _REPORTING_PARAMS and v is not None}
     parts = [json.dumps(shared, sort_keys=True, default=str)]
     parts += [f"{r.params.get('seed')}:{json.dumps(r.messages, sort_keys=True, ensure_ascii=False)}" for r in batch]

@@ -177,16 +177,18 @@ def generate_served(model_dir: str | Path, conversations: list[list[dict]], max_
     return [(results[str(i)].text or "").strip() for i in range(len(reqs))]
 
 
-def ask_teacher(session, teacher, conversations: list[list[dict]], params: dict, label: str) -> list[str | None]:
+def ask_teacher(session, teacher, conversations: list[list[dict]], params: dict, label: str,
+                seed_by_index: bool = False) -> list[str | None]:
     """One answer per conversation from ``teacher`` through ``session`` (an
-    ``engine.session.TeacherSession``: cached); None where a request failed for good. With a
-    ``seed`` in ``params``, conversation i is asked with ``seed + i`` (as the students are)."""
+    ``engine.session.TeacherSession``: cached); None where a request failed for good. With
+    ``seed_by_index`` and a ``seed`` in ``params``, conversation i is asked with ``seed + i`` (as
+    sampled students are); otherwise every request carries ``params`` as they are."""
     from distillflow.engine.ledger import is_outage
     from distillflow.engine.providers import make_request
 
     def own(i: int) -> dict:
         p = dict(params)
-        if p.get("seed") is not None:
+        if seed_by_index and p.get("seed") is not None:
             p["seed"] = int(p["seed"]) + i
         return p
 

@@ -295,7 +295,8 @@ def evaluate_run(
             log(f"asking teacher '{tname}' again, sampling at T={temp:g}")
             # seeded like the students (prompt i: eval.seed + i), so two evaluations sample the same answers
             sparams = {**tparams, "temperature": temp, "top_p": 1.0, "seed": es.seed}
-            sampled = {"teacher": ask_teacher(session, tspec, conversations, sparams, label=f"{tname} (sampled)")}
+            sampled = {"teacher": ask_teacher(session, tspec, conversations, sparams, label=f"{tname} (sampled)",
+                                              seed_by_index=True)}
             sampled.update(_answer_students(models, conversations, max_tokens, es, log, temperature=temp))
             for i, r in enumerate(per_row):
                 r["sampled_answers"] = {k: sampled[k][i] for k in keys}

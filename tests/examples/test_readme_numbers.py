@@ -48,7 +48,7 @@ def test_readme_study_table_is_the_recorded_study():
 
 def test_readme_study_summary_is_the_recorded_study():
     """The README's sentence on the study quotes docs/study_results.json (retention on unseen problems)."""
-    from distillflow.stats import difference, summarize
+    from distillflow.stats import arm_difference, summarize
 
     study = json.loads((ROOT / "docs" / "study_results.json").read_text())
     readme = " ".join((ROOT / "README.md").read_text().split())
@@ -64,7 +64,7 @@ def test_readme_study_summary_is_the_recorded_study():
     assert f"verified KD {100 * k.mean:.1f}% ± {100 * k.sd:.1f}" in readme
 
     def pts(a: str, b: str, unit: str = "") -> str:
-        d = difference([r["unseen"] for r in study["runs"][a]], [r["unseen"] for r in study["runs"][b]])
+        d, _ = arm_difference(study, a, b, "unseen")  # paired by seed, as the study table computes it
         text = f"{100 * d.mean:+.1f}{unit} [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
         return text.replace("-", "−")
 
