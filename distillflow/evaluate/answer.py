@@ -161,8 +161,12 @@ def generate_served(model_dir: str | Path, conversations: list[list[dict]], max_
     from distillflow.evaluate.serve import TransformersServe
 
     with TransformersServe(model_dir, startup_timeout=startup_timeout) as srv:
-        # the server generates one request at a time; a small window keeps it busy without timeouts
-        client = OpenAICompatibleClient(srv.base_url, srv.model, concurrency=4, timeout_s=600, max_retries=2)
+        # the server generates one request at a time; a small window keeps it busy without timeouts.
+        # Sampling sends one request at a time: the server seeds the *global* torch generator per
+        # request, so two requests in flight can draw from each other's stream (CI saw the same seed
+        # give shifted samples in a second run with a window of 4).
+        client = OpenAICompatibleClient(srv.base_url, srv.model, concurrency=4 if temperature is None else 1,
+                                        timeout_s=600, max_retries=2)
         def params(i: int) -> dict:
             if temperature is None:
                 return {"temperature": 0.0, "max_tokens": max_new_tokens}
