@@ -134,6 +134,15 @@ def make_data(out: Path, limit: int | None, draw: int = 0) -> dict[str, Path]:
     return runs
 
 
+def draw_counts(runs: dict[str, Path]) -> dict:
+    """What one teacher draw gave each arm: examples kept, and the filter's rejections (from the run manifests)."""
+    verified = json.loads((runs["quickstart.yaml"] / "manifest.json").read_text())["counts"]
+    unfiltered = json.loads((runs["quickstart_unfiltered.yaml"] / "manifest.json").read_text())["counts"]
+    last = list(verified)[-1]
+    return {"samples": verified["generate"]["out"], "filter_rejected": verified["filter"]["rejected"],
+            "verified": verified[last]["out"], "unfiltered": unfiltered[list(unfiltered)[-1]]["out"]}
+
+
 def _rel(path: Path) -> str:
     """PATH relative to the repository when it lies inside it (no machine paths in docs/study_results.json)."""
     try:
@@ -192,9 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     ref = {"teacher_unseen": exact_match(teacher, items_unseen), "teacher_mixed": exact_match(teacher, items_mixed),
            "base_unseen": exact_match(student, items_unseen), "base_mixed": exact_match(student, items_mixed)}
     results = {"seeds": args.seeds, "steps": args.steps, "limit": args.limit, "draws": args.draws,
+               "teacher_data": {str(d): draw_counts(r) for d, r in data_runs.items()},
                "lr_scheduler": scheduler, "reference": ref, "runs": {a: [] for a in args.arms},
                "unseen_prompts": len(items_unseen), "mixed_prompts": len(items_mixed)}
     done: set[tuple[int, str]] = set()
+    before = 0.0  # seconds of the invocations this one resumes
     if args.resume and (out / "study.json").is_file():
         old = json.loads((out / "study.json").read_text())
         was = (old.get("steps"), old.get("limit"), old.get("draws", "one"), old.get("lr_scheduler", "cosine"))
@@ -207,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             results["runs"][arm] = kept
             done |= {(r["seed"], arm) for r in kept}
         results["runs"] = {a: results["runs"][a] for a in ARMS if a in results["runs"]}
+        before = float(old.get("total_seconds") or 0.0)
         print(f"resuming: {len(done)} runs already recorded", flush=True)
     print(f"teacher {ref['teacher_unseen']:.3f} unseen / {ref['teacher_mixed']:.3f} mixed; base student "
           f"{ref['base_unseen']:.3f} / {ref['base_mixed']:.3f}", flush=True)
@@ -230,10 +242,12 @@ def main(argv: list[str] | None = None) -> int:
             rec = fut.result()
             results["runs"][arm].append(rec)
             results["runs"][arm].sort(key=lambda r: r["seed"])
-            results["total_seconds"] = time.perf_counter() - started
+            results["total_seconds"] = before + time.perf_counter() - started
             (out / "study.json").write_text(json.dumps(results, indent=2))
             print(f"{arm} seed {seed}: unseen {rec['unseen']:.3f}, mixed {rec['mixed']:.3f}, loss "
                   f"{rec['loss_first']} -> {rec['loss_last']} ({rec['seconds']:.0f} s)", flush=True)
+    results["total_seconds"] = before + time.perf_counter() - started
+    (out / "study.json").write_text(json.dumps(results, indent=2))
     print("\n" + study_table(results))
     print(f"\ntotal {results['total_seconds'] / 60:.1f} min; results: {out / 'study.json'}")
     if args.json:

@@ -70,3 +70,19 @@ def test_readme_study_summary_is_the_recorded_study():
 
     assert f"verified − unfiltered SFT {pts('verified_sft', 'unfiltered_sft', ' points')}" in readme
     assert f"KD − verified SFT {pts('verified_kd', 'verified_sft')}" in readme
+
+
+def test_demo_doc_quotes_the_study_teacher_draws():
+    """docs/demo.md's ranges over the study's teacher draws are those in docs/study_results.json (teacher_data)."""
+    study = json.loads((ROOT / "docs" / "study_results.json").read_text())
+    draws = study["teacher_data"].values()
+    assert len(draws) == study["seeds"]
+    doc = " ".join(DEMO_DOC.read_text().split())
+
+    def span(key: str) -> str:
+        values = [d[key] for d in draws]
+        return f"{min(values):,}–{max(values):,}"
+
+    assert f"kept {span('verified')} verified examples, filter rejections {span('filter_rejected')}, and " \
+           f"{span('unfiltered')} unfiltered ones" in doc
+    assert {d["samples"] for d in draws} == {7600} and "7,600 teacher samples per draw" in doc
