@@ -50,6 +50,9 @@ ARMS = {  # arm -> (pipeline, train.mode)
     "verified_sft": ("quickstart.yaml", "sft"),
     "verified_kd": ("quickstart.yaml", "kd"),
 }
+#: How the local teacher's sampling seed is derived (engine.distilabel_client.batch_seed): 1 hashed the cache key
+#: (until 2026-12-03), 2 hashes the sampling params, seeds and messages. A resume across schemes is refused.
+SEED_SCHEME = 2
 ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1",
        "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
 
@@ -187,12 +190,23 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    recipe = absolute_pipeline("quickstart.yaml")["train"]
+    scheduler = (recipe.get("overrides") or {}).get("lr_scheduler", "cosine")  # the templates' default
+    old = json.loads((out / "study.json").read_text()) if args.resume and (out / "study.json").is_file() else None
+    if old is not None:  # refuse before any teacher data is made
+        if old.get("seed_scheme", 1) != SEED_SCHEME:
+            raise SystemExit(f"--resume: {out / 'study.json'} was sampled under the earlier teacher seed scheme "
+                             "(the seed hashed the model's path and the request's log-probability params): its "
+                             "teacher data would not be this checkout's. Start over without --resume.")
+        was = (old.get("steps"), old.get("limit"), old.get("draws", "one"), old.get("lr_scheduler", "cosine"))
+        if was != (args.steps, args.limit, args.draws, scheduler):
+            raise SystemExit(f"--resume: {out / 'study.json'} was run with --steps {was[0]} --limit {was[1]} "
+                             f"--draws {was[2]} and a {was[3]} learning rate; rerun with those, or without "
+                             "--resume to start over")
     draws = list(range(args.seeds)) if args.draws == "per-seed" else [0]
     data_runs = {d: make_data(out, args.limit, d) for d in draws}
     runs = data_runs[0]
     draw_of = (lambda seed: seed) if args.draws == "per-seed" else (lambda seed: 0)
-    recipe = absolute_pipeline("quickstart.yaml")["train"]
-    scheduler = (recipe.get("overrides") or {}).get("lr_scheduler", "cosine")  # the templates' default
     items_unseen = unseen_problems(ROOT / "examples" / "quickstart" / "data" / "arithmetic_prompts.jsonl")
     items_mixed = [{"question": r["prompt"], "answer": str(r["reference"])}
                    for r in map(json.loads, (runs["quickstart.yaml"] / "data" / "heldout.jsonl").open())]
@@ -201,18 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     ref = {"teacher_unseen": exact_match(teacher, items_unseen), "teacher_mixed": exact_match(teacher, items_mixed),
            "base_unseen": exact_match(student, items_unseen), "base_mixed": exact_match(student, items_mixed)}
     results = {"seeds": args.seeds, "steps": args.steps, "limit": args.limit, "draws": args.draws,
-               "teacher_data": {str(d): draw_counts(r) for d, r in data_runs.items()},
+               "seed_scheme": SEED_SCHEME, "teacher_data": {str(d): draw_counts(r) for d, r in data_runs.items()},
                "lr_scheduler": scheduler, "reference": ref, "runs": {a: [] for a in args.arms},
                "unseen_prompts": len(items_unseen), "mixed_prompts": len(items_mixed)}
     done: set[tuple[int, str]] = set()
     before = 0.0  # seconds of the invocations this one resumes
-    if args.resume and (out / "study.json").is_file():
-        old = json.loads((out / "study.json").read_text())
-        was = (old.get("steps"), old.get("limit"), old.get("draws", "one"), old.get("lr_scheduler", "cosine"))
-        if was != (args.steps, args.limit, args.draws, scheduler):
-            raise SystemExit(f"--resume: {out / 'study.json'} was run with --steps {was[0]} --limit {was[1]} "
-                             f"--draws {was[2]} and a {was[3]} learning rate; rerun with those, or without "
-                             "--resume to start over")
+    if old is not None:
         for arm, recs in old["runs"].items():  # every recorded arm stays, also those not in --arms
             kept = [r for r in recs if r["seed"] < args.seeds]
             results["runs"][arm] = kept
