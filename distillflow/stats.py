@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Interval", "arm_difference", "difference", "study_table", "summarize", "t975"]
+__all__ = ["Interval", "arm_difference", "difference", "paired_by_seed", "study_table", "summarize", "t975"]
 
 # Student t 0.975 quantiles (two-sided 95%) by degrees of freedom.
 _T975 = {
@@ -99,18 +99,24 @@ def difference(a: list[float], b: list[float]) -> Interval:
     return Interval(diff, se, diff - half, diff + half, min(sa.n, sb.n))
 
 
-def arm_difference(results: dict, a: str, b: str, key: str) -> tuple[Interval, bool]:
-    """Arm ``a`` minus arm ``b`` on ``key`` in a ``study.json``, and whether it was paired.
+def paired_by_seed(results: dict) -> bool:
+    """Whether a ``study.json``'s arms can be compared seed by seed: every seed is its own teacher draw
+    shared by the arms (``draws: per-seed``) and every arm with two runs or more ran the same seeds."""
+    if results.get("draws") != "per-seed":
+        return False
+    seeds = {frozenset(r["seed"] for r in recs) for recs in results["runs"].values() if len(recs) >= 2}
+    return len(seeds) == 1
 
-    When every seed is its own teacher draw shared by the arms (``draws: per-seed``) and both arms
-    ran the same seeds, seed i of one arm and seed i of the other saw the same teacher samples: the
-    interval is the Student-t interval of the per-seed differences. Otherwise Welch's (unpaired).
-    """
-    ra = {r["seed"]: r[key] for r in results["runs"][a] if "seed" in r}
-    rb = {r["seed"]: r[key] for r in results["runs"][b] if "seed" in r}
-    if results.get("draws") == "per-seed" and len(ra) >= 2 and ra.keys() == rb.keys():
-        return summarize([ra[s] - rb[s] for s in sorted(ra)]), True
-    return difference([r[key] for r in results["runs"][a]], [r[key] for r in results["runs"][b]]), False
+
+def arm_difference(results: dict, a: str, b: str, key: str) -> Interval:
+    """Arm ``a`` minus arm ``b`` on ``key`` in a ``study.json``. Paired (:func:`paired_by_seed`): seed i
+    of one arm and seed i of the other saw the same teacher samples, and the interval is the
+    Student-t interval of the per-seed differences. Otherwise Welch's (unpaired)."""
+    ra = {r["seed"]: r[key] for r in results["runs"][a]} if paired_by_seed(results) else {}
+    rb = {r["seed"]: r[key] for r in results["runs"][b]} if ra else {}
+    if ra and ra.keys() == rb.keys():
+        return summarize([ra[s] - rb[s] for s in sorted(ra)])
+    return difference([r[key] for r in results["runs"][a]], [r[key] for r in results["runs"][b]])
 
 
 #: The study's comparisons, (arm, baseline): the differences its table reports.
@@ -141,20 +147,15 @@ def study_table(results: dict) -> str:
         lines.append(f"| {arm.replace('_', ' ')} (n={u.n}) | {u.pct()} | {ru.pct()} | {m.pct()} | {rm.pct()} |")
     lines.append(f"| teacher | {100 * ref['teacher_unseen']:.1f}% | | {100 * ref['teacher_mixed']:.1f}% | |")
     diffs = [(a, b) for a, b in STUDY_DIFFS if len(runs.get(a, [])) >= 2 and len(runs.get(b, [])) >= 2]
-    computed = [(a, b, arm_difference(results, a, b, "unseen"), arm_difference(results, a, b, "mixed"))
-                for a, b in diffs]
-    if computed:
-        paired = all(du[1] and dm[1] for _, _, du, dm in computed)
-        if not paired:  # one kind of interval per table
-            computed = [(a, b, *[(difference([r[k] for r in runs[a]], [r[k] for r in runs[b]]), False)
-                                 for k in ("unseen", "mixed")]) for a, b, _, _ in computed]
-        what = "paired by seed, 95% interval" if paired else "Welch 95% interval"
+    if diffs:
+        what = "paired by seed, 95% interval" if paired_by_seed(results) else "Welch 95% interval"
         lines += ["", f"| difference ({what}) | unseen | mixed |", "| --- | --- | --- |"]
 
     def fmt(d: Interval) -> str:
         return (f"{100 * d.mean:+.1f} pts [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
                 + (" (excludes 0)" if d.excludes_zero() else ""))
 
-    for a, b, (du, _), (dm, _) in computed:
+    for a, b in diffs:
+        du, dm = arm_difference(results, a, b, "unseen"), arm_difference(results, a, b, "mixed")
         lines.append(f"| {a.replace('_', ' ')} − {b.replace('_', ' ')} | {fmt(du)} | {fmt(dm)} |")
     return "\n".join(lines)

@@ -87,20 +87,20 @@ def test_study_table_says_when_each_seed_is_its_own_teacher_draw():
 
 
 def test_arms_that_share_each_seeds_teacher_draw_are_compared_pairwise():
-    from distillflow.stats import arm_difference, study_table
+    from distillflow.stats import arm_difference, paired_by_seed, study_table
 
     ref = {"teacher_unseen": 1.0, "teacher_mixed": 1.0, "base_unseen": 0.0, "base_mixed": 0.0}
     runs = {"verified_sft": [{"seed": s, "unseen": x, "mixed": x} for s, x in enumerate((0.9, 0.7, 0.8))],
             "unfiltered_sft": [{"seed": s, "unseen": x, "mixed": x} for s, x in enumerate((0.8, 0.6, 0.7))]}
     paired = {"seeds": 3, "steps": 10, "draws": "per-seed", "reference": ref, "runs": runs}
-    d, was_paired = arm_difference(paired, "verified_sft", "unfiltered_sft", "unseen")
+    d, was_paired = arm_difference(paired, "verified_sft", "unfiltered_sft", "unseen"), paired_by_seed(paired)
     # every seed differs by exactly 0.1: paired, the interval is the point; Welch would be wide
     assert was_paired and round(d.mean, 9) == 0.1 and round(d.lo, 9) == round(d.hi, 9) == 0.1
     assert "| difference (paired by seed, 95% interval) | unseen | mixed |" in study_table(paired)
     assert "| verified sft − unfiltered sft | +10.0 pts [+10.0, +10.0] (excludes 0)" in study_table(paired)
     one_draw = {**paired, "draws": "one"}
-    w, was_paired = arm_difference(one_draw, "verified_sft", "unfiltered_sft", "unseen")
+    w, was_paired = arm_difference(one_draw, "verified_sft", "unfiltered_sft", "unseen"), paired_by_seed(one_draw)
     assert not was_paired and w.lo < 0 < w.hi
     assert "| difference (Welch 95% interval) |" in study_table(one_draw)
     uneven = {**paired, "runs": {**runs, "unfiltered_sft": runs["unfiltered_sft"][:2]}}
-    assert not arm_difference(uneven, "verified_sft", "unfiltered_sft", "unseen")[1]  # seeds differ: Welch
+    assert not paired_by_seed(uneven)  # seeds differ: Welch

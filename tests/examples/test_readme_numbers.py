@@ -64,7 +64,7 @@ def test_readme_study_summary_is_the_recorded_study():
     assert f"verified KD {100 * k.mean:.1f}% ± {100 * k.sd:.1f}" in readme
 
     def pts(a: str, b: str, unit: str = "") -> str:
-        d, _ = arm_difference(study, a, b, "unseen")  # paired by seed, as the study table computes it
+        d = arm_difference(study, a, b, "unseen")  # paired by seed, as the study table computes it
         text = f"{100 * d.mean:+.1f}{unit} [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
         return text.replace("-", "−")
 
