@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    recipe = absolute_pipeline("quickstart.yaml")["train"]
-    scheduler = (recipe.get("overrides") or {}).get("lr_scheduler", "cosine")  # the templates' default
+    quickstart = absolute_pipeline("quickstart.yaml")
+    scheduler = (quickstart["train"].get("overrides") or {}).get("lr_scheduler", "cosine")  # the templates' default
     old = json.loads((out / "study.json").read_text()) if args.resume and (out / "study.json").is_file() else None
     if old is not None:  # refuse before any teacher data is made
         if old.get("seed_scheme", 1) != SEED_SCHEME:
@@ -210,27 +210,29 @@ def main(argv: list[str] | None = None) -> int:
     items_unseen = unseen_problems(ROOT / "examples" / "quickstart" / "data" / "arithmetic_prompts.jsonl")
     items_mixed = [{"question": r["prompt"], "answer": str(r["reference"])}
                    for r in map(json.loads, (runs["quickstart.yaml"] / "data" / "heldout.jsonl").open())]
-    student = absolute_pipeline("quickstart.yaml")["train"]["base_model"]
-    teacher = absolute_pipeline("quickstart.yaml")["teachers"][0]["model"]
+    student, teacher = quickstart["train"]["base_model"], quickstart["teachers"][0]["model"]
     ref = {"teacher_unseen": exact_match(teacher, items_unseen), "teacher_mixed": exact_match(teacher, items_mixed),
            "base_unseen": exact_match(student, items_unseen), "base_mixed": exact_match(student, items_mixed)}
     results = {"seeds": args.seeds, "steps": args.steps, "limit": args.limit, "draws": args.draws,
                "seed_scheme": SEED_SCHEME, "teacher_data": {str(d): draw_counts(r) for d, r in data_runs.items()},
                "lr_scheduler": scheduler, "reference": ref, "runs": {a: [] for a in args.arms},
                "unseen_prompts": len(items_unseen), "mixed_prompts": len(items_mixed)}
-    done: set[tuple[int, str]] = set()
     before = 0.0  # seconds of the invocations this one resumes
     if old is not None:
         for arm, recs in old["runs"].items():  # every recorded arm stays, also those not in --arms
-            kept = [r for r in recs if r["seed"] < args.seeds]
-            results["runs"][arm] = kept
-            done |= {(r["seed"], arm) for r in kept}
+            results["runs"][arm] = [r for r in recs if r["seed"] < args.seeds]
         results["runs"] = {a: results["runs"][a] for a in ARMS if a in results["runs"]}
         before = float(old.get("total_seconds") or 0.0)
+    done = {(r["seed"], arm) for arm, recs in results["runs"].items() for r in recs}
+    if old is not None:
         print(f"resuming: {len(done)} runs already recorded", flush=True)
     print(f"teacher {ref['teacher_unseen']:.3f} unseen / {ref['teacher_mixed']:.3f} mixed; base student "
           f"{ref['base_unseen']:.3f} / {ref['base_mixed']:.3f}", flush=True)
     eval_lock = threading.Lock()  # one evaluation at a time: trainings run in parallel, evals are short
+
+    def save() -> None:  # after each finished run, so an interrupted study keeps its results
+        results["total_seconds"] = before + time.perf_counter() - started
+        (out / "study.json").write_text(json.dumps(results, indent=2))
 
     def one(seed: int, arm: str) -> dict:
         rec = train_arm(out, data_runs[draw_of(seed)], arm, seed, args.steps, draw_of(seed))
@@ -250,12 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             rec = fut.result()
             results["runs"][arm].append(rec)
             results["runs"][arm].sort(key=lambda r: r["seed"])
-            results["total_seconds"] = before + time.perf_counter() - started
-            (out / "study.json").write_text(json.dumps(results, indent=2))
+            save()
             print(f"{arm} seed {seed}: unseen {rec['unseen']:.3f}, mixed {rec['mixed']:.3f}, loss "
                   f"{rec['loss_first']} -> {rec['loss_last']} ({rec['seconds']:.0f} s)", flush=True)
-    results["total_seconds"] = before + time.perf_counter() - started
-    (out / "study.json").write_text(json.dumps(results, indent=2))
+    save()
     print("\n" + study_table(results))
     print(f"\ntotal {results['total_seconds'] / 60:.1f} min; results: {out / 'study.json'}")
     if args.json:
