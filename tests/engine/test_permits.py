@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -163,6 +164,24 @@ def test_a_refused_worker_hears_once_that_slots_are_free_not_at_every_watch():
     asyncio.run(go())
 
 
+async def _send(gate: Gate, queue: list, state: dict, pause: Callable[[], float],
+                after: Callable[[], None] | None = None) -> None:
+    """One coroutine of a worker's window: takes requests off ``queue`` while there are any, each
+    holding a slot of ``gate`` for ``pause()`` seconds; ``state`` counts in flight, the most at
+    once and those done; ``after()`` runs after each release."""
+    while queue:
+        queue.pop()
+        assert await gate.acquire(len(queue) + 1)
+        state["in_flight"] += 1
+        state["max"] = max(state["max"], state["in_flight"])
+        await asyncio.sleep(pause())
+        state["in_flight"] -= 1
+        state["done"] = state.get("done", 0) + 1
+        gate.release()
+        if after is not None:
+            after()
+
+
 @pytest.mark.parametrize("rpm", [None, 60_000], ids=["slots", "slots+rpm"])
 def test_a_worker_with_requests_always_queued_does_not_starve_another(rpm):
     """Two workers' gates with watches: "a" has a long stream of requests, "b" joins later with a
@@ -190,17 +209,7 @@ def test_a_worker_with_requests_always_queued_does_not_starve_another(rpm):
             queue = list(range(n))
             gate.idle = lambda: not queue
 
-            async def window():
-                while queue:
-                    queue.pop()
-                    assert await gate.acquire(len(queue) + 1)
-                    state["in_flight"] += 1
-                    state["max"] = max(state["max"], state["in_flight"])
-                    await asyncio.sleep(0.002)
-                    state["in_flight"] -= 1
-                    gate.release()
-
-            await asyncio.gather(*(window() for _ in range(8)))
+            await asyncio.gather(*(_send(gate, queue, state, lambda: 0.002) for _ in range(8)))
             done[name] = loop.time() - t0
             await gate.close()
 
@@ -231,21 +240,13 @@ async def _workers(book: PermitBook, n_workers: int, n_requests: int, concurrenc
                     renew=lambda: renew_of(name))
         queue = list(range(n_requests))
 
-        async def window():
-            while queue:
-                queue.pop()
-                assert await gate.acquire(len(queue) + 1)
-                state["in_flight"] += 1
-                state["max"] = max(state["max"], state["in_flight"])
-                await asyncio.sleep(random.uniform(0.0005, 0.003))
-                state["in_flight"] -= 1
-                state["done"] += 1
-                gate.release()
-                if name == die and state["done"] >= 5:
-                    raise asyncio.CancelledError  # this worker dies holding its slots
+        def dies() -> None:
+            if name == die and state["done"] >= 5:
+                raise asyncio.CancelledError  # this worker dies holding its slots
 
         try:
-            await asyncio.gather(*(window() for _ in range(concurrency)))
+            await asyncio.gather(*(_send(gate, queue, state, lambda: random.uniform(0.0005, 0.003), dies)
+                                   for _ in range(concurrency)))
         except asyncio.CancelledError:
             if gate._renewer is not None:
                 gate._renewer.cancel()  # a dead process renews nothing
