@@ -1,6 +1,7 @@
-"""Records/s and CPU per record: the local backend vs the Ray backend with 1 and 2 workers, one run.
+"""Records/s and CPU per record: the local backend vs the Ray backend with 1 and 2 workers, one invocation.
 
     python -m benchmarks.scale_out --prompts 2000          # re-executes itself inside `unshare -n`
+    python -m benchmarks.scale_out --prompts 2000 --repeat 1 --breakdown   # one run each, CPU per process
 
 Same zero-latency endpoint (its own process: its CPU is not counted) for every backend, same
 pipeline (generate, shards of 250). The local backend runs in this process; each Ray backend on a
@@ -12,7 +13,12 @@ That strict figure is the headline (``cpu vs local``). Beside it, ``job only`` c
 the job itself runs (the driver and Ray's worker processes: task workers and the permit hub) and
 leaves out the cluster's daemons, which run whether or not a job does (GCS, raylets, log monitors,
 dashboard and runtime-env agents, ``ray start``): what a job adds to a cluster that is up anyway.
-The last line is ``local_rps=A ray1_rps=B ray2_rps=C``.
+Each Ray backend runs ``--repeat`` times (default 5), each run right after a run of the local
+backend, so that both see the same machine; the table holds medians (the local one over all its
+runs), and each run's CPU per 1,000 records is printed above it: one run of a second or less
+moves by ±20% from one to the next on 2 cores, and the first full-size run of a process costs
+more than the later ones (its heap grows).
+The last line is ``local_rps=A ray1_rps=B ray2_rps=C`` (median seconds per run).
 """
 
 from __future__ import annotations
@@ -125,22 +131,30 @@ def _run(path: Path, out: Path, **kw) -> tuple[float, int]:
     return time.perf_counter() - t0, r.manifest["curated"]
 
 
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
 def measure(args) -> None:
     from benchmarks.fake_endpoint import endpoint_process
     from benchmarks.ray_cluster import LocalRayCluster
 
-    n = args.prompts
+    n, reps = args.prompts, args.repeat
     tmp = Path(tempfile.mkdtemp(prefix="scale-out-"))
-    results: dict[str, tuple[float, float, int]] = {}
-    job: dict[str, float] = {}  # CPU seconds of the job's own processes (see the module docstring)
+    runs: dict[str, list[tuple[float, float, float, int]]] = {"local": [], "ray1": [], "ray2": []}  # (s, cpu, job cpu, records)
     with endpoint_process(latency=(0.0, 0.0), max_concurrency=64) as url:
         # warm-up: imports, the aiohttp session, the parquet writer
         _run(_pipeline(tmp / "warm", url, 200, "warm"), tmp / "warm" / "run")
-        p = _pipeline(tmp / "local", url, n, "local")
-        c0 = time.process_time()
-        secs, got = _run(p, tmp / "local" / "run")
-        results["local"] = (secs, time.process_time() - c0, got)
-        job["local"] = results["local"][1]
+
+        def local(tag: str) -> None:
+            p = _pipeline(tmp / tag, url, n, tag)
+            c0 = time.process_time()
+            secs, got = _run(p, tmp / tag / "run")
+            cpu = time.process_time() - c0
+            runs["local"].append((secs, cpu, cpu, got))
+
         for name, cpus in (("ray1", [1]), ("ray2", [1, 1])):
             with LocalRayCluster(node_cpus=cpus, port=6390 + len(cpus)) as cluster:
                 ray = cluster.connect()
@@ -148,23 +162,35 @@ def measure(args) -> None:
                 _run(_pipeline(tmp / f"{name}-warm", url, 200, f"{name}-warm", shard_size=50), tmp / f"{name}-warm" / "run",
                      backend="ray", address=cluster.address)
                 time.sleep(1.0)
-                p = _pipeline(tmp / name, url, n, name)
-                sampler = CpuSampler([os.getpid()], [pr.pid for pr in cluster.procs])
-                secs, got = _run(p, tmp / name / "run", backend="ray", address=cluster.address)
-                results[name] = (secs, sampler.stop(), got)
-                job[name] = sampler.job_cpu()
-                if args.breakdown:
-                    for what, cpu in sampler.by_process().items():
-                        if cpu >= 0.05:
-                            print(f"  {name} cpu {cpu:6.2f}s  {what}")
+                for r in range(reps):  # alternated with local runs: both see the same machine
+                    local(f"local-{name}-{r}")
+                    tag = f"{name}-{r}"
+                    p = _pipeline(tmp / tag, url, n, tag)
+                    sampler = CpuSampler([os.getpid()], [pr.pid for pr in cluster.procs])
+                    secs, got = _run(p, tmp / tag / "run", backend="ray", address=cluster.address)
+                    runs[name].append((secs, sampler.stop(), sampler.job_cpu(), got))
+                    if args.breakdown:
+                        for what, cpu in sampler.by_process().items():
+                            if cpu >= 0.05:
+                                print(f"  {tag} cpu {cpu:6.2f}s  {what}")
                 ray.shutdown()
-    base = results["local"][1] / max(1, results["local"][2])
+    per_k = {name: [1000 * cpu / max(1, got) for _, cpu, _, got in rs] for name, rs in runs.items()}
+    job_k = {name: [1000 * job / max(1, got) for _, _, job, got in rs] for name, rs in runs.items()}
+    base = _median(per_k["local"])
+    if reps > 1:
+        print(f"each run's CPU-s per 1,000 records ({reps} runs of each Ray backend, each after a local run):")
+        for name in runs:
+            print(f"  {name:6} " + " ".join(f"{x:.2f}" for x in per_k[name]))
     print(f"{'backend':8} {'records':>8} {'seconds':>8} {'rec/s':>8} {'cpu_s/1k':>9} {'cpu vs local':>13} {'job only':>9}")
-    for name, (secs, cpu, got) in results.items():
-        per = cpu / max(1, got)
-        job_per = job[name] / max(1, got)
-        print(f"{name:8} {got:8d} {secs:8.2f} {got / secs:8.1f} {per * 1000:9.2f} {per / base:12.2f}x {job_per / base:8.2f}x")
-    rps = {k: v[2] / v[0] for k, v in results.items()}
+    rps = {}
+    for name, rs in runs.items():
+        secs = _median([s for s, _, _, _ in rs])
+        got = rs[0][3]
+        rps[name] = got / secs
+        per, job = _median(per_k[name]), _median(job_k[name])
+        print(f"{name:8} {got:8d} {secs:8.2f} {rps[name]:8.1f} {per:9.2f} {per / base:12.2f}x {job / base:8.2f}x")
+    if reps > 1:
+        print(f"(medians of {len(runs['local'])} local runs and {reps} runs of each Ray backend)")
     print(f"local_rps={rps['local']:.1f} ray1_rps={rps['ray1']:.1f} ray2_rps={rps['ray2']:.1f}")
 
 
@@ -172,6 +198,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--breakdown", action="store_true", help="print each Ray run's CPU seconds per process")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="runs of each Ray backend, each after a run of the local one; medians are reported (default 5)")
     args = ap.parse_args()
     if os.environ.get("DISTILLFLOW_NETNS") != "1":  # Ray must run in a namespace of its own on loopback
         import subprocess

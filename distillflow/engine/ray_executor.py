@@ -46,6 +46,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import uuid
 from pathlib import Path
 from types import MappingProxyType
@@ -181,14 +182,21 @@ class WorkerContext(RunContext):
         self._limits = _limits(plan)
         self._budget = plan.spec.budget.max_cost_usd is not None
 
-    def heldout(self):
-        if self._prompts_dir is None:
-            return iter(())
+    def _prompt_store(self):
         if self.prompts is None:
             from distillflow.engine.prompts import PromptStore
 
             self.prompts = PromptStore(Path(self._prompts_dir), self.spec.source, self._shard_size)
-        return self.prompts.heldout_rows()
+        return self.prompts
+
+    def heldout(self):
+        if self._prompts_dir is None:
+            return iter(())
+        return self._prompt_store().heldout_rows()
+
+    def source_shard(self, k: int) -> list[dict]:
+        """Shard ``k``'s prompts, read from the run's prompt store (on storage every node sees)."""
+        return self._prompt_store().shard(k)
 
     def client(self, teacher):
         if teacher.name not in self._clients:  # the hub owns the RPM/TPM buckets: none in the client
@@ -300,29 +308,56 @@ def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
     return ctx, runner
 
 
-def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: list, inputs: dict, keep: list):
-    """A Ray task: steps ``nids`` of shard ``k``, each committed as it finishes."""
+def _write_part(parts_dir: str, k: int, part) -> str:
+    """``part`` pickled into a file of its own under ``parts_dir`` (a name no other attempt uses);
+    its path, relative to ``parts_dir``."""
+    import pickle
+
+    name = f"{k:07d}-{uuid.uuid4().hex[:12]}.part"
+    with open(Path(parts_dir) / name, "wb") as fh:
+        pickle.dump(part, fh, protocol=5)
+    return name
+
+
+def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: list, inputs: dict, keep: list,
+                  read_source: bool = False):
+    """A Ray task: steps ``nids`` of shard ``k``, each committed as it finishes. With ``read_source``
+    it reads the shard's prompts from the prompt store itself. What goes to the outputs (each
+    step's rejected rows, and the sink's rows when the sink is one of ``nids``) is rendered here
+    into a :class:`~distillflow.engine.write.ShardPart` file in the run directory, which the driver
+    appends; only the rows of ``keep`` (read by later steps in the driver) come back with the reply."""
     import ray
+
+    from distillflow.engine.write import render_part
 
     loop = _worker_loop()
     ctx, runner = _worker_env(box_holder, hub, run_id, opts, loop)
     node = ray.get_runtime_context().get_node_id()
+    sink = runner.plan.graph.sink
 
     async def go():
         ctx.ledger = Ledger(None)  # this task's usage, summed by the driver
         shard = _ShardState()
         _SHARD.set(shard)
         outputs = dict(inputs)
-        out = {"outputs": {}, "rejected": {}, "complete": {}, "stats": {}, "pid": os.getpid(), "node": node}
+        if read_source:
+            outputs[SOURCE] = (await asyncio.to_thread(ctx.source_shard, k), True)
+        out = {"outputs": {}, "complete": {}, "stats": {}, "pid": os.getpid(), "node": node, "part": None}
+        rejected, curated = {}, []
         try:
             for nid in nids:
                 kept, rej, complete, stats = await runner.node(k, nid, outputs, shard)
                 outputs[nid] = (kept, complete)
-                out["rejected"][nid], out["complete"][nid], out["stats"][nid] = rej, complete, stats
+                rejected[nid], out["complete"][nid], out["stats"][nid] = rej, complete, stats
                 if nid in keep:
                     out["outputs"][nid] = kept
+                if nid == sink:
+                    curated = kept
         finally:
             await asyncio.to_thread(ctx.cache.flush)  # the answers are on disk before the task ends
+        if curated or any(rejected.values()):
+            part = render_part(curated, rejected)
+            out["part"] = await asyncio.to_thread(_write_part, opts["parts_dir"], k, part)
         out["ledger"], out["budget_hit"] = ctx.ledger.snapshot(), ctx.ledger.budget_hit
         out["worker"], out["replicas"] = ctx.worker, replica_manifest(ctx._clients)  # (this worker's, so far)
         return out
@@ -408,12 +443,15 @@ class RayExecutor(ExecutorBase):
 
     async def _shard(self, k: int, sem: asyncio.Semaphore) -> None:
         ray = self.ray
+        sink = self.plan.graph.sink
         try:
             shard = _ShardState()
             _SHARD.set(shard)
-            rows = await asyncio.to_thread(self.prompts.shard, k)
-            outputs = {SOURCE: (rows, True)}
-            rejected: dict[str, list[dict]] = {}
+            outputs: dict = {}  # the driver reads the prompts only where a global step reads them
+            if sink == SOURCE or any(SOURCE in self.reads[i] for i, (what, _) in enumerate(self.segments) if what == "global"):
+                outputs[SOURCE] = (await asyncio.to_thread(self.prompts.shard, k), True)
+            rejected: dict[str, list[dict]] = {}  # the global steps' (the tasks' are in their parts)
+            parts: list[str] = []
             for i, (what, nids) in enumerate(self.segments):
                 if what == "global":
                     nid = nids[0]
@@ -425,10 +463,11 @@ class RayExecutor(ExecutorBase):
                     outputs[nid], rejected[nid] = (kept, complete), rej
                     self._account(nid, st)
                 else:
-                    inputs = {p: outputs[p] for p in self.reads[i]}
-                    keep = [n for n in nids if n in self.needed_after[i]]
+                    inputs = {p: outputs[p] for p in self.reads[i] if p != SOURCE}
+                    keep = [n for n in nids if n in self.needed_after[i] and n != sink]
                     try:
-                        res = await self.task.remote(self.box_holder, self.hub, self.run_id, self.opts, k, nids, inputs, keep)
+                        res = await self.task.remote(self.box_holder, self.hub, self.run_id, self.opts, k, nids, inputs, keep,
+                                                     SOURCE in self.reads[i])
                     except ray.exceptions.RayError as e:
                         cause = _cause(e)
                         if isinstance(cause, (DistillflowError, OSError)) or not isinstance(cause, ray.exceptions.RayError):
@@ -443,18 +482,49 @@ class RayExecutor(ExecutorBase):
                     _add_ledger(self.ctx.ledger, res["ledger"])
                     if res["budget_hit"]:
                         self.ctx.ledger.budget_hit = True
+                    if res["part"]:
+                        parts.append(res["part"])
                     for nid in nids:
                         outputs[nid] = (res["outputs"].get(nid, []), res["complete"][nid])
-                        rejected[nid] = res["rejected"][nid]
                         self._account(nid, res["stats"][nid])
                 for p in list(outputs):  # release what no later step reads
                     if p not in self.needed_after[i] and p != SOURCE:
                         outputs[p] = ([], outputs[p][1])
             if self.plan.spec.budget.max_cost_usd is not None:  # (spent by any worker: stop sending shards)
                 self.hub_status = await self.hub.status.remote(self.run_id)
-            await self._write(k, outputs, rejected)
+            mine = sink in outputs and (sink == SOURCE or self.local.scope[sink] == "global")
+            await self._write_parts(k, outputs[sink][0] if mine else [], rejected, parts)
         finally:
             sem.release()
+
+    async def _write_parts(self, k: int, curated: list[dict], rejected: dict, parts: list[str]) -> None:
+        """Shard k's outputs, in shard order: what the driver's global steps made, then the parts
+        its tasks wrote (each read, appended and deleted)."""
+        import pickle
+
+        from distillflow.engine.write import render_part
+
+        def write():
+            if curated or any(rejected.values()):
+                self.writer.add_part(render_part(curated, rejected))
+            for name in parts:
+                path = self.parts_dir / name
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    raise ConfigurationError(
+                        f"shard {k}: the output part a Ray worker wrote ({path}) is not visible to the driver. "
+                        "The run directory must be on storage every node sees: pass --out (or output.dir) on a "
+                        "shared filesystem mounted at the same path on every node."
+                    ) from None
+                self.writer.add_part(pickle.loads(data))
+                path.unlink()
+
+        await self.write_turn.wait(k)
+        try:
+            await asyncio.to_thread(write)
+        finally:
+            await self.write_turn.done(k)
 
     async def run(self) -> None:
         ex = self.plan.spec.execution
@@ -479,8 +549,11 @@ class RayExecutor(ExecutorBase):
             self.hub = permit_hub(ray, fresh=True)
             hub_pid = await self.hub.open.remote(self.run_id, _limits(plan), plan.spec.budget.max_cost_usd, LEASE_TTL_S)
         self.task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_segment_task)
+        shutil.rmtree(out / "cache" / "parts", ignore_errors=True)  # a killed run's (its shards are redone)
+        self.parts_dir = out / "cache" / "parts" / self.run_id
+        self.parts_dir.mkdir(parents=True)
         self.opts = {"out_dir": str(out), "prompts_dir": str(self.prompts.dir), "shard_size": self.prompts.shard_size,
-                     "hashes": dict(self.hashes), "retry_errors": self.retry_errors}
+                     "hashes": dict(self.hashes), "retry_errors": self.retry_errors, "parts_dir": str(self.parts_dir)}
         cache = self.ctx.cache
         await asyncio.to_thread(cache.absorb)  # answers a killed run's workers left in their own files
         # global steps run here: teachers through the same hub, answers into the run's own file
@@ -501,6 +574,7 @@ class RayExecutor(ExecutorBase):
                 drv.cache.close(own=False)
                 await self._close_hub(ray)
                 await asyncio.to_thread(cache.absorb)  # every worker's answers into requests.sqlite
+                shutil.rmtree(out / "cache" / "parts", ignore_errors=True)
                 record = {"nodes": sorted({n for n, _ in self.workers}), "workers": sorted(self.workers),
                           "hub_pid": hub_pid, "hub_calls": self.hub_status.get("calls"),
                           "hub_watch_calls": self.hub_status.get("watches"),

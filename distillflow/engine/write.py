@@ -3,6 +3,7 @@ distilabel Distiset, manifest.json, the dataset card.
 
     writer = OutputWriter(run_dir, node_ids)
     writer.add(curated_rows, {"filter": rejected_rows, ...})   # shard after shard, in order
+    writer.add_part(render_part(curated_rows, rejected))        # the same, rendered elsewhere (a Ray worker)
     writer.finish(plan, prompts, manifest)                      # Parquet, Distiset, card; atomic renames
 
 Memory stays flat: rows go straight to files. The curated Parquet is written as shards arrive
@@ -45,22 +46,24 @@ class OutputWriter:
         self.curated_pq = ParquetSink(self.tmp / "curated.parquet")  # written as rows arrive
 
     def add(self, curated: list[dict], rejected: dict[str, list[dict]]) -> None:
-        fh = self.curated_fh
+        """One shard's curated rows and each step's rejected rows (shard after shard, in order)."""
+        self.add_part(render_part(curated, rejected))
+
+    def add_part(self, part: "ShardPart") -> None:
+        """One shard's outputs rendered where the shard ran (:func:`render_part`): its text is
+        appended as it is, its Arrow table goes to the curated Parquet; no row is parsed here."""
         kinds = self.kinds["curated"]
-        for r in curated:
-            fh.write(_dumps(r) + "\n")
-            note_kinds(kinds, r)
-        self.counts["curated"] += len(curated)
-        self.curated_pq.add(curated, kinds)
+        if part.n_curated:
+            self.curated_fh.write(part.curated_jsonl)
+            merge_kinds(kinds, part.curated_kinds)
+            self.counts["curated"] += part.n_curated
+            self.curated_pq.add_table(part.curated_table, kinds)
         if len(self.sample) < 3:
-            self.sample += curated[: 3 - len(self.sample)]
-        for nid, rows in rejected.items():
-            rfh = self.rejected_fh[nid]
-            kinds = self.kinds[f"rejected-{nid}"]
-            for r in rows:
-                rfh.write(_dumps(r) + "\n")
-                note_kinds(kinds, r)
-            self.counts["rejected"] += len(rows)
+            self.sample += part.sample[: 3 - len(self.sample)]
+        for nid, text in part.rejected_jsonl.items():
+            self.rejected_fh[nid].write(text)
+            merge_kinds(self.kinds[f"rejected-{nid}"], part.rejected_kinds[nid])
+            self.counts["rejected"] += part.n_rejected[nid]
 
     def close(self) -> None:
         for fh in [self.curated_fh, *self.rejected_fh.values()]:
@@ -108,6 +111,61 @@ class OutputWriter:
         shutil.rmtree(tmp, ignore_errors=True)
         if spec.output.push_to_hub:
             push_to_hub(spec, self.out)
+
+
+class ShardPart:
+    """What one shard adds to a run's outputs, rendered where the shard ran (a Ray worker renders
+    its shards' parts and writes them to the run directory, so that the driver appends text and
+    Arrow buffers instead of unpickling and re-encoding every row): the curated rows as JSONL text
+    and as an Arrow table of their own schema, each step's rejected rows as JSONL text, the value
+    kinds of every column (for the files' schemas), counts, and the first curated rows (the card)."""
+
+    __slots__ = ("curated_jsonl", "curated_table", "curated_kinds", "n_curated", "rejected_jsonl",
+                 "rejected_kinds", "n_rejected", "sample")
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+def render_part(curated: list[dict], rejected: dict[str, list[dict]]) -> ShardPart:
+    """The :class:`ShardPart` of one shard's curated rows and each step's rejected rows."""
+    part = ShardPart()
+    kinds: dict[str, set] = {}
+    lines = []
+    for r in curated:
+        lines.append(_dumps(r))
+        note_kinds(kinds, r)
+    part.curated_jsonl = "\n".join(lines) + "\n" if lines else ""
+    part.curated_kinds, part.n_curated = kinds, len(curated)
+    part.curated_table = arrow_table(curated, parquet_schema(kinds)) if curated else None
+    part.sample = [dict(r) for r in curated[:3]]
+    part.rejected_jsonl, part.rejected_kinds, part.n_rejected = {}, {}, {}
+    for nid, rows in rejected.items():
+        if not rows:
+            continue
+        kinds = part.rejected_kinds[nid] = {}
+        lines = []
+        for r in rows:
+            lines.append(_dumps(r))
+            note_kinds(kinds, r)
+        part.rejected_jsonl[nid] = "\n".join(lines) + "\n"
+        part.n_rejected[nid] = len(rows)
+    return part
+
+
+def merge_kinds(into: dict[str, set], kinds: dict[str, set]) -> None:
+    """Add the value kinds ``kinds`` (columns in first-seen order) to ``into``, as :func:`note_kinds`
+    would have done row by row."""
+    for k, ts in kinds.items():
+        s = into.get(k)
+        if s is None:
+            into[k] = set(ts)
+        else:
+            s |= ts
 
 
 def note_kinds(kinds: dict[str, set], row: dict) -> None:
@@ -186,29 +244,43 @@ def jsonl_to_parquet(src: Path, dest: Path, kinds: dict[str, set] | None = None)
 
 
 class ParquetSink:
-    """Parquet written while rows arrive, as long as their schema holds (see :class:`OutputWriter`).
+    """Parquet written while shards arrive, as long as their schema holds (see :class:`OutputWriter`).
 
-    Each batch is written with the schema of every row seen so far; when a later row changes it (a
-    new column, an int column that gets a float), the sink gives up and ``finish`` returns False:
-    the caller converts the complete JSONL instead. In the common case the Parquet file is ready
-    when the last row arrives and the end of a run costs nothing for it.
+    Each shard comes as an Arrow table of its own rows' schema (:func:`render_part`). A batch of at
+    least ``min_rows`` rows is written with the schema of every row seen so far; a shard's table is
+    brought to it where that changes no value (a column the shard lacks or holds only nulls in,
+    whole numbers in a column that also holds floats). When a later shard changes the schema (a new
+    column, an int column that gets a float) or a table cannot be brought to it, the sink gives up
+    and ``finish`` returns False: the caller converts the complete JSONL instead. In the common case
+    the Parquet file is ready when the last shard arrives and the end of a run costs nothing for it.
     """
 
     def __init__(self, path: Path, min_rows: int = 1000):
         self.path, self.min_rows = Path(path), min_rows
-        self.buf: list[dict] = []
+        self.buf: list = []  # Arrow tables
+        self.n_buf = 0
         self.writer = None
         self.schema = None
         self.broken = False
 
     def add(self, rows: list[dict], kinds: dict[str, set]) -> None:
-        if self.broken:
+        """Rows whose kinds ``kinds`` already holds (the writer's running kinds)."""
+        if rows:
+            own: dict[str, set] = {}
+            for r in rows:
+                note_kinds(own, r)
+            self.add_table(arrow_table(rows, parquet_schema(own)), kinds)
+
+    def add_table(self, table, kinds: dict[str, set]) -> None:
+        if self.broken or table is None:
             return
-        self.buf.extend(rows)
-        if len(self.buf) >= self.min_rows:
+        self.buf.append(table)
+        self.n_buf += table.num_rows
+        if self.n_buf >= self.min_rows:
             self._flush(kinds)
 
     def _flush(self, kinds: dict[str, set]) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         schema = parquet_schema(kinds)
@@ -216,12 +288,17 @@ class ParquetSink:
             self.schema = schema
             self.writer = pq.ParquetWriter(self.path, schema)
         elif not schema.equals(self.schema):
-            self.close()
-            self.broken = True
-            self.buf = []
-            return
-        self.writer.write_table(arrow_table(self.buf, schema))
-        self.buf = []
+            return self._give_up()
+        tables = [conform(t, schema) for t in self.buf]
+        if any(t is None for t in tables):
+            return self._give_up()
+        self.writer.write_table(pa.concat_tables(tables) if tables else arrow_table([], schema))
+        self.buf, self.n_buf = [], 0
+
+    def _give_up(self) -> None:
+        self.close()
+        self.broken = True
+        self.buf, self.n_buf = [], 0
 
     def finish(self, kinds: dict[str, set]) -> bool:
         """Write what is buffered and close; True when the file holds every row with the final schema."""
@@ -234,6 +311,37 @@ class ParquetSink:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def conform(table, schema):
+    """``table`` with exactly ``schema``'s columns and types, or None where that would change a
+    value: a missing or all-null column becomes nulls of the column's type, int64 becomes float64
+    (exactly, as Python's float() does, or None); any other difference gives None."""
+    import pyarrow as pa
+
+    if table.schema.equals(schema):
+        return table
+    names = set(table.column_names)
+    if any(n not in schema.names for n in names):
+        return None
+    cols = []
+    for f in schema:
+        if f.name not in names:
+            cols.append(pa.nulls(table.num_rows, f.type))
+            continue
+        col = table.column(f.name)
+        if col.type == f.type:
+            cols.append(col)
+        elif col.null_count == len(col):
+            cols.append(pa.nulls(table.num_rows, f.type))
+        elif col.type == pa.int64() and f.type == pa.float64():
+            try:
+                cols.append(col.cast(f.type, safe=True))
+            except pa.ArrowInvalid:
+                return None
+        else:
+            return None
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def parquet_dataset(path: Path, cache_dir: Path):

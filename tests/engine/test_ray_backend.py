@@ -133,3 +133,29 @@ def test_replica_stats_of_several_workers_are_summed():
     assert got["t"][1]["state"] == "resting" and got["t"][1]["last_error"] == "HTTP 503"
     assert got["t"][1]["failed"] == 2 and got["t"][0]["url"] == "u1"
     assert a["t"][0]["requests"] == 3  # inputs untouched
+
+
+def test_a_part_the_driver_cannot_see_names_shared_storage_and_the_written_parts_go(tmp_path):
+    """The driver appends the parts its workers wrote, deletes each, and says what to fix when one is
+    not on its storage (a run directory that is not shared). No Ray needed: the writer step alone."""
+    import asyncio
+    import pickle
+
+    from distillflow.engine.ray_executor import RayExecutor, _write_part
+    from distillflow.engine.runner import _Turns
+    from distillflow.engine.write import OutputWriter, render_part
+
+    ex = RayExecutor.__new__(RayExecutor)
+    ex.parts_dir = tmp_path / "parts"
+    ex.parts_dir.mkdir()
+    ex.writer = OutputWriter(tmp_path / "run", ["filter"])
+    ex.write_turn = _Turns()
+    name = _write_part(str(ex.parts_dir), 0, render_part([{"id": "a"}], {"filter": [{"id": "b"}]}))
+    assert pickle.loads((ex.parts_dir / name).read_bytes()).n_curated == 1
+    asyncio.run(ex._write_parts(0, [{"id": "g"}], {}, [name]))  # the driver's own rows first, then the part
+    assert not (ex.parts_dir / name).exists()
+    assert ex.writer.counts == {"curated": 2, "rejected": 1, "heldout": 0}
+    with pytest.raises(ConfigurationError, match="storage every node sees"):
+        asyncio.run(ex._write_parts(1, [], {}, ["0000001-gone.part"]))
+    ex.writer.close()
+    assert (ex.writer.tmp / "curated.jsonl").read_text() == '{"id":"g"}\n{"id":"a"}\n'

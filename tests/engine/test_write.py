@@ -115,3 +115,67 @@ def test_distiset_features_are_what_datasets_writes(types):
 
     schema = pa.schema([pa.field(f"c{i}", t) for i, t in enumerate(types)])
     assert arrow_features(schema) == Features.from_arrow_schema(schema).to_dict()
+
+
+def _parts_sink(tmp_path, shards, min_rows=1000):
+    """Shards rendered apart (as Ray workers do) and added to a sink, as the writer does."""
+    from distillflow.engine.write import merge_kinds, render_part
+
+    sink, kinds = ParquetSink(tmp_path / "parts.parquet", min_rows=min_rows), {}
+    for rows in shards:
+        part = render_part(rows, {})
+        merge_kinds(kinds, part.curated_kinds)
+        sink.add_table(part.curated_table, kinds)
+    return sink.finish(kinds), kinds
+
+
+@pytest.mark.parametrize("min_rows", [1, 1000])
+def test_shards_of_their_own_schemas_are_brought_to_the_runs_where_no_value_changes(tmp_path, min_rows):
+    # shard 1 lacks `late` and holds only nulls in `maybe`; shard 2's `x` values are whole numbers
+    # (int64 in its own table) where shard 1 has floats: float64 for the run, as a full pass says
+    shards = [[{"id": "a", "x": 1.5, "maybe": None}, {"id": "b", "x": 2.5, "maybe": None}],
+              [{"id": "c", "x": 3, "maybe": 7, "late": "z"}]]
+    whole, kinds = _parts_sink(tmp_path, shards, min_rows=min_rows)
+    if min_rows == 1:  # a batch per shard: the second changes the run's schema (as rows did before)
+        assert whole is False
+        return
+    assert whole
+    jsonl_to_parquet(_write(tmp_path, shards[0] + shards[1]), tmp_path / "ref.parquet")
+    got, ref = pq.read_table(tmp_path / "parts.parquet"), pq.read_table(tmp_path / "ref.parquet")
+    assert got.schema == ref.schema and got.to_pylist() == ref.to_pylist()
+    assert {f.name: str(f.type) for f in got.schema} == {"id": "string", "x": "double", "maybe": "int64", "late": "string"}
+
+
+def test_a_shard_whose_values_would_change_gives_up_and_the_writer_converts_the_jsonl(tmp_path):
+    # bool in one shard, int in the next: the run's column is text ("True", "2"), which Arrow's cast
+    # of a bool column would spell otherwise: the sink gives up; the files are still what rows give
+    shards = [[{"id": "a", "v": True}], [{"id": "b", "v": 2}]]
+    whole, _ = _parts_sink(tmp_path, shards)
+    assert whole is False
+    w = OutputWriter(tmp_path / "run", [])
+    for rows in shards:
+        w.add(rows, {})
+    assert w.curated_pq.finish(w.kinds["curated"]) is False
+    w.close()
+    jsonl_to_parquet(w.tmp / "curated.jsonl", tmp_path / "conv.parquet", kinds=w.kinds["curated"])
+    assert pq.read_table(tmp_path / "conv.parquet").to_pylist() == [{"id": "a", "v": "True"}, {"id": "b", "v": "2"}]
+
+
+def test_a_part_rendered_elsewhere_writes_what_the_rows_write(tmp_path):
+    import pickle
+
+    from distillflow.engine.write import render_part
+
+    shards = [([{"id": f"c{i}", "n": i, "meta": {"i": [i]}} for i in range(k, k + 3)],
+               {"judge": [{"id": f"j{k}", "score": k / 2}], "filter": []}) for k in (0, 3, 6)]
+    by_rows, by_parts = OutputWriter(tmp_path / "rows", ["judge", "filter"]), OutputWriter(tmp_path / "parts", ["judge", "filter"])
+    for curated, rejected in shards:
+        by_rows.add(curated, rejected)
+        by_parts.add_part(pickle.loads(pickle.dumps(render_part(curated, rejected), protocol=5)))  # as a worker's file
+    for w in (by_rows, by_parts):
+        w.close()
+    assert by_parts.counts == by_rows.counts == {"curated": 9, "rejected": 3, "heldout": 0}
+    assert by_parts.kinds == by_rows.kinds and by_parts.sample == by_rows.sample
+    for name in ("curated.jsonl", "rejected-judge.jsonl", "rejected-filter.jsonl"):
+        assert (by_parts.tmp / name).read_text() == (by_rows.tmp / name).read_text()
+    assert (by_parts.tmp / "curated.jsonl").read_text().count("\n") == 9
