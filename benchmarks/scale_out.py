@@ -4,7 +4,8 @@
     python -m benchmarks.scale_out --prompts 2000 --repeat 1 --breakdown   # one run each, CPU per process
 
 Same zero-latency endpoint (its own process: its CPU is not counted) for every backend, same
-pipeline (generate, shards of 250). The local backend runs in this process; each Ray backend on a
+pipeline (generate, shards of 250). The local backend runs in a process of its own, which never
+joins a Ray cluster (its CPU: that process's); each Ray backend runs from this process on a
 real cluster on loopback (ray1: a head with 1 CPU; ray2: a head with 1 CPU plus a worker node with
 1 CPU, so shard tasks run in two worker processes on two raylets). CPU is counted for everything
 that works for the run: this process (the driver) plus every process of the cluster (GCS, raylets,
@@ -131,6 +132,21 @@ def _run(path: Path, out: Path, **kw) -> tuple[float, int]:
     return time.perf_counter() - t0, r.manifest["curated"]
 
 
+def _local_runner(conn, url: str, tmp: str) -> None:
+    """The local backend's runs, in a process of their own that never joins the Ray cluster (in the
+    driver's process, Ray's threads would count towards the local figure): warmed up once, then one
+    run per request, answered with (seconds, CPU seconds of this process, records)."""
+    tmp_p = Path(tmp)
+    _run(_pipeline(tmp_p / "warm-local", url, 200, "warm"), tmp_p / "warm-local" / "run")
+    conn.send("ready")
+    while (msg := conn.recv()) is not None:
+        n, tag = msg
+        p = _pipeline(tmp_p / tag, url, n, tag)
+        c0 = time.process_time()
+        secs, got = _run(p, tmp_p / tag / "run")
+        conn.send((secs, time.process_time() - c0, got))
+
+
 def _median(xs: list[float]) -> float:
     xs = sorted(xs)
     m = len(xs) // 2
@@ -141,18 +157,23 @@ def measure(args) -> None:
     from benchmarks.fake_endpoint import endpoint_process
     from benchmarks.ray_cluster import LocalRayCluster
 
-    n, reps = args.prompts, args.repeat
+    import multiprocessing as mp
+
+    n, reps = args.prompts, max(1, args.repeat)
     tmp = Path(tempfile.mkdtemp(prefix="scale-out-"))
     runs: dict[str, list[tuple[float, float, float, int]]] = {"local": [], "ray1": [], "ray2": []}  # (s, cpu, job cpu, records)
     with endpoint_process(latency=(0.0, 0.0), max_concurrency=64) as url:
         # warm-up: imports, the aiohttp session, the parquet writer
         _run(_pipeline(tmp / "warm", url, 200, "warm"), tmp / "warm" / "run")
+        ctx = mp.get_context("spawn")
+        conn, child_conn = ctx.Pipe()
+        runner = ctx.Process(target=_local_runner, args=(child_conn, url, str(tmp)), daemon=True)
+        runner.start()
+        assert conn.recv() == "ready"
 
         def local(tag: str) -> None:
-            p = _pipeline(tmp / tag, url, n, tag)
-            c0 = time.process_time()
-            secs, got = _run(p, tmp / tag / "run")
-            cpu = time.process_time() - c0
+            conn.send((n, tag))
+            secs, cpu, got = conn.recv()
             runs["local"].append((secs, cpu, cpu, got))
 
         for name, cpus in (("ray1", [1]), ("ray2", [1, 1])):
@@ -174,6 +195,8 @@ def measure(args) -> None:
                             if cpu >= 0.05:
                                 print(f"  {tag} cpu {cpu:6.2f}s  {what}")
                 ray.shutdown()
+        conn.send(None)
+        runner.join(30)
     per_k = {name: [1000 * cpu / max(1, got) for _, cpu, _, got in rs] for name, rs in runs.items()}
     job_k = {name: [1000 * job / max(1, got) for _, _, job, got in rs] for name, rs in runs.items()}
     base = _median(per_k["local"])

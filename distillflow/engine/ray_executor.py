@@ -7,11 +7,14 @@
 Same plan, same stores, same outputs as :class:`~distillflow.engine.runner.LocalExecutor`, and the
 same per-step logic (:class:`~distillflow.engine.runner.NodeRunner`):
 
-- The **driver** (the process that called ``run``) reads shard k from the prompt store and hands
-  its rows to a Ray task; a task runs a stretch of row- and prompt-scoped steps on any node and
-  commits each step's output to the :class:`~distillflow.engine.shards.ShardStore` itself.
+- The **driver** (the process that called ``run``) sends shard k to a Ray task, which reads the
+  shard's prompts from the prompt store itself, runs a stretch of row- and prompt-scoped steps on
+  any node and commits each step's output to the :class:`~distillflow.engine.shards.ShardStore`.
   Global steps (dedup) run in the driver, shard after shard in order, with one state, exactly as
-  locally. The driver writes the outputs in shard order (:class:`OutputWriter`).
+  locally (the driver reads a shard's prompts only when a global step reads the source). What a
+  task adds to the outputs (its steps' rejected rows, the sink's rows) it renders into a part file
+  under ``cache/parts/<run id>/``; the driver appends the parts in shard order
+  (:meth:`OutputWriter.add_part`) and deletes them.
 - **Workers send teacher requests themselves** (the local engine's RunContext and lanes, one HTTP
   session per worker process, kept across its tasks), and hold a permit of the **permit hub** for
   each request in flight: one actor on the driver's node (reused by the job's later runs) owns every
@@ -31,8 +34,10 @@ same per-step logic (:class:`~distillflow.engine.runner.NodeRunner`):
 - **Exactly once**: a task whose worker dies is retried by Ray (``max_retries``) and skips the
   steps it had committed; the dead worker's answers are in its file, so only the requests it had in
   flight are asked again. A driver killed mid-run takes its tasks and the hub with it; running again
-  resumes from the committed shards. The outputs are rebuilt from shard results in shard order, so
-  every record appears once.
+  resumes from the committed shards (``cache/parts`` is emptied first). The outputs are rebuilt
+  from shard results in shard order, so every record appears once: the driver appends only the
+  part named in the reply it got; a dead attempt's part is never read and goes with the directory
+  at the end of the run.
 
 The run directory must be on storage every node sees (a shared filesystem path; fsspec URLs such
 as ``s3://`` are not supported). Every node needs distillflow installed with the ``ray`` extra; the
@@ -196,7 +201,14 @@ class WorkerContext(RunContext):
 
     def source_shard(self, k: int) -> list[dict]:
         """Shard ``k``'s prompts, read from the run's prompt store (on storage every node sees)."""
-        return self._prompt_store().shard(k)
+        try:
+            return self._prompt_store().shard(k)
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"shard {k}: the run's prompt store ({self._prompts_dir}) is not visible to Ray worker {self.worker}. "
+                "The run directory must be on storage every node sees: pass --out (or output.dir) on a "
+                "shared filesystem mounted at the same path on every node."
+            ) from None
 
     def client(self, teacher):
         if teacher.name not in self._clients:  # the hub owns the RPM/TPM buckets: none in the client
@@ -288,6 +300,8 @@ def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
         except Exception:
             pass
         old[0].cache.close()
+        if old[0].prompts is not None:  # (the prompt store's SQLite connection: one per run otherwise)
+            old[0].prompts.close()
     _freeze_imports()
     box = ray.get(box_holder[0])
     for var, value in box.get("env", {}).items():
@@ -355,9 +369,9 @@ def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: 
                     curated = kept
         finally:
             await asyncio.to_thread(ctx.cache.flush)  # the answers are on disk before the task ends
-        if curated or any(rejected.values()):
-            part = render_part(curated, rejected)
-            out["part"] = await asyncio.to_thread(_write_part, opts["parts_dir"], k, part)
+        if curated or any(rejected.values()):  # (off the loop: leases and watches keep running)
+            out["part"] = await asyncio.to_thread(
+                lambda: _write_part(opts["parts_dir"], k, render_part(curated, rejected)))
         out["ledger"], out["budget_hit"] = ctx.ledger.snapshot(), ctx.ledger.budget_hit
         out["worker"], out["replicas"] = ctx.worker, replica_manifest(ctx._clients)  # (this worker's, so far)
         return out

@@ -8,7 +8,8 @@ distilabel Distiset, manifest.json, the dataset card.
 
 Memory stays flat: rows go straight to files. The curated Parquet is written as shards arrive
 while the rows' schema holds (nested or mixed-type columns as JSON text), so the end of a run
-has little left to do; when a later row changes the schema, and for the rejected rows, Parquet
+has little left to do; when a later shard changes the schema (or its table cannot be brought to
+the run's schema without changing a value), and for the rejected rows, Parquet
 is built from the JSONL in batches with one schema for the whole file. The Distiset is streamed
 from that Parquet. A run killed before ``finish`` leaves the last complete outputs
 in place: everything is written under temporary names and renamed at the end.
@@ -47,7 +48,7 @@ class OutputWriter:
 
     def add(self, curated: list[dict], rejected: dict[str, list[dict]]) -> None:
         """One shard's curated rows and each step's rejected rows (shard after shard, in order)."""
-        self.add_part(render_part(curated, rejected))
+        self.add_part(render_part(curated, rejected, table=not self.curated_pq.broken))
 
     def add_part(self, part: "ShardPart") -> None:
         """One shard's outputs rendered where the shard ran (:func:`render_part`): its text is
@@ -131,8 +132,9 @@ class ShardPart:
             setattr(self, k, v)
 
 
-def render_part(curated: list[dict], rejected: dict[str, list[dict]]) -> ShardPart:
-    """The :class:`ShardPart` of one shard's curated rows and each step's rejected rows."""
+def render_part(curated: list[dict], rejected: dict[str, list[dict]], table: bool = True) -> ShardPart:
+    """The :class:`ShardPart` of one shard's curated rows and each step's rejected rows (without
+    the Arrow table when ``table`` is false: the sink has given up)."""
     part = ShardPart()
     kinds: dict[str, set] = {}
     lines = []
@@ -141,7 +143,7 @@ def render_part(curated: list[dict], rejected: dict[str, list[dict]]) -> ShardPa
         note_kinds(kinds, r)
     part.curated_jsonl = "\n".join(lines) + "\n" if lines else ""
     part.curated_kinds, part.n_curated = kinds, len(curated)
-    part.curated_table = arrow_table(curated, parquet_schema(kinds)) if curated else None
+    part.curated_table = arrow_table(curated, parquet_schema(kinds)) if curated and table else None
     part.sample = [dict(r) for r in curated[:3]]
     part.rejected_jsonl, part.rejected_kinds, part.n_rejected = {}, {}, {}
     for nid, rows in rejected.items():
@@ -202,6 +204,7 @@ def arrow_table(rows: list[dict], schema):
     import pyarrow as pa
 
     text_cols = {f.name for f in schema if f.type == pa.string()}
+    float_cols = {f.name for f in schema if f.type == pa.float64()}
     out = []
     for r in rows:
         row = {}
@@ -211,6 +214,8 @@ def arrow_table(rows: list[dict], schema):
                 v = flat_value(f, v)
                 if f in text_cols and not isinstance(v, str):
                     v = str(v)
+                elif f in float_cols and type(v) is int:  # as Python rounds it (Arrow refuses ints above 2**53)
+                    v = float(v)
             row[f] = v
         out.append(row)
     return pa.Table.from_pylist(out, schema=schema)
@@ -339,6 +344,8 @@ def conform(table, schema):
                 cols.append(col.cast(f.type, safe=True))
             except pa.ArrowInvalid:
                 return None
+        elif col.type == pa.int64() and f.type == pa.string():  # Arrow spells an int as str() does
+            cols.append(col.cast(f.type))
         else:
             return None
     return pa.Table.from_arrays(cols, schema=schema)

@@ -161,21 +161,46 @@ def test_a_shard_whose_values_would_change_gives_up_and_the_writer_converts_the_
     assert pq.read_table(tmp_path / "conv.parquet").to_pylist() == [{"id": "a", "v": "True"}, {"id": "b", "v": "2"}]
 
 
-def test_a_part_rendered_elsewhere_writes_what_the_rows_write(tmp_path):
+def test_parts_rendered_elsewhere_give_the_files_of_the_rows_one_by_one(tmp_path):
+    """Parts pickled as a worker's files, appended by a writer, against a reference built row by
+    row (each row's JSON line, the Parquet converted from the complete JSONL)."""
     import pickle
 
+    from distillflow.engine.outputs import dumps
     from distillflow.engine.write import render_part
 
-    shards = [([{"id": f"c{i}", "n": i, "meta": {"i": [i]}} for i in range(k, k + 3)],
+    shards = [([{"id": f"c{i}", "n": i, "x": i / 2 if i % 2 else i, "meta": {"i": [i]}} for i in range(k, k + 3)],
                {"judge": [{"id": f"j{k}", "score": k / 2}], "filter": []}) for k in (0, 3, 6)]
-    by_rows, by_parts = OutputWriter(tmp_path / "rows", ["judge", "filter"]), OutputWriter(tmp_path / "parts", ["judge", "filter"])
+    w = OutputWriter(tmp_path / "parts", ["judge", "filter"])
     for curated, rejected in shards:
-        by_rows.add(curated, rejected)
-        by_parts.add_part(pickle.loads(pickle.dumps(render_part(curated, rejected), protocol=5)))  # as a worker's file
-    for w in (by_rows, by_parts):
-        w.close()
-    assert by_parts.counts == by_rows.counts == {"curated": 9, "rejected": 3, "heldout": 0}
-    assert by_parts.kinds == by_rows.kinds and by_parts.sample == by_rows.sample
-    for name in ("curated.jsonl", "rejected-judge.jsonl", "rejected-filter.jsonl"):
-        assert (by_parts.tmp / name).read_text() == (by_rows.tmp / name).read_text()
-    assert (by_parts.tmp / "curated.jsonl").read_text().count("\n") == 9
+        w.add_part(pickle.loads(pickle.dumps(render_part(curated, rejected), protocol=5)))
+    assert w.curated_pq.finish(w.kinds["curated"])  # ints and floats in `x`: float64, on the fast path
+    w.close()
+    curated = [r for c, _ in shards for r in c]
+    assert w.counts == {"curated": 9, "rejected": 3, "heldout": 0}
+    assert w.sample == curated[:3]
+    assert (w.tmp / "curated.jsonl").read_text() == "".join(dumps(r) + "\n" for r in curated)
+    assert (w.tmp / "rejected-judge.jsonl").read_text() == "".join(dumps(r) + "\n" for _, rj in shards for r in rj["judge"])
+    assert (w.tmp / "rejected-filter.jsonl").read_text() == ""
+    ref = tmp_path / "ref.parquet"
+    jsonl_to_parquet(_write(tmp_path, curated), ref)
+    got = pq.read_table(w.tmp / "curated.parquet")
+    assert got.schema == pq.read_table(ref).schema and got.to_pylist() == pq.read_table(ref).to_pylist()
+    assert got.column("x").to_pylist()[:3] == [0.0, 0.5, 2.0]
+
+
+def test_an_int_beyond_2_53_in_a_float_column_is_rounded_as_python_does(tmp_path):
+    rows = [{"id": "a", "x": 2**60 + 1}, {"id": "b", "x": 0.5}]
+    assert jsonl_to_parquet(_write(tmp_path, rows), tmp_path / "big.parquet") == 2  # Arrow refused it before
+    assert pq.read_table(tmp_path / "big.parquet").column("x").to_pylist() == [float(2**60 + 1), 0.5]
+    whole, _ = _parts_sink(tmp_path, [rows[:1], rows[1:]])
+    assert whole is False  # the shard's int64 column cannot be cast exactly: the JSONL is converted
+
+
+def test_ints_in_one_shard_and_text_in_another_stay_on_the_fast_path(tmp_path):
+    shards = [[{"id": "a", "answer": 7}, {"id": "b", "answer": -12}], [{"id": "c", "answer": "x"}]]
+    whole, kinds = _parts_sink(tmp_path, shards)
+    assert whole
+    jsonl_to_parquet(_write(tmp_path, shards[0] + shards[1]), tmp_path / "ref.parquet", kinds=kinds)
+    got, ref = pq.read_table(tmp_path / "parts.parquet"), pq.read_table(tmp_path / "ref.parquet")
+    assert got.schema == ref.schema and got.to_pylist() == ref.to_pylist()
