@@ -159,3 +159,15 @@ def test_a_part_the_driver_cannot_see_names_shared_storage_and_the_written_parts
         asyncio.run(ex._write_parts(1, [], {}, ["0000001-gone.part"]))
     ex.writer.close()
     assert (ex.writer.tmp / "curated.jsonl").read_text() == '{"id":"g"}\n{"id":"a"}\n'
+
+
+def test_a_prompt_store_a_worker_cannot_see_names_shared_storage(tmp_path):
+    from types import SimpleNamespace
+
+    from distillflow.engine.ray_executor import WorkerContext
+
+    ctx = WorkerContext.__new__(WorkerContext)
+    ctx.prompts, ctx._prompts_dir, ctx._shard_size, ctx.worker = None, str(tmp_path / "not-here"), 10, "n1-42-run"
+    ctx.spec = SimpleNamespace(source=None)
+    with pytest.raises(ConfigurationError, match=r"not visible to Ray worker n1-42-run.*storage every node sees"):
+        ctx.source_shard(0)
