@@ -34,51 +34,25 @@ class _Feed:
 
     async def __anext__(self):
         lane = self.lane
-        gate = lane.gate
         while True:
             if lane.should_stop():
                 raise StopAsyncIteration
-            if gate is not None and not lane.queue.empty():
-                # limits shared with other processes (engine/permits.py), requests queued: a slot
-                # first, then the next request. A window coroutine beyond this worker's share of
-                # slots then waits holding no request (requests go out in queue order), and the
-                # one that frees a slot takes the next request with it, without a wait
-                if not await gate.acquire(lane.queue.qsize(), lane.est):
-                    self._budget_spent()
-                try:
-                    req = lane.queue.get_nowait()
-                except asyncio.QueueEmpty:  # taken meanwhile: wait for one without holding a slot
-                    gate.unacquire()
-                    continue
-                if req is None or lane.should_stop():
-                    gate.unacquire()
-                    if req is not None:
-                        lane.undispatched(req)
-                    raise StopAsyncIteration
-                if gate.limits.tpm:
-                    gate.note_tokens(estimate_tokens(req.messages, req.params))
-                lane.dispatched += 1
-                return req
             req = await lane.queue.get()
             if req is None:  # closed
                 raise StopAsyncIteration
             if lane.should_stop():
                 lane.undispatched(req)
                 raise StopAsyncIteration
-            if gate is not None:
+            gate = lane.gate
+            if gate is not None:  # limits shared with other processes (engine/permits.py)
                 tokens = estimate_tokens(req.messages, req.params) if gate.limits.tpm else 0
                 if not await gate.acquire(lane.queue.qsize() + 1, lane.est, tokens):
-                    lane.undispatched(req)
-                    self._budget_spent()
+                    lane.undispatched(req)  # the budget is spent across the cluster
+                    lane.run.ledger.budget_hit = True
+                    lane._stop()
+                    raise StopAsyncIteration
             lane.dispatched += 1
             return req
-
-    def _budget_spent(self):
-        """The budget is spent across the cluster: this lane stops."""
-        lane = self.lane
-        lane.run.ledger.budget_hit = True
-        lane._stop()
-        raise StopAsyncIteration
 
 
 class Lane:

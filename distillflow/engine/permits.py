@@ -342,7 +342,6 @@ class Gate:
         self._renewer: asyncio.Task | None = None
         self._asking: asyncio.Task | None = None  # the call asking the owner for more, if any
         self._waiters: collections.deque = collections.deque()  # futures of requests waiting here
-        self._wake_pending = False  # a _wake_free is scheduled
         self._retry_at = 0.0  # (loop time) a refused gate that holds slots asks again from then
         self.retry_s = 0.1  # (without a watch; with one, it asks again when the watch says so)
         self._refused = False  # refused while holding slots: wait for the watch
@@ -405,22 +404,6 @@ class Gate:
                         raise ask.exception()
         finally:
             self.waiting -= 1
-
-    def note_tokens(self, tokens: float) -> None:
-        """A request's estimated TPM tokens, known only once it holds a slot (see ``acquire``)."""
-        if tokens > self.tokens_each:
-            self.tokens_each = tokens
-
-    def unacquire(self) -> None:
-        """Undo an ``acquire`` whose request did not go out (none was left to take): the slot and
-        its rate token are free again."""
-        self.busy = max(0, self.busy - 1)
-        self.free += 1
-        if self.rate_limited:
-            self.rate += 1
-        self._wake_soon()
-        if self.waiting == 0:
-            self._schedule_flush()
 
     async def retake(self, tokens: float = 0.0) -> bool:
         """A request that holds a slot (between :meth:`acquire` and :meth:`release`) is sent again, a
@@ -529,29 +512,9 @@ class Gate:
             self._schedule_payback()
         else:
             self.free += 1
-            self._wake_soon()
+            self._wake()
         if self.waiting == 0:
             self._schedule_flush()
-
-    def _wake_soon(self) -> None:
-        """Wake waiting requests for the slots still free once the releasing code has run on: the
-        coroutine that released a slot usually takes it again at once for its next request (it
-        needs no wait), and a waiter woken for it would find it gone and wait again, one more
-        suspension per request while a worker's window is larger than its share of slots."""
-        if not self._waiters or self._wake_pending:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._wake()
-            return
-        self._wake_pending = True
-        loop.call_soon(self._wake_free)
-
-    def _wake_free(self) -> None:
-        self._wake_pending = False
-        if self.free > 0:  # (without a rate token a woken request asks the owner for one)
-            self._wake(self.free)
 
     def _schedule_payback(self) -> None:
         """Give back the slots above the cap soon (one call for all that finish within 5 ms)."""
