@@ -458,8 +458,9 @@ class Gate:
 
     def _at_cap(self) -> bool:
         """Asking is futile (a running watch will say when it is not): holding a full fair share
-        while another worker waits, or refused since the watch last answered."""
-        if self.watch_call is None or self._renewer is None or self._renewer.done():
+        while another worker waits, or refused since the watch last answered while slots of its
+        own will come back. A gate that holds none asks (the owner waits for a slot to come back)."""
+        if self.watch_call is None or self._renewer is None or self._renewer.done() or self.held == 0:
             return False
         return self._refused or (self.cap is not None and self.held >= self.cap)
 
@@ -510,6 +511,8 @@ class Gate:
         elif self.cap is not None and self.held >= self.cap:  # above a fair share: back, now
             self.back += 1
             self._schedule_payback()
+            if self.held == 0:  # nothing of ours comes back now: waiting requests ask the owner
+                self._wake(None)
         else:
             self.free += 1
             self._wake()
@@ -553,6 +556,8 @@ class Gate:
                 return
             free, rate = self.free, self.rate
             self.free = self.rate = 0
+            if self.held == 0:  # everything goes back: an old refusal says nothing about the next ask
+                self._refused, self._retry_at = False, 0.0
             await self._exchange(give_back=free, unused_tokens=rate * self.tokens_each, unused_rate=rate, idle=True)
 
     async def close(self) -> None:
