@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -147,12 +148,6 @@ def _local_runner(conn, url: str, tmp: str) -> None:
         conn.send((secs, time.process_time() - c0, got))
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    m = len(xs) // 2
-    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
-
-
 def measure(args) -> None:
     from benchmarks.fake_endpoint import endpoint_process
     from benchmarks.ray_cluster import LocalRayCluster
@@ -199,7 +194,7 @@ def measure(args) -> None:
         runner.join(30)
     per_k = {name: [1000 * cpu / max(1, got) for _, cpu, _, got in rs] for name, rs in runs.items()}
     job_k = {name: [1000 * job / max(1, got) for _, _, job, got in rs] for name, rs in runs.items()}
-    base = _median(per_k["local"])
+    base = median(per_k["local"])
     if reps > 1:
         print(f"each run's CPU-s per 1,000 records ({reps} runs of each Ray backend, each after a local run):")
         for name in runs:
@@ -207,10 +202,10 @@ def measure(args) -> None:
     print(f"{'backend':8} {'records':>8} {'seconds':>8} {'rec/s':>8} {'cpu_s/1k':>9} {'cpu vs local':>13} {'job only':>9}")
     rps = {}
     for name, rs in runs.items():
-        secs = _median([s for s, _, _, _ in rs])
+        secs = median([s for s, _, _, _ in rs])
         got = rs[0][3]
         rps[name] = got / secs
-        per, job = _median(per_k[name]), _median(job_k[name])
+        per, job = median(per_k[name]), median(job_k[name])
         print(f"{name:8} {got:8d} {secs:8.2f} {rps[name]:8.1f} {per:9.2f} {per / base:12.2f}x {job / base:8.2f}x")
     if reps > 1:
         print(f"(medians of {len(runs['local'])} local runs and {reps} runs of each Ray backend)")

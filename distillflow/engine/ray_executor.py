@@ -103,6 +103,14 @@ def connect(address: str | None):
     return ray, True
 
 
+def _not_shared(what: str) -> ConfigurationError:
+    """The error for a run directory some process of the cluster does not see (``what``: where it showed)."""
+    return ConfigurationError(
+        f"{what}. The run directory must be on storage every node sees: pass --out (or output.dir) on a "
+        "shared filesystem mounted at the same path on every node."
+    )
+
+
 def _cause(exc: BaseException) -> BaseException:
     """The step's own exception inside Ray's wrappers (a RayTaskError holds it as ``cause``)."""
     seen = 0
@@ -204,11 +212,7 @@ class WorkerContext(RunContext):
         try:
             return self._prompt_store().shard(k)
         except FileNotFoundError:
-            raise ConfigurationError(
-                f"shard {k}: the run's prompt store ({self._prompts_dir}) is not visible to Ray worker {self.worker}. "
-                "The run directory must be on storage every node sees: pass --out (or output.dir) on a "
-                "shared filesystem mounted at the same path on every node."
-            ) from None
+            raise _not_shared(f"shard {k}: the run's prompt store ({self._prompts_dir}) is not visible to Ray worker {self.worker}") from None
 
     def client(self, teacher):
         if teacher.name not in self._clients:  # the hub owns the RPM/TPM buckets: none in the client
@@ -445,6 +449,11 @@ class RayExecutor(ExecutorBase):
         for _, nids in self.segments:
             inside = set(nids)
             self.reads.append({p for n in nids for p in graph.nodes[n].parents if p not in inside})
+        # the sink's rows are written by the driver only when it made them (a global step, or no step)
+        self.sink_in_driver = graph.sink == SOURCE or scope[graph.sink] == "global"
+        # the driver reads a shard's prompts only where it needs them itself; tasks read their own
+        self.driver_reads_source = graph.sink == SOURCE or any(
+            SOURCE in self.reads[i] for i, (what, _) in enumerate(self.segments) if what == "global")
 
     def _stopping(self) -> bool:
         return super()._stopping() or bool(self.hub_status.get("budget_hit"))
@@ -461,8 +470,8 @@ class RayExecutor(ExecutorBase):
         try:
             shard = _ShardState()
             _SHARD.set(shard)
-            outputs: dict = {}  # the driver reads the prompts only where a global step reads them
-            if sink == SOURCE or any(SOURCE in self.reads[i] for i, (what, _) in enumerate(self.segments) if what == "global"):
+            outputs: dict = {}
+            if self.driver_reads_source:
                 outputs[SOURCE] = (await asyncio.to_thread(self.prompts.shard, k), True)
             rejected: dict[str, list[dict]] = {}  # the global steps' (the tasks' are in their parts)
             parts: list[str] = []
@@ -506,8 +515,7 @@ class RayExecutor(ExecutorBase):
                         outputs[p] = ([], outputs[p][1])
             if self.plan.spec.budget.max_cost_usd is not None:  # (spent by any worker: stop sending shards)
                 self.hub_status = await self.hub.status.remote(self.run_id)
-            mine = sink in outputs and (sink == SOURCE or self.local.scope[sink] == "global")
-            await self._write_parts(k, outputs[sink][0] if mine else [], rejected, parts)
+            await self._write_parts(k, outputs[sink][0] if self.sink_in_driver else [], rejected, parts)
         finally:
             sem.release()
 
@@ -526,11 +534,7 @@ class RayExecutor(ExecutorBase):
                 try:
                     data = path.read_bytes()
                 except FileNotFoundError:
-                    raise ConfigurationError(
-                        f"shard {k}: the output part a Ray worker wrote ({path}) is not visible to the driver. "
-                        "The run directory must be on storage every node sees: pass --out (or output.dir) on a "
-                        "shared filesystem mounted at the same path on every node."
-                    ) from None
+                    raise _not_shared(f"shard {k}: the output part a Ray worker wrote ({path}) is not visible to the driver") from None
                 self.writer.add_part(pickle.loads(data))
                 path.unlink()
 

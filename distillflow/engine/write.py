@@ -136,27 +136,26 @@ def render_part(curated: list[dict], rejected: dict[str, list[dict]], table: boo
     """The :class:`ShardPart` of one shard's curated rows and each step's rejected rows (without
     the Arrow table when ``table`` is false: the sink has given up)."""
     part = ShardPart()
-    kinds: dict[str, set] = {}
-    lines = []
-    for r in curated:
-        lines.append(_dumps(r))
-        note_kinds(kinds, r)
-    part.curated_jsonl = "\n".join(lines) + "\n" if lines else ""
-    part.curated_kinds, part.n_curated = kinds, len(curated)
-    part.curated_table = arrow_table(curated, parquet_schema(kinds)) if curated and table else None
+    part.curated_jsonl, part.curated_kinds = _jsonl(curated)
+    part.n_curated = len(curated)
+    part.curated_table = arrow_table(curated, parquet_schema(part.curated_kinds)) if curated and table else None
     part.sample = [dict(r) for r in curated[:3]]
     part.rejected_jsonl, part.rejected_kinds, part.n_rejected = {}, {}, {}
     for nid, rows in rejected.items():
-        if not rows:
-            continue
-        kinds = part.rejected_kinds[nid] = {}
-        lines = []
-        for r in rows:
-            lines.append(_dumps(r))
-            note_kinds(kinds, r)
-        part.rejected_jsonl[nid] = "\n".join(lines) + "\n"
-        part.n_rejected[nid] = len(rows)
+        if rows:
+            part.rejected_jsonl[nid], part.rejected_kinds[nid] = _jsonl(rows)
+            part.n_rejected[nid] = len(rows)
     return part
+
+
+def _jsonl(rows: list[dict]) -> tuple[str, dict[str, set]]:
+    """``rows`` as JSONL text, and their columns' value kinds (:func:`note_kinds`)."""
+    kinds: dict[str, set] = {}
+    lines = []
+    for r in rows:
+        lines.append(_dumps(r))
+        note_kinds(kinds, r)
+    return ("\n".join(lines) + "\n" if lines else ""), kinds
 
 
 def merge_kinds(into: dict[str, set], kinds: dict[str, set]) -> None:
@@ -268,15 +267,8 @@ class ParquetSink:
         self.schema = None
         self.broken = False
 
-    def add(self, rows: list[dict], kinds: dict[str, set]) -> None:
-        """Rows whose kinds ``kinds`` already holds (the writer's running kinds)."""
-        if rows:
-            own: dict[str, set] = {}
-            for r in rows:
-                note_kinds(own, r)
-            self.add_table(arrow_table(rows, parquet_schema(own)), kinds)
-
     def add_table(self, table, kinds: dict[str, set]) -> None:
+        """One shard's table (None: no rows); ``kinds``: the writer's running kinds, this shard's included."""
         if self.broken or table is None:
             return
         self.buf.append(table)

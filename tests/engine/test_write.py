@@ -37,12 +37,15 @@ def test_kinds_gathered_as_rows_arrive_give_the_schema_of_a_full_pass(tmp_path):
     assert json.loads(b.column("meta")[0].as_py()) == {"k": [1, 2]} and b.column("late")[0].as_py() is None
 
 
-def _sink(tmp_path, batches, min_rows=2):
-    sink, kinds = ParquetSink(tmp_path / "live.parquet", min_rows=min_rows), {}
+def _sink(tmp_path, batches, min_rows=2, name="live.parquet"):
+    """Shards rendered apart (as Ray workers do) and added to a sink, as the writer does."""
+    from distillflow.engine.write import merge_kinds, render_part
+
+    sink, kinds = ParquetSink(tmp_path / name, min_rows=min_rows), {}
     for rows in batches:
-        for r in rows:
-            note_kinds(kinds, r)
-        sink.add(rows, kinds)
+        part = render_part(rows, {})
+        merge_kinds(kinds, part.curated_kinds)
+        sink.add_table(part.curated_table, kinds)
     return sink.finish(kinds), kinds
 
 
@@ -118,15 +121,7 @@ def test_distiset_features_are_what_datasets_writes(types):
 
 
 def _parts_sink(tmp_path, shards, min_rows=1000):
-    """Shards rendered apart (as Ray workers do) and added to a sink, as the writer does."""
-    from distillflow.engine.write import merge_kinds, render_part
-
-    sink, kinds = ParquetSink(tmp_path / "parts.parquet", min_rows=min_rows), {}
-    for rows in shards:
-        part = render_part(rows, {})
-        merge_kinds(kinds, part.curated_kinds)
-        sink.add_table(part.curated_table, kinds)
-    return sink.finish(kinds), kinds
+    return _sink(tmp_path, shards, min_rows=min_rows, name="parts.parquet")
 
 
 @pytest.mark.parametrize("min_rows", [1, 1000])
