@@ -51,6 +51,9 @@ def test_limits_hold_across_workers_and_nodes(cluster_results):
     # tasks ran on both nodes, in two worker processes, all leasing permits from one hub
     assert len(r["workers"]["nodes"]) == 2
     assert len({pid for _, pid in r["workers"]["workers"]}) >= 2
+    # shards spread over the nodes (Ray's SPREAD): 12 shard tasks, neither node left with one or none
+    per_node = r["workers"]["shards_per_node"]
+    assert sum(per_node.values()) == 12 and len(per_node) == 2 and min(per_node.values()) >= 2, per_node
     # the endpoint rejects a 4th concurrent request: none was ever sent, and the window was used
     assert r["rejected_by_endpoint"] == 0
     assert r["max_in_flight"] == 3
