@@ -53,7 +53,7 @@ _CFG = web.AppKey("cfg", dict)
 def _new_stats() -> dict:
     return {"requests": 0, "completions": 0, "in_flight": 0, "max_in_flight": 0,
             "busy_s": 0.0, "first_start": None, "last_end": None, "attempts": {}, "service_s": 0.0, "repeats": 0,
-            "faults": {}, "sent": {}, "rejected": 0, "starts": []}
+            "faults": {}, "sent": {}, "rejected": 0, "starts": [], "down": False, "refused_down": 0}
 
 
 class SharedGauge:
@@ -79,13 +79,15 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
              logprobs: bool = True, model: str = "fake-teacher",
              gauge: SharedGauge | None = None, fault_rate: float = 0.0,
              fault_seed: int = 0, hang_s: float = 3.0, retry_after: str = "0.1",
-             grade: bool = False, reject_above: int | None = None) -> web.Application:
+             grade: bool = False, reject_above: int | None = None, down_after: int | None = None) -> web.Application:
     """Build the endpoint. ``app[_STATS]`` holds the counters also served at ``GET /stats``;
     ``gauge`` (optional) also counts this endpoint's requests in flight; with ``grade`` a judge
     prompt gets a parseable ``Score: N`` (N from a hash of the prompt). ``reject_above``: a
     request arriving while that many are already in flight gets HTTP 400 "over the concurrency
     limit" (counted in ``rejected``), like a provider enforcing a hard limit; every request's
-    arrival time (``perf_counter``) is then kept in ``starts``."""
+    arrival time (``perf_counter``) is then kept in ``starts``. An outage: while ``stats["down"]``
+    is true every request gets HTTP 500 "teacher down" (counted in ``refused_down``); with
+    ``down_after`` it turns true once that many completions were answered (a test sets it back)."""
     app = web.Application()
     app[_STATS] = _new_stats()
     app[_CFG] = {"latency": latency, "logprobs": logprobs, "model": model}
@@ -107,6 +109,9 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
         if stats["first_start"] is None:
             stats["first_start"] = t0
         try:
+            if stats["down"]:
+                stats["refused_down"] += 1
+                return web.json_response({"error": {"message": "teacher down", "type": "server_error"}}, status=500)
             if reject_above is not None:
                 stats["starts"].append(t0)
                 if stats["in_flight"] > reject_above:
@@ -155,6 +160,8 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
                                 for i, w in enumerate(words)]
                 }
             stats["completions"] += 1
+            if stats["completions"] == down_after:  # (once: a test may bring it back)
+                stats["down"] = True
             if content in seen:  # the same prompt answered again: paid twice
                 stats["repeats"] += 1
             else:

@@ -47,8 +47,11 @@ class _Feed:
             if gate is not None:  # limits shared with other processes (engine/permits.py)
                 tokens = estimate_tokens(req.messages, req.params) if gate.limits.tpm else 0
                 if not await gate.acquire(lane.queue.qsize() + 1, lane.est, tokens):
-                    lane.undispatched(req)  # the budget is spent across the cluster
-                    lane.run.ledger.budget_hit = True
+                    lane.undispatched(req)
+                    if not gate.tripped:  # the budget is spent across the cluster
+                        lane.run.ledger.budget_hit = True
+                    # (tripped: the teacher's breaker opened here or in another worker; the window
+                    # ends and raises the breaker's error)
                     lane._stop()
                     raise StopAsyncIteration
             lane.dispatched += 1

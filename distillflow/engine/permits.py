@@ -21,6 +21,10 @@ the owner answers a few calls per hundred requests while:
   (the budget counts as spent once that holds with nothing reserved);
 - **leases expire**: a worker that does not call for ``ttl_s`` (it renews while it holds slots)
   is taken for dead, and its slots and reservations come back;
+- **an outage stops every worker**: when a worker's circuit breaker opens for a teacher it says so
+  (:meth:`PermitBook.trip`); from then on the book grants that teacher nothing, and every other
+  worker hears it in its next reply or at once through its waiting watch: its breaker opens with
+  the same reason and its queued requests are not sent;
 - **shares are fair under contention**: while another worker wants slots it cannot get, a worker
   holds at most ``concurrency // active workers`` (its *cap*). A holder keeps one call waiting at
   the owner (:meth:`PermitBook.awatch`, which also renews its lease) that answers as soon as it
@@ -66,10 +70,42 @@ class _Teacher:
     held: dict = field(default_factory=dict)  # worker -> _Held
     wanting: dict = field(default_factory=dict)  # worker -> slots it asked for and did not get
     told: set = field(default_factory=set)  # wanting workers whose watch said slots are free (once)
+    tripped: dict | None = None  # {"worker", "reason", "error"}: a worker's circuit breaker opened
 
     @property
     def out(self) -> int:
         return sum(h.slots for h in self.held.values())
+
+
+def _wake_all(waiters: set) -> None:
+    """Wake every call waiting on ``waiters`` (:func:`_woken`, :func:`_wait_until`)."""
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(None)
+    waiters.clear()
+
+
+async def _woken(waiters: set, timeout: float) -> None:
+    """Wait until :func:`_wake_all` wakes ``waiters`` or ``timeout`` passed."""
+    fut = asyncio.get_running_loop().create_future()
+    waiters.add(fut)
+    try:
+        await asyncio.wait_for(fut, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        waiters.discard(fut)
+
+
+async def _wait_until(pred: Callable[[], bool], waiters: set, timeout: float) -> None:
+    """Return once ``pred()`` holds (checked whenever ``waiters`` are woken) or ``timeout`` passed."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        left = end - loop.time()
+        if left <= 0:
+            return
+        await _woken(waiters, left)
 
 
 class PermitBook:
@@ -92,8 +128,11 @@ class PermitBook:
             tpm = TokenBucket(lim.tpm / 60.0, lim.tpm / 60.0, clock=clock) if lim.tpm else None
             self.teachers[name] = _Teacher(lim, rpm, tpm)
         self.seen: dict[str, float] = {}
-        self._cond: asyncio.Condition | None = None
-        self._contention: asyncio.Condition | None = None  # holders' awatch waits on it
+        # futures of calls waiting here, woken by setting their result (not asyncio.Condition: on
+        # Python 3.11 a Condition.wait under wait_for that is cancelled can leave a task that never
+        # ends, and "Lock is not acquired"; a cancelled test loop hung on it, one run in six)
+        self._slot_waiters: set = set()  # aexchange calls waiting for a slot to come back
+        self._watchers: set = set()  # holders' awatch calls
 
     # -- leases -----------------------------------------------------------------------------------
     def reserved(self) -> float:
@@ -165,20 +204,20 @@ class PermitBook:
         if unused_rate and t.rpm is not None:
             t.rpm.adjust(unused_rate)
         slots = 0
-        if want > 0 and not self.budget_hit:
+        if want > 0 and not self.budget_hit and not t.tripped:
             slots = self._grantable(worker, teacher, want)
             if slots == 0 and self.max_cost_usd is not None and h.est > 0 and self.reserved() == 0 \
                     and self.max_cost_usd - self.spent < h.est:  # spent + one more estimate passes the cap
                 self.budget_hit = True
             h.slots += slots
-        if want > slots and not self.budget_hit:
+        if want > slots and not self.budget_hit and not t.tripped:
             t.wanting[worker] = want - slots
         elif want > 0 or idle:
             t.wanting.pop(worker, None)
         if self._shape(t) != shape:
             self._reshaped()
         rate, wait = 0, 0.0
-        if want_rate > 0 and not self.budget_hit:
+        if want_rate > 0 and not self.budget_hit and not t.tripped:
             rate = want_rate
             if t.rpm is not None:
                 t.rpm._refill()
@@ -202,7 +241,17 @@ class PermitBook:
                     waits.append(max(0.0, (need - t.tpm.tokens) / t.tpm.rate))
                 wait = max([w for w in waits if w > 0] or [0.01])
         return {"slots": slots, "rate": rate, "wait": wait, "budget_hit": self.budget_hit, "held": h.slots,
-                "cap": self.cap(worker, teacher)}
+                "cap": self.cap(worker, teacher), "tripped": t.tripped}
+
+    def trip(self, worker: str, teacher: str, reason: str, error: str | None = None) -> None:
+        """``worker``'s circuit breaker for ``teacher`` opened (a sustained outage): grant that
+        teacher nothing more, and tell every worker (the first word counts)."""
+        t = self.teachers[teacher]
+        if t.tripped is None:
+            t.tripped = {"worker": worker, "reason": reason, "error": error}
+            t.wanting.clear()
+            self._reshaped()
+            _wake_all(self._slot_waiters)  # (waiting for a slot: none comes for that teacher)
 
     @staticmethod
     def _shape(t: _Teacher) -> tuple:
@@ -211,27 +260,13 @@ class PermitBook:
 
     def _reshaped(self) -> None:
         """The caps may have changed: holders waiting in :meth:`awatch` hear it now."""
-        cond = self._contention
-        if cond is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # (called outside the owner's loop: nobody can be waiting)
-            return
-
-        async def wake() -> None:
-            async with cond:
-                cond.notify_all()
-
-        loop.create_task(wake())
+        _wake_all(self._watchers)
 
     async def awatch(self, worker: str, teacher: str, timeout: float, known: int | None = None) -> dict:
         """Renew ``worker``'s lease and wait (up to ``timeout``) until its cap is no longer ``known``
         (the cap it last heard; None: none) or, if it was refused slots, until some are free for it;
         returns ``{"cap": ..., "held": ...}``. A holder keeps one such call waiting: it hears at once
         that its share shrank or grew, without polling."""
-        if self._contention is None:
-            self._contention = asyncio.Condition()
         self.watches += 1
         self.renew(worker)
         t = self.teachers[teacher]
@@ -244,46 +279,38 @@ class PermitBook:
                     and self._grantable(worker, teacher, 1) > 0)
 
         def changed() -> bool:
+            if t.tripped:
+                return True
             cap = self.cap(worker, teacher)
             if cap != known or worker not in t.held:
                 return True
             return free_for_it()
 
-        async with self._contention:
-            try:
-                await asyncio.wait_for(self._contention.wait_for(changed), timeout)
-            except TimeoutError:
-                pass
+        await _wait_until(changed, self._watchers, timeout)
         if free_for_it():
             t.told.add(worker)
         self.renew(worker)
         h = t.held.get(worker)
-        return {"cap": self.cap(worker, teacher), "held": h.slots if h else 0}
+        return {"cap": self.cap(worker, teacher), "held": h.slots if h else 0, "tripped": t.tripped}
 
     async def aexchange(self, worker: str, teacher: str, max_wait_s: float = 2.0, **kw) -> dict:
         """:meth:`exchange`, but when every slot is out, wait (up to ``max_wait_s``) for one to come
         back instead of answering 0 at once (so a waiting worker does not poll)."""
-        if self._cond is None:
-            self._cond = asyncio.Condition()
         got = self.exchange(worker, teacher, **kw)
         if kw.get("give_back") or kw.get("unused_rate"):
-            async with self._cond:
-                self._cond.notify_all()
+            _wake_all(self._slot_waiters)
             self._reshaped()  # (a refused holder's watch: slots are free again)
         want = kw.get("want", 0)
         end = self.clock() + max_wait_s
         # (only a worker that holds nothing waits here: one that holds slots gets them back from its
         # own requests meanwhile, and asks again later)
         start = self.clock()
-        while want and got["slots"] == 0 and got["held"] == 0 and not got["budget_hit"] and self.clock() < end:
-            async with self._cond:
-                try:
-                    await asyncio.wait_for(self._cond.wait(), timeout=min(0.5, max(0.01, end - self.clock())))
-                except TimeoutError:
-                    pass
+        while (want and got["slots"] == 0 and got["held"] == 0 and not got["budget_hit"] and not got["tripped"]
+               and self.clock() < end):
+            await _woken(self._slot_waiters, min(0.5, max(0.01, end - self.clock())))
             more = self.exchange(worker, teacher, est=kw.get("est", 0.0), want=want)
             got = {**got, "slots": more["slots"], "budget_hit": more["budget_hit"], "held": more["held"],
-                   "cap": more["cap"]}
+                   "cap": more["cap"], "tripped": more["tripped"]}
         self.longest_wait_s = max(self.longest_wait_s, self.clock() - start)
         return got
 
@@ -310,13 +337,17 @@ class Gate:
     ``call(**kw)`` is the owner's :meth:`PermitBook.exchange` (through Ray, or directly in tests);
     ``watch(known=cap)`` its :meth:`PermitBook.awatch` (it renews the lease too), else ``renew()``
     is called every ``ttl_s / 3`` while slots are held. Slots above the cap the owner last
-    answered go back as their requests finish.
+    answered go back as their requests finish. ``trip(reason=, error=)`` is the owner's
+    :meth:`PermitBook.trip`: :meth:`trip` (the client's circuit breaker's ``on_open``) tells it,
+    and once the owner says the teacher tripped anywhere, ``breaker`` (the client's) opens and
+    ``acquire`` returns False with ``tripped`` set.
     """
 
     def __init__(self, call: Callable[..., Awaitable[dict]], worker: str, teacher: str, limits: Limits,
                  budget: bool = False, ttl_s: float = 10.0, linger_s: float = 0.05,
                  renew: Callable[[], Awaitable[None]] | None = None, tokens_each: float = 0.0,
-                 watch: Callable[..., Awaitable[dict]] | None = None):
+                 watch: Callable[..., Awaitable[dict]] | None = None,
+                 trip: Callable[..., Awaitable[None]] | None = None):
         self.call, self.worker, self.teacher, self.limits = call, worker, teacher, limits
         self.budget = budget
         self.ttl_s, self.linger_s = ttl_s, linger_s
@@ -336,6 +367,9 @@ class Gate:
         self.retrying = 0  # retries of requests in flight waiting for a rate token (retake)
         self.idle: Callable[[], bool] = lambda: True  # no request queued behind the waiting ones
         self.stopped = False  # the budget is spent: nothing more is sent
+        self.trip_call = trip
+        self.breaker = None  # the client's CircuitBreaker (opened here when the teacher tripped elsewhere)
+        self.tripped = False  # the teacher's circuit breaker opened (here or in another worker)
         self.calls = 0
         self._lock: asyncio.Lock | None = None
         self._flush: asyncio.TimerHandle | None = None
@@ -361,7 +395,32 @@ class Gate:
         if got["budget_hit"]:
             self.stopped = True
         self.cap = got.get("cap")
+        self._heard(got)
         return got
+
+    def _heard(self, got: dict) -> None:
+        """The owner's word that the teacher tripped in some worker: stop sending, open the breaker."""
+        info = got.get("tripped")
+        if info and not self.tripped:
+            self.tripped = True
+            if self.breaker is not None:
+                self.breaker.open_elsewhere(info["reason"], info.get("error"), f"Ray worker {info['worker']}")
+            self._wake(None)
+
+    def trip(self, reason: str, error: str | None = None) -> None:
+        """This worker's circuit breaker for the teacher opened: send nothing more, tell the owner."""
+        if self.tripped:
+            return
+        self.tripped = True
+        self._wake(None)
+        if self.trip_call is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self.trip_call(reason=reason, error=error))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def acquire(self, hint: int = 1, est: float = 0.0, tokens: float = 0.0) -> bool:
         """Wait for a slot (and a rate token); False once the budget is spent. ``est``: the largest
@@ -374,7 +433,7 @@ class Gate:
         self.waiting += 1
         try:
             while True:
-                if self.stopped:
+                if self.stopped or self.tripped:
                     return False
                 if self._ready():
                     self.free -= 1
@@ -424,7 +483,7 @@ class Gate:
                     self.rate -= 1
                     self._keep_alive()
                     return True
-                if self.stopped:
+                if self.stopped or self.tripped:
                     return False
                 wait = 0.0
                 async with self._lock:  # one call to the owner at a time (acquire's _ask too)
@@ -480,7 +539,7 @@ class Gate:
         holds none waits at the owner until a slot comes back."""
         loop = asyncio.get_running_loop()
         async with self._lock:
-            if self.stopped or self._ready() or not self.waiting:
+            if self.stopped or self.tripped or self._ready() or not self.waiting:
                 return
             n = max(1, min(self.limits.concurrency, max(hint, self.waiting)))
             want = max(0, n - self.free)
@@ -595,6 +654,9 @@ class Gate:
                 if got is None:  # the owner is gone
                     return
                 self.cap = got.get("cap")
+                self._heard(got)
+                if self.tripped:  # nothing more is granted for this teacher: nothing to watch
+                    return
                 surplus = 0 if self.cap is None else min(self.free, self.held - self.cap)
                 if surplus > 0:  # idle slots above the cap go back at once; busy ones as they finish
                     self.free -= surplus
@@ -638,6 +700,11 @@ class PermitHub:
         if book is not None:
             book.renew(worker)
 
+    async def trip(self, run: str, **kw) -> None:
+        book = self.books.get(run)
+        if book is not None:
+            book.trip(**kw)
+
     async def watch(self, run: str, worker: str, teacher: str, timeout: float, known: int | None = None) -> dict | None:
         book = self.books.get(run)
         if book is None:  # the run is over
@@ -648,7 +715,8 @@ class PermitHub:
         b = self.books[run]
         return {"spent": b.spent, "budget_hit": b.budget_hit, "pid": self.pid, "calls": b.calls, "watches": b.watches,
                 "longest_wait_s": round(b.longest_wait_s, 3),
-                "expired": list(b.expired), "in_use": {n: b.in_use(n) for n in b.teachers}}
+                "expired": list(b.expired), "in_use": {n: b.in_use(n) for n in b.teachers},
+                "tripped": {n: t.tripped for n, t in b.teachers.items() if t.tripped}}
 
     async def close(self, run: str) -> dict:
         got = await self.status(run)

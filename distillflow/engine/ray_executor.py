@@ -233,6 +233,15 @@ class WorkerContext(RunContext):
         except Exception:
             pass
 
+    def _tripper(self, teacher: str):
+        async def trip(reason, error):
+            try:
+                await self.hub.trip.remote(self.run_id, worker=self.worker, teacher=teacher, reason=reason, error=error)
+            except Exception:  # the hub is gone: the run is over anyway
+                pass
+
+        return trip
+
     def _watcher(self, teacher: str):
         async def watch(known, timeout):
             try:
@@ -251,9 +260,13 @@ class WorkerContext(RunContext):
             # slots linger a while between shards (the next task's requests come soon): a worker
             # that wants them meanwhile gets them through the watch at once
             gate = Gate(self._exchange, self.worker, teacher.name, limits, budget=self._budget,
-                        ttl_s=LEASE_TTL_S, renew=self._renew, watch=self._watcher(teacher.name), linger_s=0.25)
+                        ttl_s=LEASE_TTL_S, renew=self._renew, watch=self._watcher(teacher.name), linger_s=0.25,
+                        trip=self._tripper(teacher.name))
             lane = self._lanes[teacher.name] = Lane(teacher, self.client(teacher), self, gate=gate)
             gate.idle = lane.queue.empty
+            breaker = getattr(lane.client, "breaker", None)
+            if breaker is not None:  # an outage seen by any worker stops them all (engine/permits.py)
+                gate.breaker, breaker.on_open = breaker, gate.trip
         return lane
 
 
@@ -603,7 +616,8 @@ class RayExecutor(ExecutorBase):
                           "hub_pid": hub_pid, "hub_calls": self.hub_status.get("calls"),
                           "hub_watch_calls": self.hub_status.get("watches"),
                           "longest_permit_wait_s": self.hub_status.get("longest_wait_s"),
-                          "expired_leases": self.hub_status.get("expired")}
+                          "expired_leases": self.hub_status.get("expired"),
+                          "tripped": self.hub_status.get("tripped") or {}}
                 (out / "cache" / "ray-workers.json").write_text(json.dumps(record, indent=1) + "\n")
 
     async def _close_hub(self, ray) -> None:

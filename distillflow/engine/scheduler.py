@@ -82,6 +82,9 @@ class CircuitBreaker:
         self.consecutive = 0
         self.last_error: str | None = None
         self.reason: str | None = None
+        # called once when this breaker opens on its own count (engine/ray_executor.py tells the
+        # other workers through the permit hub, whose word opens theirs: open_elsewhere)
+        self.on_open: Callable[[str, str | None], None] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -111,7 +114,15 @@ class CircuitBreaker:
               and self.consecutive >= self.min_failures):
             self.reason = (f"no request succeeded for {quiet:.0f}s while {self.consecutive} "
                            "requests in a row failed after their retries")
+        if self.is_open and self.on_open is not None:
+            self.on_open(self.reason, self.last_error)
         return self.is_open
+
+    def open_elsewhere(self, reason: str, last_error: str | None, where: str) -> None:
+        """Open because the same teacher's breaker opened in another process (``where``)."""
+        if not self.is_open:
+            self.reason = f"{reason} in {where}"
+            self.last_error = last_error
 
     def error(self) -> Exception:
         """The exception a run stops with once the breaker is open."""

@@ -35,6 +35,24 @@ def test_opens_after_n_failures_in_a_row_and_a_success_resets_the_count():
     assert "run the same command to resume" in str(err)
 
 
+def test_on_open_is_called_once_and_a_breaker_opened_elsewhere_names_where():
+    b = CircuitBreaker("gpt", failures_in_a_row=2, seconds_without_success=None, clock=Clock())
+    heard = []
+    b.on_open = lambda reason, error: heard.append((reason, error))
+    b.record(False, "HTTP 500: down")
+    assert heard == []
+    b.record(False, "HTTP 500: down")
+    b.record(False, "HTTP 500: down")  # already open: not told again
+    assert heard == [("2 requests in a row failed after their retries", "HTTP 500: down")]
+    other = CircuitBreaker("gpt", clock=Clock())
+    other.on_open = lambda *a: heard.append(a)
+    other.open_elsewhere(b.reason, b.last_error, "Ray worker 3f2a-41")
+    assert other.is_open and len(heard) == 1  # (opened by another's word: nothing to tell)
+    msg = str(other.error())
+    assert "teacher 'gpt' looks down: 2 requests in a row failed after their retries in Ray worker 3f2a-41" in msg
+    assert "(last error: HTTP 500: down)" in msg and "run the same command to resume" in msg
+
+
 def test_opens_when_no_success_for_t_seconds_while_requests_keep_failing():
     clock = Clock()
     b = CircuitBreaker("t", failures_in_a_row=100, seconds_without_success=60, min_failures=3, clock=clock)

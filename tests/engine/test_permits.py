@@ -98,7 +98,7 @@ def test_tpm_grants_by_estimated_tokens_and_takes_back_the_unused():
 def test_a_worker_that_cannot_get_slots_caps_the_others_at_a_fair_share():
     book = PermitBook({"t": Limits(concurrency=8)}, clock=Clock())
     assert book.exchange("a", "t", want=8) == {"slots": 8, "rate": 0, "wait": 0.0, "budget_hit": False,
-                                               "held": 8, "cap": None}  # alone: no cap
+                                               "held": 8, "cap": None, "tripped": None}  # alone: no cap
     got = book.exchange("b", "t", want=8)
     assert got["slots"] == 0 and got["cap"] is None  # "b" waits (nobody else does: no cap for "b")
     assert book.cap("a", "t") == 4  # two active workers: 8 // 2 each
@@ -123,7 +123,7 @@ def test_a_holder_waiting_in_awatch_hears_at_once_that_its_share_shrank():
         t0 = asyncio.get_running_loop().time()
         waiter = asyncio.ensure_future(book.aexchange("b", "t", want=6, max_wait_s=5.0))
         got = await asyncio.wait_for(watch, 1.0)
-        assert got == {"cap": 3, "held": 6}
+        assert got == {"cap": 3, "held": 6, "tripped": None}
         assert asyncio.get_running_loop().time() - t0 < 0.5
         await book.aexchange("a", "t", give_back=3)  # the surplus comes back: "b" is served
         assert (await asyncio.wait_for(waiter, 1.0))["slots"] == 3
@@ -150,7 +150,7 @@ def test_a_refused_worker_hears_once_that_slots_are_free_not_at_every_watch():
         assert book.exchange("a", "t", want=2)["slots"] == 0  # refused: "a" wants 2 more
         book.exchange("b", "t", give_back=2, idle=True)  # "b" is done: its slots are free
         first = await asyncio.wait_for(book.awatch("a", "t", timeout=5.0, known=None), 1.0)
-        assert first == {"cap": None, "held": 2}  # told at once
+        assert first == {"cap": None, "held": 2, "tripped": None}  # told at once
         again = asyncio.ensure_future(book.awatch("a", "t", timeout=5.0, known=None))
         await asyncio.sleep(0.01)
         assert not again.done()  # told already: it waits (for a change or its timeout)
@@ -434,3 +434,57 @@ def test_a_worker_that_gave_back_every_slot_asks_again_instead_of_waiting_for_it
 
     waited = asyncio.run(asyncio.wait_for(go(), 15))
     assert waited < 0.5, waited  # not the watch's 2 s
+
+
+def test_a_trip_in_one_worker_stops_the_others_at_once():
+    """Worker "a"'s circuit breaker opens (the teacher looks down): the book grants that teacher
+    nothing more, and worker "b", whose request waits for a slot while every slot is out, hears it through its
+    waiting watch: its acquire returns False at once (not after the watch's 2 s) and its own
+    breaker opens with a's reason, naming the worker."""
+    from distillflow.engine.scheduler import CircuitBreaker
+
+    book = PermitBook({"t": Limits(concurrency=2)}, ttl_s=6.0)
+    told = []
+
+    async def run():
+        loop = asyncio.get_running_loop()
+
+        def gate_of(name):
+            async def watch(known, timeout):
+                return await book.awatch(name, "t", timeout, known)
+
+            async def trip(**kw):
+                told.append((name, kw))
+                book.trip(name, "t", **kw)
+
+            g = Gate(book.aexchange, name, "t", book.teachers["t"].limits, ttl_s=6.0, watch=watch, trip=trip)
+            g.breaker = CircuitBreaker("t", failures_in_a_row=3, seconds_without_success=None)
+            g.breaker.on_open = g.trip
+            return g
+
+        a, b = gate_of("a"), gate_of("b")
+        assert await a.acquire(1) and await b.acquire(1)  # one slot each: every slot is out
+        waiting = asyncio.ensure_future(b.acquire(2))  # b wants another: it waits (refused, watching)
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        t0 = loop.time()
+        for _ in range(3):  # a's requests fail: its breaker opens
+            a.breaker.record(False, "HTTP 500: down")
+        assert a.tripped and await a.acquire(1) is False  # a sends nothing more
+        assert await asyncio.wait_for(waiting, 1.0) is False  # b hears it through its watch
+        heard_after = loop.time() - t0
+        assert b.tripped and b.breaker.is_open
+        assert await b.acquire(1) is False
+        got = book.exchange("c", "t", want=1, want_rate=1)  # nobody gets anything for that teacher
+        a.release()
+        b.release()
+        await a.close()
+        await b.close()
+        return heard_after, got, str(b.breaker.error())
+
+    heard_after, got, msg = asyncio.run(asyncio.wait_for(run(), 10))
+    assert heard_after < 0.5, heard_after  # not the watch's 2 s timeout
+    assert told == [("a", {"reason": "3 requests in a row failed after their retries", "error": "HTTP 500: down"})]
+    assert got["slots"] == 0 and got["tripped"]["worker"] == "a"
+    assert "3 requests in a row failed after their retries in Ray worker a (last error: HTTP 500: down)" in msg
+    assert book.in_use("t") == 0

@@ -243,8 +243,44 @@ def scenario_kill_driver(tmp: Path, address: str) -> dict:
                 "shards": manifest.get("execution", {}).get("shards")}
 
 
+def scenario_outage(tmp: Path, address: str) -> dict:
+    """The teacher goes down after 16 answers (HTTP 500 to everything): the run stops with the
+    outage message and keeps what was committed; once it is back, the same command finishes."""
+    import distillflow
+    from distillflow.errors import DistillflowError
+
+    n = 64
+    with EndpointThread(latency=(0.01, 0.02), down_after=16) as ep:
+        p = write(tmp / "outage", ep.base_url, n, "  - kind: generate\n", "{shard_size: 4, shards_in_flight: 4}",
+                  teacher_extra="    max_retries: 0\n    concurrency: 4\n    outage: {failures_in_a_row: 6}")
+        run_dir = tmp / "outage" / "run"
+        out: dict = {"n": n}
+        t0 = time.perf_counter()
+        try:
+            distillflow.run(str(p), out=run_dir, progress=False, backend="ray", address=address)
+            out["first"] = "completed"
+        except DistillflowError as e:
+            out["first"], out["first_message"] = type(e).__name__, str(e)
+            out["first_exit_code"] = getattr(e, "exit_code", None)
+        out["first_seconds"] = time.perf_counter() - t0
+        out["first_answered"], out["refused_down"] = ep.stats["completions"], ep.stats["refused_down"]
+        shards = run_dir / "cache" / "shards" / "generate"
+        out["committed"] = sum(1 for _ in shards.glob("*/*/meta.json")) if shards.is_dir() else 0
+        out["workers"] = json.loads((run_dir / "cache" / "ray-workers.json").read_text())
+        ep.stats["down"] = False  # the teacher is back
+        r = distillflow.run(str(p), out=run_dir, progress=False, backend="ray", address=address)
+        out["second_curated"], out["second_quarantined"] = r.manifest["curated"], r.manifest["quarantined"]
+        out["second_status"] = r.manifest["status"]
+        # the requests that failed while it was down are quarantined: --retry-errors asks them again
+        r = distillflow.run(str(p), out=run_dir, progress=False, backend="ray", address=address, retry_errors=True)
+        out["third_curated"], out["third_quarantined"] = r.manifest["curated"], r.manifest["quarantined"]
+        out["answered"], out["repeats"] = ep.stats["completions"], ep.stats["repeats"]
+        out["prompts"] = sorted(g["prompt"] for g in curated(run_dir))
+        return out
+
+
 SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
-             "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver}
+             "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage}
 
 
 def main() -> None:

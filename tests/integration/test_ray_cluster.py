@@ -134,3 +134,24 @@ def test_killed_driver_resumes_from_committed_shards(cluster_results):
     # committed shards were not asked again; at most the window (2) in flight at the kill is paid twice
     assert r["teachers"]["teacher"]["cached"] >= 4 * r["committed_before"]
     assert r["n"] <= r["requests_total"] <= r["n"] + 2
+
+
+def test_an_outage_seen_by_one_worker_stops_them_all_and_the_same_command_resumes(cluster_results):
+    r = _scenario(cluster_results, "outage")
+    # the endpoint went down after 16 answers: the run stopped with the local backend's message
+    assert r["first"] == "TeacherOutageError" and r["first_exit_code"] == 1, r.get("first_message")
+    assert "looks down: 6 requests in a row failed after their retries" in r["first_message"]
+    assert "run the same command to resume" in r["first_message"]
+    assert 16 <= r["first_answered"] <= 16 + 3  # (and those already in flight then: concurrency 4)
+    # the worker whose breaker opened told the hub, which granted that teacher nothing more
+    tripped = r["workers"]["tripped"]["teacher"]
+    assert tripped["reason"] == "6 requests in a row failed after their retries"
+    assert tripped["error"] == "HTTP 500: teacher down" and tripped["worker"]
+    assert r["committed"] >= 1  # what was done is kept
+    # back up: the same command finishes; what failed while it was down is quarantined, and
+    # --retry-errors asks exactly those again: every record once, no answer paid twice
+    assert r["second_status"] == "complete"
+    assert r["second_curated"] + r["second_quarantined"] == r["n"]
+    assert r["third_curated"] == r["n"] and r["third_quarantined"] == 0
+    assert r["answered"] == r["n"] and r["repeats"] == 0
+    assert r["prompts"] == sorted(f"outagequestion {i}: what is {i}+{i}?" for i in range(r["n"]))
