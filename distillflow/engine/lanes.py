@@ -47,11 +47,11 @@ class _Feed:
             if gate is not None:  # limits shared with other processes (engine/permits.py)
                 tokens = estimate_tokens(req.messages, req.params) if gate.limits.tpm else 0
                 if not await gate.acquire(lane.queue.qsize() + 1, lane.est, tokens):
+                    # the budget is spent across the cluster, or the teacher's circuit breaker opened
+                    # here or in another worker (then the request fails with the outage: undispatched)
                     lane.undispatched(req)
-                    if not gate.tripped:  # the budget is spent across the cluster
+                    if not gate.tripped:
                         lane.run.ledger.budget_hit = True
-                    # (tripped: the teacher's breaker opened here or in another worker; the window
-                    # ends and raises the breaker's error)
                     lane._stop()
                     raise StopAsyncIteration
             lane.dispatched += 1
@@ -112,10 +112,20 @@ class Lane:
             for _ in range(max(1, getattr(self.client, "concurrency", 1))):
                 self.queue.put_nowait(None)  # wake every waiting worker
 
+    def _outage(self) -> Exception | None:
+        """The teacher's outage when its gate tripped (a worker's circuit breaker opened), else None."""
+        return self.gate.outage() if self.gate is not None else None
+
     def undispatched(self, req) -> None:
+        """``req`` is not sent: its waiter gets None (the run stops: budget, signal), or the
+        outage when the teacher's circuit breaker opened in another worker or this one."""
         entry = self.pending.pop(req.key, None)
         if entry is not None and not entry[0].done():
-            entry[0].set_result(None)
+            err = self._outage()
+            if err is not None:
+                entry[0].set_exception(err)
+            else:
+                entry[0].set_result(None)
 
     # -- results ----------------------------------------------------------------------------------
     def on_result(self, res) -> None:
@@ -188,7 +198,11 @@ class Lane:
             fut.add_done_callback(_consume)
             futures[req.key] = fut
             if self.stopped or self.error is not None:
-                fut.set_result(None)
+                err = self._outage()
+                if err is not None:
+                    fut.set_exception(err)
+                else:
+                    fut.set_result(None)
                 continue
             if budget:
                 self.est = max(self.est, estimate_cost(self.teacher, req.messages, req.params.get("max_tokens")))

@@ -90,11 +90,11 @@ async def _woken(waiters: set, timeout: float) -> None:
     fut = asyncio.get_running_loop().create_future()
     waiters.add(fut)
     try:
-        await asyncio.wait_for(fut, timeout)
-    except TimeoutError:
-        pass
+        await asyncio.wait({fut}, timeout=timeout)  # (not wait_for: it can swallow a cancellation)
     finally:
         waiters.discard(fut)
+        if not fut.done():
+            fut.cancel()
 
 
 async def _wait_until(pred: Callable[[], bool], waiters: set, timeout: float) -> None:
@@ -370,6 +370,8 @@ class Gate:
         self.trip_call = trip
         self.breaker = None  # the client's CircuitBreaker (opened here when the teacher tripped elsewhere)
         self.tripped = False  # the teacher's circuit breaker opened (here or in another worker)
+        self._trip_info: tuple | None = None  # (reason, last error, where)
+        self._trip_task: asyncio.Task | None = None
         self.calls = 0
         self._lock: asyncio.Lock | None = None
         self._flush: asyncio.TimerHandle | None = None
@@ -403,15 +405,29 @@ class Gate:
         info = got.get("tripped")
         if info and not self.tripped:
             self.tripped = True
+            self._trip_info = (info["reason"], info.get("error"), f"Ray worker {info['worker']}")
             if self.breaker is not None:
-                self.breaker.open_elsewhere(info["reason"], info.get("error"), f"Ray worker {info['worker']}")
+                self.breaker.open_elsewhere(*self._trip_info)
             self._wake(None)
+
+    def outage(self) -> Exception | None:
+        """The TeacherOutageError a request of a tripped gate fails with (None: not tripped)."""
+        if not self.tripped:
+            return None
+        if self.breaker is not None and self.breaker.is_open:
+            return self.breaker.error()
+        from distillflow.engine.scheduler import CircuitBreaker
+
+        b = CircuitBreaker(self.teacher)
+        b.open_elsewhere(*(self._trip_info or ("its circuit breaker opened", None, self.worker)))
+        return b.error()
 
     def trip(self, reason: str, error: str | None = None) -> None:
         """This worker's circuit breaker for the teacher opened: send nothing more, tell the owner."""
         if self.tripped:
             return
         self.tripped = True
+        self._trip_info = (reason, error, self.worker)
         self._wake(None)
         if self.trip_call is None:
             return
@@ -419,8 +435,8 @@ class Gate:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(self.trip_call(reason=reason, error=error))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._trip_task = loop.create_task(self.trip_call(reason=reason, error=error))
+        self._trip_task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def acquire(self, hint: int = 1, est: float = 0.0, tokens: float = 0.0) -> bool:
         """Wait for a slot (and a rate token); False once the budget is spent. ``est``: the largest
@@ -620,6 +636,8 @@ class Gate:
             await self._exchange(give_back=free, unused_tokens=rate * self.tokens_each, unused_rate=rate, idle=True)
 
     async def close(self) -> None:
+        if self._trip_task is not None:  # (the owner hears of the trip before this worker leaves)
+            await asyncio.gather(self._trip_task, return_exceptions=True)
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
@@ -655,8 +673,9 @@ class Gate:
                     return
                 self.cap = got.get("cap")
                 self._heard(got)
-                if self.tripped:  # nothing more is granted for this teacher: nothing to watch
-                    return
+                if self.tripped:  # nothing more is granted for this teacher: renew only, no watch
+                    self.watch_call = None
+                    continue
                 surplus = 0 if self.cap is None else min(self.free, self.held - self.cap)
                 if surplus > 0:  # idle slots above the cap go back at once; busy ones as they finish
                     self.free -= surplus

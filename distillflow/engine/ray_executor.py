@@ -619,6 +619,14 @@ class RayExecutor(ExecutorBase):
                           "expired_leases": self.hub_status.get("expired"),
                           "tripped": self.hub_status.get("tripped") or {}}
                 (out / "cache" / "ray-workers.json").write_text(json.dumps(record, indent=1) + "\n")
+        for teacher, info in sorted((self.hub_status.get("tripped") or {}).items()):
+            # (a task raises the outage as a rule; should none have, the run still does not end
+            # as complete with the requests its workers did not send)
+            from distillflow.engine.scheduler import CircuitBreaker
+
+            breaker = CircuitBreaker(teacher)
+            breaker.open_elsewhere(info["reason"], info.get("error"), f"Ray worker {info['worker']}")
+            raise breaker.error()
 
     async def _close_hub(self, ray) -> None:
         try:

@@ -342,6 +342,11 @@ async def run_window(
                             breaker.record(False, str(exc))
                         break
                     await sleep(retry.delay(tries, exc.retry_after))
+                    if breaker is not None and breaker.is_open:  # opened meanwhile: no more attempts
+                        result = make_error(req, f"{exc} (gave up after {tries + 1} attempts: the teacher looks down)",
+                                            perf() - t0)
+                        result.transient = True
+                        break
                     tries += 1
                     continue
                 except PermanentError as exc:

@@ -147,6 +147,9 @@ def test_an_outage_seen_by_one_worker_stops_them_all_and_the_same_command_resume
     tripped = r["workers"]["tripped"]["teacher"]
     assert tripped["reason"] == "6 requests in a row failed after their retries"
     assert tripped["error"] == "HTTP 500: teacher down" and tripped["worker"]
+    # sent while it was down: one worker's 6 in a row, fewer than 6 in the other, the 4 in flight at
+    # most, and nothing after the others heard (13-18 when each worker's breaker had to open itself)
+    assert r["refused_down"] <= 6 + 5 + 4, r["refused_down"]
     assert r["committed"] >= 1  # what was done is kept
     # back up: the same command finishes; what failed while it was down is quarantined, and
     # --retry-errors asks exactly those again: every record once, no answer paid twice
