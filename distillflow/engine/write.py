@@ -200,6 +200,8 @@ def parquet_schema(kinds: dict[str, set]):
 
 def arrow_table(rows: list[dict], schema):
     """``rows`` as a Table of ``schema`` (see :func:`parquet_schema`)."""
+    from math import isfinite
+
     import pyarrow as pa
 
     text_cols = {f.name for f in schema if f.type == pa.string()}
@@ -209,6 +211,8 @@ def arrow_table(rows: list[dict], schema):
         row = {}
         for f in schema.names:
             v = r.get(f)
+            if type(v) is float and not isfinite(v):
+                v = None  # NaN and ±inf: null, as the JSONL has them (orjson writes null)
             if v is not None:
                 v = flat_value(f, v)
                 if f in text_cols and not isinstance(v, str):

@@ -199,3 +199,25 @@ def test_ints_in_one_shard_and_text_in_another_stay_on_the_fast_path(tmp_path):
     jsonl_to_parquet(_write(tmp_path, shards[0] + shards[1]), tmp_path / "ref.parquet", kinds=kinds)
     got, ref = pq.read_table(tmp_path / "parts.parquet"), pq.read_table(tmp_path / "ref.parquet")
     assert got.schema == ref.schema and got.to_pylist() == ref.to_pylist()
+
+
+def test_nan_and_infinity_are_null_in_the_parquet_as_in_the_jsonl(tmp_path):
+    """A score that came out NaN or infinite: JSON has no such numbers (orjson writes null), and the
+    Parquet holds null too, not NaN, so both files and the Dataset built from them agree."""
+    import math
+
+    from distillflow.engine.write import render_part
+
+    rows = [{"id": "a", "score": 0.5, "note": "x"}, {"id": "b", "score": math.nan, "note": math.inf},
+            {"id": "c", "score": -math.inf, "note": "z"}]
+    w = OutputWriter(tmp_path / "run", [])
+    w.add_part(render_part(rows, {}))
+    assert w.curated_pq.finish(w.kinds["curated"])
+    w.close()
+    lines = [json.loads(line) for line in (w.tmp / "curated.jsonl").read_text().splitlines()]
+    got = pq.read_table(w.tmp / "curated.parquet").to_pylist()
+    assert [r["score"] for r in lines] == [0.5, None, None] == [r["score"] for r in got]
+    assert [r["note"] for r in lines] == ["x", None, "z"] == [r["note"] for r in got]
+    ref = tmp_path / "ref.parquet"  # the full conversion (the path when the fast one gives up) agrees
+    jsonl_to_parquet(w.tmp / "curated.jsonl", ref)
+    assert pq.read_table(ref).to_pylist() == got
