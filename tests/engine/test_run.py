@@ -119,6 +119,7 @@ def test_a_sustained_outage_stops_the_run_with_the_resume_hint(endpoint, write_y
     msg = str(info.value)
     assert "teacher 'teacher' looks down: 5 requests in a row failed after their retries" in msg
     assert "HTTP 500: down" in msg and "run the same command to resume" in msg
+    assert "`distillflow run --retry-errors` asks them again" in msg  # the ones that failed before it stopped
     assert _requests(endpoint) - before == 5  # stopped dispatching at once (one request in flight at a time)
     assert not (tmp_path / "run" / "data" / "curated.jsonl").exists()
 
