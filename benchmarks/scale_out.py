@@ -149,13 +149,22 @@ def _local_runner(conn, url: str, tmp: str) -> None:
 
 
 def measure(args) -> None:
+    import shutil
+
+    n, reps = args.prompts, max(1, args.repeat)
+    tmp = Path(tempfile.mkdtemp(prefix="scale-out-"))
+    try:
+        _measure(args, n, reps, tmp)
+    finally:  # (each invocation writes ~10 run directories of its own)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _measure(args, n: int, reps: int, tmp: Path) -> None:
     from benchmarks.fake_endpoint import endpoint_process
     from benchmarks.ray_cluster import LocalRayCluster
 
     import multiprocessing as mp
 
-    n, reps = args.prompts, max(1, args.repeat)
-    tmp = Path(tempfile.mkdtemp(prefix="scale-out-"))
     runs: dict[str, list[tuple[float, float, float, int]]] = {"local": [], "ray1": [], "ray2": []}  # (s, cpu, job cpu, records)
     with endpoint_process(latency=(0.0, 0.0), max_concurrency=64) as url:
         # warm-up: imports, the aiohttp session, the parquet writer
