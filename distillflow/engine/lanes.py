@@ -112,20 +112,19 @@ class Lane:
             for _ in range(max(1, getattr(self.client, "concurrency", 1))):
                 self.queue.put_nowait(None)  # wake every waiting worker
 
-    def _outage(self) -> Exception | None:
-        """The teacher's outage when its gate tripped (a worker's circuit breaker opened), else None."""
-        return self.gate.outage() if self.gate is not None else None
+    def _not_sent(self, fut: asyncio.Future) -> None:
+        """A request's future when the request is not sent: None (the run stops: budget, signal), or
+        the outage when the teacher's circuit breaker opened in another worker or this one."""
+        err = self.gate.outage() if self.gate is not None else None
+        if err is not None:
+            fut.set_exception(err)
+        else:
+            fut.set_result(None)
 
     def undispatched(self, req) -> None:
-        """``req`` is not sent: its waiter gets None (the run stops: budget, signal), or the
-        outage when the teacher's circuit breaker opened in another worker or this one."""
         entry = self.pending.pop(req.key, None)
         if entry is not None and not entry[0].done():
-            err = self._outage()
-            if err is not None:
-                entry[0].set_exception(err)
-            else:
-                entry[0].set_result(None)
+            self._not_sent(entry[0])
 
     # -- results ----------------------------------------------------------------------------------
     def on_result(self, res) -> None:
@@ -198,11 +197,7 @@ class Lane:
             fut.add_done_callback(_consume)
             futures[req.key] = fut
             if self.stopped or self.error is not None:
-                err = self._outage()
-                if err is not None:
-                    fut.set_exception(err)
-                else:
-                    fut.set_result(None)
+                self._not_sent(fut)
                 continue
             if budget:
                 self.est = max(self.est, estimate_cost(self.teacher, req.messages, req.params.get("max_tokens")))

@@ -43,9 +43,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from distillflow.engine.scheduler import TokenBucket
+from distillflow.engine.scheduler import CircuitBreaker, TokenBucket
 
-__all__ = ["Gate", "Limits", "PermitBook"]
+__all__ = ["Gate", "Limits", "PermitBook", "outage_of"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,19 @@ class _Teacher:
     @property
     def out(self) -> int:
         return sum(h.slots for h in self.held.values())
+
+
+def _elsewhere(info: dict) -> tuple:
+    """:meth:`CircuitBreaker.open_elsewhere`'s arguments for a trip the owner recorded
+    (``info``: :meth:`PermitBook.trip`'s ``{"worker", "reason", "error"}``)."""
+    return info["reason"], info.get("error"), f"Ray worker {info['worker']}"
+
+
+def outage_of(teacher: str, info: dict) -> Exception:
+    """The TeacherOutageError of ``teacher``'s trip as the owner recorded it (``info``)."""
+    breaker = CircuitBreaker(teacher)
+    breaker.open_elsewhere(*_elsewhere(info))
+    return breaker.error()
 
 
 def _wake_all(waiters: set) -> None:
@@ -370,7 +383,7 @@ class Gate:
         self.trip_call = trip
         self.breaker = None  # the client's CircuitBreaker (opened here when the teacher tripped elsewhere)
         self.tripped = False  # the teacher's circuit breaker opened (here or in another worker)
-        self._trip_info: tuple | None = None  # (reason, last error, where)
+        self._trip_info: dict | None = None  # {"worker", "reason", "error"}, as the owner records a trip
         self._trip_task: asyncio.Task | None = None
         self.calls = 0
         self._lock: asyncio.Lock | None = None
@@ -404,10 +417,9 @@ class Gate:
         """The owner's word that the teacher tripped in some worker: stop sending, open the breaker."""
         info = got.get("tripped")
         if info and not self.tripped:
-            self.tripped = True
-            self._trip_info = (info["reason"], info.get("error"), f"Ray worker {info['worker']}")
+            self.tripped, self._trip_info = True, info
             if self.breaker is not None:
-                self.breaker.open_elsewhere(*self._trip_info)
+                self.breaker.open_elsewhere(*_elsewhere(info))
             self._wake(None)
 
     def outage(self) -> Exception | None:
@@ -416,18 +428,14 @@ class Gate:
             return None
         if self.breaker is not None and self.breaker.is_open:
             return self.breaker.error()
-        from distillflow.engine.scheduler import CircuitBreaker
-
-        b = CircuitBreaker(self.teacher)
-        b.open_elsewhere(*(self._trip_info or ("its circuit breaker opened", None, self.worker)))
-        return b.error()
+        return outage_of(self.teacher, self._trip_info)
 
     def trip(self, reason: str, error: str | None = None) -> None:
         """This worker's circuit breaker for the teacher opened: send nothing more, tell the owner."""
         if self.tripped:
             return
         self.tripped = True
-        self._trip_info = (reason, error, self.worker)
+        self._trip_info = {"worker": self.worker, "reason": reason, "error": error}
         self._wake(None)
         if self.trip_call is None:
             return

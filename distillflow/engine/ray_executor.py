@@ -57,7 +57,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from distillflow.engine.ledger import Ledger, TeacherStats
-from distillflow.engine.permits import Gate, Limits, PermitHub
+from distillflow.engine.permits import Gate, Limits, PermitHub, outage_of
 from distillflow.engine.replicas import replica_manifest
 from distillflow.engine.runner import _SHARD, ExecutorBase, NodeRunner, RunContext, _ShardState
 from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError
@@ -619,14 +619,10 @@ class RayExecutor(ExecutorBase):
                           "expired_leases": self.hub_status.get("expired"),
                           "tripped": self.hub_status.get("tripped") or {}}
                 (out / "cache" / "ray-workers.json").write_text(json.dumps(record, indent=1) + "\n")
-        for teacher, info in sorted((self.hub_status.get("tripped") or {}).items()):
-            # (a task raises the outage as a rule; should none have, the run still does not end
-            # as complete with the requests its workers did not send)
-            from distillflow.engine.scheduler import CircuitBreaker
-
-            breaker = CircuitBreaker(teacher)
-            breaker.open_elsewhere(info["reason"], info.get("error"), f"Ray worker {info['worker']}")
-            raise breaker.error()
+        tripped = self.hub_status.get("tripped")
+        if tripped:  # (a task raises the outage as a rule; should none have, the run still does not
+            # end as complete with the requests its workers did not send)
+            raise outage_of(*min(tripped.items()))
 
     async def _close_hub(self, ray) -> None:
         try:
