@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -264,9 +266,11 @@ async def _scripted(content: str, stats: dict, request: web.Request) -> web.Stre
     return None
 
 
-def _free_socket(port: int = 0) -> socket.socket:
+def _free_socket(port: int = 0, reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # several processes listen on one port; the kernel spreads connections over them
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(1024)
     return sock
@@ -357,9 +361,11 @@ class EndpointThread(AppThread):
 @contextmanager
 def endpoint_process(latency: tuple[float, float] = (0.2, 0.3), max_concurrency: int = 64,
                      logprobs: bool = True, fault_rate: float = 0.0, fault_seed: int = 0,
-                     hang_s: float = 3.0, grade: bool = False):
+                     hang_s: float = 3.0, grade: bool = False, processes: int = 1):
     """Start the endpoint in a separate process (so its CPU is not the client's) and yield
-    its base URL; the process is terminated on exit."""
+    its base URL; the process is terminated on exit. ``processes`` > 1 serves the port from that
+    many processes (for clients that need more than one core of endpoint); ``max_concurrency`` and
+    ``/stats`` are then each process's own."""
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "benchmarks.fake_endpoint", "--latency", f"{latency[0]},{latency[1]}",
@@ -370,7 +376,10 @@ def endpoint_process(latency: tuple[float, float] = (0.2, 0.3), max_concurrency:
         cmd += ["--fault-rate", str(fault_rate), "--fault-seed", str(fault_seed), "--hang-s", str(hang_s)]
     if grade:
         cmd.append("--grade")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(root))
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(root),
+                            start_new_session=processes > 1)
     try:
         line = proc.stdout.readline().strip()
         if not line.startswith("LISTENING "):
@@ -382,6 +391,9 @@ def endpoint_process(latency: tuple[float, float] = (0.2, 0.3), max_concurrency:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if processes > 1:  # (its children, should the parent have been killed before it could stop them)
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def fetch_stats(base_url: str) -> dict:
@@ -420,22 +432,52 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fault-rate", type=float, default=0.0, help="share of attempts that fail (fault mode)")
     ap.add_argument("--fault-seed", type=int, default=0)
     ap.add_argument("--hang-s", type=float, default=3.0, help="how long a 'hang' fault sleeps")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="serve the port from this many processes (SO_REUSEPORT); each has its own limit and stats")
     args = ap.parse_args(argv)
     parts = [float(x) for x in args.latency.split(",")]
     latency = (parts[0], parts[-1])
+    first = _free_socket(args.port, reuse_port=args.processes > 1)
+    port = first.getsockname()[1]
+    socks = [first, *(_free_socket(port, reuse_port=True) for _ in range(args.processes - 1))]
+    children: list[int] = []
+    mine = socks[0]
+    for sock in socks[1:]:  # forked before any event loop exists; each child serves its own socket
+        pid = os.fork()
+        if pid == 0:
+            children.clear()
+            mine = sock
+            break
+        children.append(pid)
+    for sock in socks:
+        if sock is not mine:
+            sock.close()
+
+    def stop(*_) -> None:  # the parent takes its children down with it
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        os._exit(0)
+
+    if children:
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
 
     async def serve() -> None:
-        sock = _free_socket(args.port)
         app = make_app(args.max_concurrency, latency, not args.no_logprobs, fault_rate=args.fault_rate,
                        fault_seed=args.fault_seed, hang_s=args.hang_s, grade=args.grade)
-        await _start(app, sock)
-        print(f"LISTENING http://127.0.0.1:{sock.getsockname()[1]}/v1", flush=True)
+        await _start(app, mine)
+        if mine is first:
+            print(f"LISTENING http://127.0.0.1:{port}/v1", flush=True)
         await asyncio.Event().wait()
 
     try:
         asyncio.run(serve())
     except KeyboardInterrupt:
         pass
+    finally:
+        if children:
+            stop()
 
 
 if __name__ == "__main__":

@@ -77,8 +77,12 @@ class LocalRayCluster:
                      "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--include-dashboard=false",
                      f"--temp-dir={self.tmp / 'ray'}"], "head.log")
         for i, cpus in enumerate(self.node_cpus[1:]):
+            # A temporary directory of its own: nodes on one machine otherwise share the head's
+            # session directory, where two joining at once can pick the same plasma store socket
+            # ("bind: Address already in use"; the driver then waits 60 s for a node that died and
+            # aborts) — seen with three nodes or more, in about half the clusters started.
             self._start([f"--address={self.address}", f"--num-cpus={cpus}", "--num-gpus=0",
-                         "--node-ip-address=127.0.0.1"], f"node{i + 1}.log")
+                         "--node-ip-address=127.0.0.1", f"--temp-dir={self.tmp / f'n{i + 1}'}"], f"node{i + 1}.log")
         return self
 
     def wait_ready(self, ray) -> None:

@@ -20,6 +20,12 @@ runs), and each run's CPU per 1,000 records is printed above it: one run of a se
 moves by ±20% from one to the next on 2 cores, and the first full-size run of a process costs
 more than the later ones (its heap grows).
 The last line is ``local_rps=A ray1_rps=B ray2_rps=C`` (median seconds per run).
+
+On a machine with more cores, ``--workers 1,4,8 --endpoints 6 --concurrency 512`` measures how the
+Ray backend scales: a cluster of 1, 4 and 8 one-CPU nodes, an endpoint served by six processes
+(one process of it serves ~3,000 zero-latency requests/s, so a single one would be what limits
+every run), shards in flight twice the largest worker count; the last line then has one
+``rayN_rps`` per worker count.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _pipeline(d: Path, base_url: str, n: int, tag: str, shard_size: int = 250) -> Path:
+def _pipeline(d: Path, base_url: str, n: int, tag: str, shard_size: int = 250, concurrency: int = 64,
+              in_flight: int = 4) -> Path:
     rows = "".join(f'\n    - {{question: "{tag} {i}: tell me about number {i}", answer: "{i}"}}' for i in range(n))
     text = f"""name: scale_out
 source:
@@ -51,10 +58,10 @@ teachers:
     base_url: {base_url}
     model: fake-teacher
     params: {{temperature: 0.0, max_tokens: 32}}
-    concurrency: 64
+    concurrency: {concurrency}
 steps:
   - kind: generate
-execution: {{shard_size: {shard_size}, shards_in_flight: 4}}
+execution: {{shard_size: {shard_size}, shards_in_flight: {in_flight}}}
 """
     d.mkdir(parents=True, exist_ok=True)
     (d / "pipeline.yaml").write_text(text)
@@ -133,16 +140,16 @@ def _run(path: Path, out: Path, **kw) -> tuple[float, int]:
     return time.perf_counter() - t0, r.manifest["curated"]
 
 
-def _local_runner(conn, url: str, tmp: str) -> None:
+def _local_runner(conn, url: str, tmp: str, shape: dict) -> None:
     """The local backend's runs, in a process of their own that never joins the Ray cluster (in the
     driver's process, Ray's threads would count towards the local figure): warmed up once, then one
     run per request, answered with (seconds, CPU seconds of this process, records)."""
     tmp_p = Path(tmp)
-    _run(_pipeline(tmp_p / "warm-local", url, 200, "warm"), tmp_p / "warm-local" / "run")
+    _run(_pipeline(tmp_p / "warm-local", url, 200, "warm", **shape), tmp_p / "warm-local" / "run")
     conn.send("ready")
     while (msg := conn.recv()) is not None:
         n, tag = msg
-        p = _pipeline(tmp_p / tag, url, n, tag)
+        p = _pipeline(tmp_p / tag, url, n, tag, **shape)
         c0 = time.process_time()
         secs, got = _run(p, tmp_p / tag / "run")
         conn.send((secs, time.process_time() - c0, got))
@@ -165,13 +172,18 @@ def _measure(args, n: int, reps: int, tmp: Path) -> None:
 
     import multiprocessing as mp
 
-    runs: dict[str, list[tuple[float, float, float, int]]] = {"local": [], "ray1": [], "ray2": []}  # (s, cpu, job cpu, records)
-    with endpoint_process(latency=(0.0, 0.0), max_concurrency=64) as url:
+    workers = args.workers
+    # in flight: enough shards for every worker (the default's 4 for one and two workers)
+    shape = {"concurrency": args.concurrency, "in_flight": max(4, 2 * max(workers))}
+    runs: dict[str, list[tuple[float, float, float, int]]] = {"local": []}  # (s, cpu, job cpu, records)
+    runs.update({f"ray{w}": [] for w in workers})
+    # each endpoint process takes the whole limit: the teacher's concurrency bounds the total
+    with endpoint_process(latency=(0.0, 0.0), max_concurrency=args.concurrency, processes=args.endpoints) as url:
         # warm-up: imports, the aiohttp session, the parquet writer
-        _run(_pipeline(tmp / "warm", url, 200, "warm"), tmp / "warm" / "run")
+        _run(_pipeline(tmp / "warm", url, 200, "warm", **shape), tmp / "warm" / "run")
         ctx = mp.get_context("spawn")
         conn, child_conn = ctx.Pipe()
-        runner = ctx.Process(target=_local_runner, args=(child_conn, url, str(tmp)), daemon=True)
+        runner = ctx.Process(target=_local_runner, args=(child_conn, url, str(tmp), shape), daemon=True)
         runner.start()
         assert conn.recv() == "ready"
 
@@ -180,17 +192,19 @@ def _measure(args, n: int, reps: int, tmp: Path) -> None:
             secs, cpu, got = conn.recv()
             runs["local"].append((secs, cpu, cpu, got))
 
-        for name, cpus in (("ray1", [1]), ("ray2", [1, 1])):
-            with LocalRayCluster(node_cpus=cpus, port=6390 + len(cpus)) as cluster:
+        for w in workers:  # w nodes of 1 CPU each: w task workers, each on a raylet of its own
+            name = f"ray{w}"
+            with LocalRayCluster(node_cpus=[1] * w, port=6390 + w) as cluster:
                 ray = cluster.connect()
-                # workers started on every node, modules imported: 4 shards, so that each node runs one
-                _run(_pipeline(tmp / f"{name}-warm", url, 200, f"{name}-warm", shard_size=50), tmp / f"{name}-warm" / "run",
-                     backend="ray", address=cluster.address)
+                # workers started on every node, modules imported: shards of 50, at least one per node
+                warm = max(200, 100 * w)
+                _run(_pipeline(tmp / f"{name}-warm", url, warm, f"{name}-warm", shard_size=50, **shape),
+                     tmp / f"{name}-warm" / "run", backend="ray", address=cluster.address)
                 time.sleep(1.0)
                 for r in range(reps):  # alternated with local runs: both see the same machine
                     local(f"local-{name}-{r}")
                     tag = f"{name}-{r}"
-                    p = _pipeline(tmp / tag, url, n, tag)
+                    p = _pipeline(tmp / tag, url, n, tag, **shape)
                     sampler = CpuSampler([os.getpid()], [pr.pid for pr in cluster.procs])
                     secs, got = _run(p, tmp / tag / "run", backend="ray", address=cluster.address)
                     runs[name].append((secs, sampler.stop(), sampler.job_cpu(), got))
@@ -218,7 +232,7 @@ def _measure(args, n: int, reps: int, tmp: Path) -> None:
         print(f"{name:8} {got:8d} {secs:8.2f} {rps[name]:8.1f} {per:9.2f} {per / base:12.2f}x {job / base:8.2f}x")
     if reps > 1:
         print(f"(medians of {len(runs['local'])} local runs and {reps} runs of each Ray backend)")
-    print(f"local_rps={rps['local']:.1f} ray1_rps={rps['ray1']:.1f} ray2_rps={rps['ray2']:.1f}")
+    print(" ".join(f"{name}_rps={rps[name]:.1f}" for name in runs))
 
 
 def main() -> None:
@@ -227,7 +241,18 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true", help="print each Ray run's CPU seconds per process")
     ap.add_argument("--repeat", type=int, default=5,
                     help="runs of each Ray backend, each after a run of the local one; medians are reported (default 5)")
+    ap.add_argument("--workers", default="1,2",
+                    help="comma-separated worker counts: a cluster of that many 1-CPU nodes each (default 1,2)")
+    ap.add_argument("--endpoints", type=int, default=1,
+                    help="endpoint processes serving the port (default 1; give a many-worker run enough of them)")
+    ap.add_argument("--concurrency", type=int, default=64, help="the teacher's concurrency (default 64)")
     args = ap.parse_args()
+    try:
+        args.workers = sorted({int(w) for w in args.workers.split(",")})
+    except ValueError:
+        ap.error(f"--workers takes worker counts such as 1,4,8, not {args.workers!r}")
+    if args.workers[0] < 1 or args.endpoints < 1 or args.concurrency < 1:
+        ap.error("--workers, --endpoints and --concurrency take positive numbers")
     if os.environ.get("DISTILLFLOW_NETNS") != "1":  # Ray must run in a namespace of its own on loopback
         import subprocess
 
