@@ -332,7 +332,8 @@ def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
     ctx.loop = loop
 
     async def make():  # (asyncio locks and lanes belong to the loop)
-        return NodeRunner(plan, ctx, ShardStore(out / "cache" / "shards"), opts["hashes"], opts["retry_errors"])
+        return NodeRunner(plan, ctx, ShardStore(out / "cache" / "shards"), opts["hashes"], opts["retry_errors"],
+                          opts["retry_transient"])
 
     runner = asyncio.run_coroutine_threadsafe(make(), loop).result()
     _WORKER["run"], _WORKER["env"] = run_id, (ctx, runner)
@@ -351,9 +352,10 @@ def _write_part(parts_dir: str, k: int, part) -> str:
 
 
 def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: list, inputs: dict, keep: list,
-                  read_source: bool = False):
+                  read_source: bool = False, recomputed: tuple = ()):
     """A Ray task: steps ``nids`` of shard ``k``, each committed as it finishes. With ``read_source``
-    it reads the shard's prompts from the prompt store itself. What goes to the outputs (each
+    it reads the shard's prompts from the prompt store itself; ``recomputed``: the steps of this
+    shard computed anew earlier in this run (in the driver or other tasks). What goes to the outputs (each
     step's rejected rows, and the sink's rows when the sink is one of ``nids``) is rendered here
     into a :class:`~distillflow.engine.write.ShardPart` file in the run directory, which the driver
     appends; only the rows of ``keep`` (read by later steps in the driver) come back with the reply."""
@@ -368,7 +370,7 @@ def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: 
 
     async def go():
         ctx.ledger = Ledger(None)  # this task's usage, summed by the driver
-        shard = _ShardState()
+        shard = _ShardState(recomputed=set(recomputed))
         _SHARD.set(shard)
         outputs = dict(inputs)
         if read_source:
@@ -504,7 +506,7 @@ class RayExecutor(ExecutorBase):
                     keep = [n for n in nids if n in self.needed_after[i] and n != sink]
                     try:
                         res = await self.task.remote(self.box_holder, self.hub, self.run_id, self.opts, k, nids, inputs, keep,
-                                                     SOURCE in self.reads[i])
+                                                     SOURCE in self.reads[i], tuple(shard.recomputed))
                     except ray.exceptions.RayError as e:
                         cause = _cause(e)
                         if isinstance(cause, (DistillflowError, OSError)) or not isinstance(cause, ray.exceptions.RayError):
@@ -525,6 +527,8 @@ class RayExecutor(ExecutorBase):
                     for nid in nids:
                         outputs[nid] = (res["outputs"].get(nid, []), res["complete"][nid])
                         self._account(nid, res["stats"][nid])
+                        if not res["stats"][nid]["cached"]:
+                            shard.recomputed.add(nid)
                 for p in list(outputs):  # release what no later step reads
                     if p not in self.needed_after[i] and p != SOURCE:
                         outputs[p] = ([], outputs[p][1])
@@ -589,7 +593,8 @@ class RayExecutor(ExecutorBase):
         self.parts_dir = out / "cache" / "parts" / self.run_id
         self.parts_dir.mkdir(parents=True)
         self.opts = {"out_dir": str(out), "prompts_dir": str(self.prompts.dir), "shard_size": self.prompts.shard_size,
-                     "hashes": dict(self.hashes), "retry_errors": self.retry_errors, "parts_dir": str(self.parts_dir)}
+                     "hashes": dict(self.hashes), "retry_errors": self.retry_errors,
+                     "retry_transient": self.retry_transient, "parts_dir": str(self.parts_dir)}
         cache = self.ctx.cache
         await asyncio.to_thread(cache.absorb)  # answers a killed run's workers left in their own files
         # global steps run here: teachers through the same hub, answers into the run's own file
@@ -597,7 +602,7 @@ class RayExecutor(ExecutorBase):
                             f"driver-{os.getpid()}-{self.run_id[:8]}", str(self.prompts.dir), self.prompts.shard_size)
         drv.loop = asyncio.get_running_loop()
         drv.stop_event = self.ctx.stop_event
-        self.local = NodeRunner(plan, drv, self.store, self.hashes, self.retry_errors)
+        self.local = NodeRunner(plan, drv, self.store, self.hashes, self.retry_errors, self.retry_transient)
         self._plan_segments(self.local.scope)
         try:
             self.hub_status = await self.hub.status.remote(self.run_id)

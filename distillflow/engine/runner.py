@@ -37,10 +37,10 @@ from distillflow.engine.outputs import Rows
 from distillflow.engine.session import TeacherClients
 from distillflow.engine.progress import NullReporter
 from distillflow.engine.providers import missing_env
-from distillflow.errors import ConfigurationError
+from distillflow.errors import ConfigurationError, TeacherOutageError
 from distillflow.graph import SOURCE
 from distillflow.steps import registry
-from distillflow.steps.quarantine import count_quarantined
+from distillflow.steps.quarantine import count_quarantined, has_retryable
 
 
 @dataclass
@@ -50,6 +50,10 @@ class _ShardState:
     undispatched: set = field(default_factory=set)  # step ids that left requests unsent
     usage: dict = field(default_factory=dict)  # step id -> teacher -> counters
     units: dict = field(default_factory=dict)  # step id -> progress units (requests) reported
+    # step ids whose output for this shard was computed in this run rather than read from the shard
+    # store: a step reading one of them must compute its own again (its stored output came from
+    # rows that have changed, e.g. records that --retry-errors got answers for)
+    recomputed: set = field(default_factory=set)
 
 
 _SHARD: contextvars.ContextVar[_ShardState | None] = contextvars.ContextVar("distillflow_shard", default=None)
@@ -262,8 +266,9 @@ class NodeRunner:
     replayed usage, its reporter hears progress.
     """
 
-    def __init__(self, plan, ctx, store, hashes: dict, retry_errors: bool = False):
+    def __init__(self, plan, ctx, store, hashes: dict, retry_errors: bool = False, retry_transient: bool = False):
         self.plan, self.ctx, self.store, self.hashes, self.retry_errors = plan, ctx, store, hashes, retry_errors
+        self.retry_transient = retry_transient  # the run after an outage: ask its failures again
         graph = plan.graph
         self.nodes = [n for n in graph.order if n != SOURCE]
         self.kinds = {n: registry.get(graph.nodes[n].step.kind) for n in self.nodes}
@@ -277,6 +282,9 @@ class NodeRunner:
         self.prepare_locks = {n: asyncio.Lock() for n in self.nodes}
         self.sync_locks = {n: asyncio.Lock() for n in self.nodes}
         self.clean = {n: True for n in self.nodes}  # global steps: every earlier shard complete
+        # global steps: once one shard is computed anew, every later shard is too (a global step's
+        # output depends on every earlier shard's, e.g. which duplicate came first)
+        self.redo = {n: False for n in self.nodes}
 
     async def state(self, nid: str):
         async with self.prepare_locks[nid]:
@@ -303,9 +311,12 @@ class NodeRunner:
         inp = _merge([p[0] for p in parents])
         complete = all(p[1] for p in parents)
         h = self.hashes[nid]
-        got = await asyncio.to_thread(store.get, nid, h, k) if complete else None
-        if got is not None and self.retry_errors and got[2].get("quarantined"):
-            got = None  # --retry-errors: ask the quarantined records again
+        glob = self.scope[nid] == "global"
+        anew = any(p in shard.recomputed for p in node.parents) or (glob and self.redo[nid])
+        got = await asyncio.to_thread(store.get, nid, h, k) if complete and not anew else None
+        if got is not None and got[2].get("quarantined") and (
+                self.retry_errors or (self.retry_transient and has_retryable(got[1], nid))):
+            got = None  # --retry-errors, or the run after an outage: ask the quarantined records again
         start = time.time()
         cached = got is not None
         if cached:
@@ -317,13 +328,16 @@ class NodeRunner:
             if self.scope[nid] == "global" and self.kinds[nid].restore is not None:
                 self.kinds[nid].restore(await self.state(nid), node.step, kept)
         else:
+            shard.recomputed.add(nid)
+            if glob:
+                self.redo[nid] = True
             if not self.calls_teachers[nid]:
                 ctx.reporter.add_total(nid, len(inp))
             kept, rej = await self.run_kind(nid, inp)
             if not self.calls_teachers[nid]:
                 ctx.reporter.advance(nid, len(inp), ctx.ledger.spent)
             complete = complete and nid not in shard.undispatched and not ctx.stop_event.is_set()
-            if self.scope[nid] == "global":
+            if glob:
                 complete = complete and self.clean[nid]
                 self.clean[nid] = complete
             units = shard.units.get(nid, len(inp))
@@ -343,6 +357,7 @@ class ExecutorBase:
     def __init__(self, plan, ctx: RunContext, prompts, store, writer, retry_errors: bool = False):
         self.plan, self.ctx, self.prompts, self.store, self.writer = plan, ctx, prompts, store, writer
         self.retry_errors = retry_errors
+        self.retry_transient = False  # set by the run: the run after an outage asks its failures again
         graph = plan.graph
         self.nodes = [n for n in graph.order if n != SOURCE]
         self.counts = {n: {"kind": graph.nodes[n].step.kind, "in": 0, "out": 0, "rejected": 0} for n in self.nodes}
@@ -436,7 +451,7 @@ class LocalExecutor(ExecutorBase):
 
     async def run(self) -> None:
         self.ctx.loop = asyncio.get_running_loop()
-        self.runner = NodeRunner(self.plan, self.ctx, self.store, self.hashes, self.retry_errors)
+        self.runner = NodeRunner(self.plan, self.ctx, self.store, self.hashes, self.retry_errors, self.retry_transient)
         self.scope = self.runner.scope
         try:
             await self._all_shards()
@@ -498,6 +513,7 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
     if fresh:
         shutil.rmtree(out / "cache", ignore_errors=True)
     (out / "cache").mkdir(exist_ok=True)
+    outage = _Outage(out / "cache" / "outage.json")
     reporter = reporter or NullReporter()
     started = time.time()
     cache = RequestCache(out / "cache" / "requests.sqlite")  # first: it keeps a reserve for a full disk
@@ -544,10 +560,14 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
             writer = OutputWriter(out, nodes)
             executor = executor_class(plan, ctx, prompts, store, writer, retry_errors=retry_errors and not earlier)
             executor.hashes = hashes
+            executor.retry_transient = outage.before and not earlier
             try:
                 next_pass = run_pass(executor, batch, wait, reporter, ctx.stop_event)
             except KeyboardInterrupt:
                 ctx.stop_event.set()
+                raise
+            except TeacherOutageError as e:
+                outage.record(e)
                 raise
             finally:
                 writer.close()
@@ -564,6 +584,8 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
         c = executor.counts[nid]
         reporter.step_end(nid, f"{c['out']} kept, {c['rejected']} rejected")
     status = "batches_pending" if pending else "budget_exhausted" if ledger.budget_hit else "complete"
+    if status == "complete":  # every shard was visited: the outage's failures were asked again
+        outage.clear()
     counts = {SOURCE: {"in": prompts.n_raw, "out": prompts.n_train, "rejected": prompts.n_dropped,
                        "heldout": len(prompts.heldout_positions)}}
     counts.update(executor.counts)
@@ -611,6 +633,25 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
     writer.finish(plan, prompts, manifest)
     prompts.close()
     return RunResult(out, manifest, notes=list(manifest.get("batches", {}).get("notes", [])))
+
+
+class _Outage:
+    """``cache/outage.json``: written when a run stops on a teacher outage, so that the next run
+    on the directory (the same command) asks again the records quarantined after transient errors
+    — the requests that failed while the teacher was down, before its circuit breaker opened —
+    instead of completing without them. Removed once a run completes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.before = path.is_file()
+
+    def record(self, error: Exception) -> None:
+        with contextlib.suppress(OSError):  # (the run stops with the outage either way)
+            self.path.write_text(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                             "error": str(error).split(". ", 1)[0]}) + "\n")
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _default_out(spec, base_dir: Path) -> Path:

@@ -131,9 +131,8 @@ class CircuitBreaker:
         return TeacherOutageError(
             f"teacher '{self.name}' looks down: {self.reason} (last error: {self.last_error}). "
             "Every answer received so far is cached; fix the endpoint (or the teacher's outage: "
-            "settings) and run the same command to resume — cached answers are not requested again; "
-            "records whose requests failed before it stopped are quarantined, and "
-            "`distillflow run --retry-errors` asks them again."
+            "settings) and run the same command to resume — cached answers are not requested again, "
+            "and the records whose requests failed before it stopped are asked again."
         )
 
 

@@ -44,6 +44,13 @@ def has_quarantined(rejected, step_id: str | None = None) -> bool:
                for r in rejected)
 
 
+def has_retryable(rejected, step_id: str | None = None) -> bool:
+    """Whether a step's rejected rows hold records quarantined after a transient error (what an
+    outage leaves: the run after it asks them again)."""
+    return any(r.get("reason") == REASON and r.get("retryable") and (step_id is None or r.get("rejected_by") == step_id)
+               for r in rejected)
+
+
 def quarantine_note(n: int) -> str | None:
     """The warning line a completed run prints when it quarantined ``n`` records (None if 0)."""
     if not n:

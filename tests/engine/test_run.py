@@ -119,9 +119,78 @@ def test_a_sustained_outage_stops_the_run_with_the_resume_hint(endpoint, write_y
     msg = str(info.value)
     assert "teacher 'teacher' looks down: 5 requests in a row failed after their retries" in msg
     assert "HTTP 500: down" in msg and "run the same command to resume" in msg
-    assert "`distillflow run --retry-errors` asks them again" in msg  # the ones that failed before it stopped
+    assert "the records whose requests failed before it stopped are asked again" in msg
     assert _requests(endpoint) - before == 5  # stopped dispatching at once (one request in flight at a time)
     assert not (tmp_path / "run" / "data" / "curated.jsonl").exists()
+    assert (tmp_path / "run" / "cache" / "outage.json").is_file()  # what the same command reads to resume
+
+
+OUTAGE_STEPS = """  - kind: generate
+  - kind: verify
+    check: contains
+    reference: reference
+  - kind: filter
+    where: "verify_pass"
+"""
+
+
+def test_the_same_command_after_an_outage_asks_again_what_failed_while_the_teacher_was_down(write_yaml, tmp_path):
+    from benchmarks.fake_endpoint import EndpointThread
+
+    rows = "".join(f'\n    - {{question: "question {i}", answer: "{i}"}}' for i in range(12))
+    with EndpointThread(latency=(0.0, 0.0), down_after=6) as ep:
+        text = pipeline_yaml(ep.base_url, OUTAGE_STEPS, rows=rows, extra="execution: {shard_size: 2, shards_in_flight: 1}",
+                             teacher_extra="    max_retries: 0\n    concurrency: 1\n    outage: {failures_in_a_row: 3}")
+        path = write_yaml(text)
+        with pytest.raises(TeacherError, match="looks down"):
+            df.run(df.load(path), out=tmp_path / "run", progress=False)
+        # one request at a time: 6 answered (shards 0-2), then shard 3's two failed and were committed
+        # as quarantined, and shard 4's first failure was the third in a row
+        assert (ep.stats["completions"], ep.stats["refused_down"]) == (6, 3)
+        ep.stats["down"] = False  # the teacher is back
+        res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+        # the plain rerun asked shard 3's two again (and the six never answered), and the steps after
+        # generate saw them: every record curated, none lost, no answer bought twice
+        assert res.manifest["status"] == "complete" and res.manifest["quarantined"] == 0
+        assert res.manifest["curated"] == 12 and sorted(r["reference"] for r in res.curated) == sorted(str(i) for i in range(12))
+        assert ep.stats["completions"] == 12 and ep.stats["requests"] == 12 + 3
+        assert not (tmp_path / "run" / "cache" / "outage.json").exists()
+        again = df.run(df.load(path), out=tmp_path / "run", progress=False)
+        assert again.manifest["curated"] == 12 and ep.stats["requests"] == 15
+
+
+def test_retry_errors_reaches_the_steps_after_the_one_that_failed(endpoint, write_yaml, tmp_path):
+    # the second prompt fails twice with 503 (quarantined after 2 attempts), then answers
+    rows = """
+    - {question: "What is 2+2? 4", answer: "4"}
+    - {question: '@@{"status": 503, "times": 2, "retry_after": 0} 4', answer: "4"}
+    - {question: "Say hi", answer: "hi"}"""
+    text = pipeline_yaml(endpoint.base_url, OUTAGE_STEPS, rows=rows).replace("    price:", "    max_retries: 1\n    price:")
+    path = write_yaml(text)
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert (res.manifest["curated"], res.manifest["quarantined"]) == (2, 1)
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False, retry_errors=True)
+    # verify and filter ran again on the shard whose generation changed (their stored output lacked it)
+    assert (res.manifest["curated"], res.manifest["quarantined"]) == (3, 0)
+    assert any(r["prompt"].startswith("@@") for r in res.curated)
+
+
+def test_a_global_step_after_a_retried_shard_runs_again_on_the_later_shards(endpoint, write_yaml, tmp_path):
+    # shard 0's record fails at first; shard 1 has a record with the same reference, which dedup kept
+    # while shard 0's was missing; once shard 0's is answered it comes first and shard 1's is the duplicate
+    rows = """
+    - {question: '@@{"status": 503, "times": 2, "retry_after": 0} first', answer: "same"}
+    - {question: "second", answer: "same"}
+    - {question: "third", answer: "other"}"""
+    steps = "  - kind: generate\n  - {kind: dedup, columns: [reference]}\n"
+    text = pipeline_yaml(endpoint.base_url, steps, rows=rows, extra="execution: {shard_size: 1}").replace(
+        "    price:", "    max_retries: 1\n    price:")
+    path = write_yaml(text)
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert sorted(r["prompt"] for r in res.curated) == ["second", "third"]
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False, retry_errors=True)
+    assert [r["prompt"][:2] for r in res.curated] == ["@@", "th"]
+    assert [r["prompt"] for r in res.rejected if r["rejected_by"] == "dedup"] == ["second"]
 
 
 def test_permanent_error_rejects_only_that_record(endpoint, write_yaml, tmp_path):

@@ -245,13 +245,16 @@ def scenario_kill_driver(tmp: Path, address: str) -> dict:
 
 def scenario_outage(tmp: Path, address: str) -> dict:
     """The teacher goes down after 16 answers (HTTP 500 to everything): the run stops with the
-    outage message and keeps what was committed; once it is back, the same command finishes."""
+    outage message and keeps what was committed; once it is back, the same command finishes and
+    asks again what failed while it was down (through a global step in the driver, dedup, and a
+    filter in the tasks after it, which must see the records that came back)."""
     import distillflow
     from distillflow.errors import DistillflowError
 
     n = 64
     with EndpointThread(latency=(0.01, 0.02), down_after=16) as ep:
-        p = write(tmp / "outage", ep.base_url, n, "  - kind: generate\n", "{shard_size: 4, shards_in_flight: 4}",
+        steps = "  - kind: generate\n  - {kind: dedup, columns: [reference]}\n  - kind: filter\n    where: \"len(response) > 1\"\n"
+        p = write(tmp / "outage", ep.base_url, n, steps, "{shard_size: 4, shards_in_flight: 4}",
                   teacher_extra="    max_retries: 0\n    concurrency: 4\n    outage: {failures_in_a_row: 6}")
         run_dir = tmp / "outage" / "run"
         out: dict = {"n": n}
@@ -268,19 +271,43 @@ def scenario_outage(tmp: Path, address: str) -> dict:
         out["committed"] = sum(1 for _ in shards.glob("*/*/meta.json")) if shards.is_dir() else 0
         out["workers"] = json.loads((run_dir / "cache" / "ray-workers.json").read_text())
         ep.stats["down"] = False  # the teacher is back
+        out["marker"] = (run_dir / "cache" / "outage.json").is_file()
         r = distillflow.run(str(p), out=run_dir, progress=False, backend="ray", address=address)
         out["second_curated"], out["second_quarantined"] = r.manifest["curated"], r.manifest["quarantined"]
-        out["second_status"] = r.manifest["status"]
-        # the requests that failed while it was down are quarantined: --retry-errors asks them again
-        r = distillflow.run(str(p), out=run_dir, progress=False, backend="ray", address=address, retry_errors=True)
+        out["second_status"], out["second_answered"] = r.manifest["status"], ep.stats["completions"]
+        out["marker_after"] = (run_dir / "cache" / "outage.json").is_file()
+        r = distillflow.run(str(p), out=run_dir, progress=False, backend="ray", address=address)  # nothing left to ask
         out["third_curated"], out["third_quarantined"] = r.manifest["curated"], r.manifest["quarantined"]
         out["answered"], out["repeats"] = ep.stats["completions"], ep.stats["repeats"]
         out["prompts"] = sorted(g["prompt"] for g in curated(run_dir))
         return out
 
 
+def scenario_retry_downstream(tmp: Path, address: str) -> dict:
+    """--retry-errors on a shard whose generation failed: generate in a task, dedup in the driver,
+    the filter in a task after it; each must compute that shard again to see the record."""
+    import distillflow
+
+    steps = "  - kind: generate\n  - {kind: dedup, columns: [reference]}\n  - kind: filter\n    where: \"len(response) > 1\"\n"
+    rowsets = rows(6) + """\n    - {question: '@@{"status": 503, "times": 2, "retry_after": 0} late', answer: "late"}"""
+    with EndpointThread(latency=(0.0, 0.0)) as ep:
+        d = tmp / "retry"
+        d.mkdir(parents=True)
+        (d / "pipeline.yaml").write_text(pipeline_yaml(ep.base_url, steps, rows=rowsets, teacher_extra="    max_retries: 1",
+                                                      extra="execution: {shard_size: 2, shards_in_flight: 2}"))
+        out = {}
+        for i, retry in enumerate((False, True)):
+            r = distillflow.run(str(d / "pipeline.yaml"), out=d / "run", progress=False, backend="ray", address=address,
+                                retry_errors=retry)
+            out[f"run{i}"] = {"curated": r.manifest["curated"], "quarantined": r.manifest["quarantined"],
+                              "references": sorted(g["reference"] for g in curated(d / "run"))}
+        out["requests"] = ep.stats["requests"]
+        return out
+
+
 SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
-             "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage}
+             "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage,
+             "retry_downstream": scenario_retry_downstream}
 
 
 def main() -> None:

@@ -150,11 +150,23 @@ def test_an_outage_seen_by_one_worker_stops_them_all_and_the_same_command_resume
     # sent while it was down: one worker's 6 in a row, fewer than 6 in the other, the 4 in flight at
     # most, and nothing after the others heard (13-18 when each worker's breaker had to open itself)
     assert r["refused_down"] <= 6 + 5 + 4, r["refused_down"]
-    assert r["committed"] >= 1  # what was done is kept
-    # back up: the same command finishes; what failed while it was down is quarantined, and
-    # --retry-errors asks exactly those again: every record once, no answer paid twice
-    assert r["second_status"] == "complete"
-    assert r["second_curated"] + r["second_quarantined"] == r["n"]
+    assert r["committed"] >= 1 and r["marker"]  # what was done is kept, and the outage recorded
+    # back up: the same command finishes and asks again what failed while it was down (the steps
+    # after generate, dedup in the driver and the filter in the tasks, see those records): every
+    # record once, no answer paid twice
+    assert r["second_status"] == "complete" and r["second_quarantined"] == 0
+    assert r["second_curated"] == r["n"] and r["second_answered"] == r["n"] and not r["marker_after"]
     assert r["third_curated"] == r["n"] and r["third_quarantined"] == 0
     assert r["answered"] == r["n"] and r["repeats"] == 0
     assert r["prompts"] == sorted(f"outagequestion {i}: what is {i}+{i}?" for i in range(r["n"]))
+
+
+def test_retry_errors_reaches_the_driver_and_task_steps_after_the_retried_one(cluster_results):
+    r = _scenario(cluster_results, "retry_downstream")
+    # the scripted prompt failed twice (max_retries 1): quarantined, the other six curated
+    assert r["run0"]["curated"] == 6 and r["run0"]["quarantined"] == 1
+    # --retry-errors: its third attempt answers, and dedup (driver) and the filter (a task) computed
+    # that shard again instead of reusing what they had stored without it
+    assert r["run1"]["curated"] == 7 and r["run1"]["quarantined"] == 0
+    assert r["run1"]["references"] == sorted([*(str(2 * i) for i in range(6)), "late"])
+    assert r["requests"] == 6 + 3
