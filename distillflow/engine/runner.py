@@ -515,6 +515,9 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
     (out / "cache").mkdir(exist_ok=True)
     outage = _Outage(out / "cache" / "outage.json")
     reporter = reporter or NullReporter()
+    if outage.before:
+        reporter.message(f"resuming after a teacher outage ({outage.what()}): the records quarantined by "
+                         "transient errors are asked again")
     started = time.time()
     cache = RequestCache(out / "cache" / "requests.sqlite")  # first: it keeps a reserve for a full disk
     cache.absorb()  # answers a killed Ray run's workers left in their own files (cache/requests-*.sqlite)
@@ -648,7 +651,14 @@ class _Outage:
     def record(self, error: Exception) -> None:
         with contextlib.suppress(OSError):  # (the run stops with the outage either way)
             self.path.write_text(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                             "error": str(error).split(". ", 1)[0]}) + "\n")
+                                             "error": str(error).split(". ", 1)[0].split(" (last error", 1)[0]}) + "\n")
+
+    def what(self) -> str:
+        try:
+            info = json.loads(self.path.read_text())
+            return f"{info['error']}, at {info['at']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "cache/outage.json"
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
