@@ -51,8 +51,9 @@ class _ShardState:
     usage: dict = field(default_factory=dict)  # step id -> teacher -> counters
     units: dict = field(default_factory=dict)  # step id -> progress units (requests) reported
     # step ids whose output for this shard was computed in this run rather than read from the shard
-    # store: a step reading one of them must compute its own again (its stored output came from
-    # rows that have changed, e.g. records that --retry-errors got answers for)
+    # store: a step reading one of them computes its own again (its stored output, if any, came
+    # from rows that may have changed, e.g. records that --retry-errors got answers for; such stored
+    # outputs are also deleted when the commit they came from is replaced: NodeRunner._forget_below)
     recomputed: set = field(default_factory=set)
 
 
@@ -278,6 +279,20 @@ class NodeRunner:
             k, st = self.kinds[n], graph.nodes[n].step
             calls[n] = bool(k.teachers(st, plan.spec)) if k.teachers is not None else False
         self.calls_teachers = calls
+        readers: dict[str, list[str]] = {n: [] for n in graph.order}
+        for n in self.nodes:
+            for p in graph.nodes[n].parents:
+                readers[p].append(n)
+
+        def below(n: str) -> list[str]:
+            out: list[str] = []
+            for r in readers[n]:
+                for m in (r, *below(r)):
+                    if m not in out:
+                        out.append(m)
+            return out
+
+        self.below = {n: below(n) for n in self.nodes}  # the steps computed, directly or not, from n's output
         self.states: dict = {}
         self.prepare_locks = {n: asyncio.Lock() for n in self.nodes}
         self.sync_locks = {n: asyncio.Lock() for n in self.nodes}
@@ -301,6 +316,20 @@ class NodeRunner:
         async with self.sync_locks[nid]:  # one shard at a time per synchronous step (shared state, GIL)
             return await asyncio.to_thread(kind.run, self.ctx, step, rows, state)
 
+    def _forget_below(self, nid: str, k: int) -> None:
+        """Step ``nid``'s commit for shard ``k`` is about to be replaced: forget the commits computed
+        from it — every later step's for shard ``k``, and a global step's (and what follows it) for
+        every later shard too — before anything new is committed, so that a run stopped half-way
+        (Ctrl-C, kill -9, a dead Ray worker, a batch teacher's next pass) computes them again
+        instead of reusing outputs that lack what the new commit holds."""
+        store, hs = self.store, self.hashes
+        for d in self.below[nid]:
+            store.drop(d, hs[d], k)
+        for g in (nid, *self.below[nid]):
+            if self.scope[g] == "global":
+                for d in (g, *self.below[g]):
+                    store.drop_after(d, hs[d], k)
+
     async def node(self, k: int, nid: str, outputs: dict, shard: _ShardState):
         """(kept, rejected, complete, stats) of step ``nid`` on shard ``k``; ``outputs``: parent id ->
         (rows, complete). ``stats``: in/out/rejected/quarantined/units/cached and the wall-clock
@@ -313,7 +342,7 @@ class NodeRunner:
         h = self.hashes[nid]
         glob = self.scope[nid] == "global"
         anew = any(p in shard.recomputed for p in node.parents) or (glob and self.redo[nid])
-        got = await asyncio.to_thread(store.get, nid, h, k) if complete and not anew else None
+        got = stored = await asyncio.to_thread(store.get, nid, h, k) if complete and not anew else None
         if got is not None and got[2].get("quarantined") and (
                 self.retry_errors or (self.retry_transient and has_retryable(got[1], nid))):
             got = None  # --retry-errors, or the run after an outage: ask the quarantined records again
@@ -328,6 +357,8 @@ class NodeRunner:
             if self.scope[nid] == "global" and self.kinds[nid].restore is not None:
                 self.kinds[nid].restore(await self.state(nid), node.step, kept)
         else:
+            if stored is not None or (anew and complete and await asyncio.to_thread(store.has, nid, h, k)):
+                await asyncio.to_thread(self._forget_below, nid, k)
             shard.recomputed.add(nid)
             if glob:
                 self.redo[nid] = True

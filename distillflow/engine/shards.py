@@ -145,7 +145,19 @@ class ShardStore:
         os.replace(tmp, final)  # the commit: a directory appears whole or not at all
 
     def drop(self, step_id: str, h: str, shard: int) -> None:
-        shutil.rmtree(self._dir(step_id, h, shard), ignore_errors=True)
+        """Forget one commit (its meta.json first: a half-deleted directory is no commit)."""
+        d = self._dir(step_id, h, shard)
+        (d / "meta.json").unlink(missing_ok=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+    def drop_after(self, step_id: str, h: str, shard: int) -> int:
+        """Forget the commits of every shard after ``shard``; how many there were."""
+        d, n = self.root / step_id / h, 0
+        for child in d.iterdir() if d.is_dir() else ():
+            if child.name.isdigit() and int(child.name) > shard:
+                n += (child / "meta.json").is_file()
+                self.drop(step_id, h, int(child.name))
+        return n
 
     def prune(self, step_id: str, keep_hash: str) -> None:
         """Forget a step's outputs computed with other settings (a changed step reruns from here)."""

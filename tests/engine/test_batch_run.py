@@ -300,3 +300,25 @@ def test_store_line_history_and_an_older_store_gains_the_retryable_column(tmp_pa
         assert (h["a"]["attempts"], h["a"]["outcome"], h["a"]["error"], h["a"]["retryable"]) == (1, "errored", "HTTP 500: boom", True)
         assert (h["b"]["retryable"], h["b"]["error"]) == (False, "HTTP 400: no")
         assert store.live_teachers() == set()
+
+
+def test_a_record_retried_online_reaches_the_batch_judge_after_it(server, tmp_path):
+    # generate is online (the endpoint), the judge a batch teacher: the record whose generation failed
+    # twice is answered by --retry-errors, and the judge's next pass must judge it rather than reuse
+    # the shard it had stored without it
+    from benchmarks.fake_endpoint import EndpointThread
+
+    prompts = ["q one", '@@{"status": 503, "times": 2, "retry_after": 0} q two', "q three"]
+    with EndpointThread(latency=(0.0, 0.0)) as ep:
+        text = pipeline(server, prompts=prompts, steps="  - kind: generate\n    teachers: [gen]\n  - kind: judge\n    teacher: grader\n")
+        text = text.replace(f"base_url: {server.openai_url}\n    model: fake-model\n    mode: batch\n    max_retries: 0",
+                            f"base_url: {ep.base_url}\n    model: fake-model\n    max_retries: 1")
+        text = text.replace("execution: {shard_size: 2, shards_in_flight: 2}", "execution: {shard_size: 3}")
+        p = tmp_path / "p.yaml"
+        p.write_text(text)
+        res = df.run(df.load(p), out=tmp_path / "run", progress=False)
+        assert (res.manifest["curated"], res.manifest["quarantined"]) == (2, 1)
+        res = df.run(df.load(p), out=tmp_path / "run", progress=False, retry_errors=True)
+        assert res.manifest["status"] == "complete" and res.manifest["quarantined"] == 0
+        assert res.manifest["counts"]["judge"]["out"] == 3 and res.manifest["curated"] == 3
+        assert any("q two" in r["prompt"] for r in res.curated)

@@ -307,3 +307,53 @@ def test_the_collector_skips_the_pre_run_heap_during_a_run_only(endpoint, write_
     assert len(alive) == 10_000
     res = df.run(df.load(write_yaml(pipeline_yaml(endpoint.base_url, STEPS))), out=tmp_path / "run", progress=False)
     assert res.manifest["status"] == "complete" and gc.get_freeze_count() == 0
+
+
+def _stop_at(monkeypatch, step_id: str, shard: int):
+    """Make the next run raise when it reaches step ``step_id`` of shard ``shard`` (a run killed there)."""
+    from distillflow.engine.runner import NodeRunner
+
+    real = NodeRunner.node
+
+    async def node(self, k, nid, outputs, state):
+        if nid == step_id and k == shard:
+            raise KeyboardInterrupt
+        return await real(self, k, nid, outputs, state)
+
+    monkeypatch.setattr(NodeRunner, "node", node)
+    return lambda: monkeypatch.setattr(NodeRunner, "node", real)
+
+
+def test_a_retry_run_stopped_after_the_retried_step_loses_nothing(endpoint, write_yaml, tmp_path, monkeypatch):
+    rows = """
+    - {question: "What is 2+2? 4", answer: "4"}
+    - {question: '@@{"status": 503, "times": 2, "retry_after": 0} 4 (stopped)', answer: "4"}
+    - {question: "Say hi", answer: "hi"}"""
+    text = pipeline_yaml(endpoint.base_url, OUTAGE_STEPS, rows=rows).replace("    price:", "    max_retries: 1\n    price:")
+    path = write_yaml(text)
+    assert df.run(df.load(path), out=tmp_path / "run", progress=False).manifest["quarantined"] == 1
+    restore = _stop_at(monkeypatch, "verify", 0)
+    with pytest.raises(KeyboardInterrupt):  # generate's new output is committed, verify's not yet
+        df.run(df.load(path), out=tmp_path / "run", progress=False, retry_errors=True)
+    restore()
+    # the plain rerun: verify and filter were forgotten when generate's commit was replaced
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert (res.manifest["curated"], res.manifest["quarantined"]) == (3, 0)
+
+
+def test_a_retry_run_stopped_before_a_later_shard_of_a_global_step_keeps_one_of_the_duplicates(
+        endpoint, write_yaml, tmp_path, monkeypatch):
+    rows = """
+    - {question: '@@{"status": 503, "times": 2, "retry_after": 0} first (stopped)', answer: "same"}
+    - {question: "second", answer: "same"}
+    - {question: "third", answer: "other"}"""
+    text = pipeline_yaml(endpoint.base_url, "  - kind: generate\n  - {kind: dedup, columns: [reference]}\n", rows=rows,
+                         extra="execution: {shard_size: 1}").replace("    price:", "    max_retries: 1\n    price:")
+    path = write_yaml(text)
+    df.run(df.load(path), out=tmp_path / "run", progress=False)
+    restore = _stop_at(monkeypatch, "dedup", 1)
+    with pytest.raises(KeyboardInterrupt):  # shard 0 done anew; dedup of shard 1 not yet
+        df.run(df.load(path), out=tmp_path / "run", progress=False, retry_errors=True)
+    restore()
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert sorted(r["prompt"][:2] for r in res.curated) == ["@@", "th"]

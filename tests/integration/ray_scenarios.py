@@ -285,11 +285,14 @@ def scenario_outage(tmp: Path, address: str) -> dict:
 
 def scenario_retry_downstream(tmp: Path, address: str) -> dict:
     """--retry-errors on a shard whose generation failed: generate in a task, dedup in the driver,
-    the filter in a task after it; each must compute that shard again to see the record."""
+    the filter in a task after it; each must compute that shard again to see the record, and dedup
+    every later shard (the last one has a record with the same reference, kept while the first was
+    missing)."""
     import distillflow
 
     steps = "  - kind: generate\n  - {kind: dedup, columns: [reference]}\n  - kind: filter\n    where: \"len(response) > 1\"\n"
-    rowsets = rows(6) + """\n    - {question: '@@{"status": 503, "times": 2, "retry_after": 0} late', answer: "late"}"""
+    rowsets = ("""\n    - {question: '@@{"status": 503, "times": 2, "retry_after": 0} early', answer: "dup"}"""
+               + rows(6) + '\n    - {question: "a twin of the early one", answer: "dup"}')
     with EndpointThread(latency=(0.0, 0.0)) as ep:
         d = tmp / "retry"
         d.mkdir(parents=True)
@@ -300,7 +303,8 @@ def scenario_retry_downstream(tmp: Path, address: str) -> dict:
             r = distillflow.run(str(d / "pipeline.yaml"), out=d / "run", progress=False, backend="ray", address=address,
                                 retry_errors=retry)
             out[f"run{i}"] = {"curated": r.manifest["curated"], "quarantined": r.manifest["quarantined"],
-                              "references": sorted(g["reference"] for g in curated(d / "run"))}
+                              "references": sorted(g["reference"] for g in curated(d / "run")),
+                              "dup": [g["prompt"] for g in curated(d / "run") if g["reference"] == "dup"]}
         out["requests"] = ep.stats["requests"]
         return out
 

@@ -163,10 +163,14 @@ def test_an_outage_seen_by_one_worker_stops_them_all_and_the_same_command_resume
 
 def test_retry_errors_reaches_the_driver_and_task_steps_after_the_retried_one(cluster_results):
     r = _scenario(cluster_results, "retry_downstream")
-    # the scripted prompt failed twice (max_retries 1): quarantined, the other six curated
-    assert r["run0"]["curated"] == 6 and r["run0"]["quarantined"] == 1
+    # the scripted prompt (shard 0) failed twice (max_retries 1): quarantined; its twin in the last
+    # shard and the six others curated
+    assert r["run0"]["curated"] == 7 and r["run0"]["quarantined"] == 1
+    assert r["run0"]["dup"] == ["a twin of the early one"]
     # --retry-errors: its third attempt answers, and dedup (driver) and the filter (a task) computed
-    # that shard again instead of reusing what they had stored without it
+    # that shard again instead of reusing what they had stored without it; dedup computed the later
+    # shards again too, so the twin is now the duplicate
     assert r["run1"]["curated"] == 7 and r["run1"]["quarantined"] == 0
-    assert r["run1"]["references"] == sorted([*(str(2 * i) for i in range(6)), "late"])
-    assert r["requests"] == 6 + 3
+    assert r["run1"]["references"] == sorted([*(str(2 * i) for i in range(6)), "dup"])
+    assert len(r["run1"]["dup"]) == 1 and r["run1"]["dup"][0].startswith("@@")
+    assert r["requests"] == 7 + 3
