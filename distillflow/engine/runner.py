@@ -279,20 +279,8 @@ class NodeRunner:
             k, st = self.kinds[n], graph.nodes[n].step
             calls[n] = bool(k.teachers(st, plan.spec)) if k.teachers is not None else False
         self.calls_teachers = calls
-        readers: dict[str, list[str]] = {n: [] for n in graph.order}
-        for n in self.nodes:
-            for p in graph.nodes[n].parents:
-                readers[p].append(n)
-
-        def below(n: str) -> list[str]:
-            out: list[str] = []
-            for r in readers[n]:
-                for m in (r, *below(r)):
-                    if m not in out:
-                        out.append(m)
-            return out
-
-        self.below = {n: below(n) for n in self.nodes}  # the steps computed, directly or not, from n's output
+        # the steps computed, directly or not, from n's output (in run order)
+        self.below = {n: [m for m in graph.order if m in down] for n in self.nodes for down in [graph.downstream(n)]}
         self.states: dict = {}
         self.prepare_locks = {n: asyncio.Lock() for n in self.nodes}
         self.sync_locks = {n: asyncio.Lock() for n in self.nodes}
