@@ -159,14 +159,20 @@ def test_the_same_command_after_an_outage_asks_again_what_failed_while_the_teach
         assert again.manifest["curated"] == 12 and ep.stats["requests"] == 15
 
 
-def test_retry_errors_reaches_the_steps_after_the_one_that_failed(endpoint, write_yaml, tmp_path):
-    # the second prompt fails twice with 503 (quarantined after 2 attempts), then answers
-    rows = """
-    - {question: "What is 2+2? 4", answer: "4"}
-    - {question: '@@{"status": 503, "times": 2, "retry_after": 0} 4', answer: "4"}
-    - {question: "Say hi", answer: "hi"}"""
+def _flaky_second(endpoint, write_yaml, tag: str):
+    """generate ▸ verify ▸ filter over three prompts, the second failing twice with 503 before it
+    answers (quarantined after its 2 attempts); ``tag`` keeps its fault count apart from other
+    tests' (the endpoint counts attempts per prompt text)."""
+    rows = f"""
+    - {{question: "What is 2+2? 4", answer: "4"}}
+    - {{question: '@@{{"status": 503, "times": 2, "retry_after": 0}} 4 {tag}', answer: "4"}}
+    - {{question: "Say hi", answer: "hi"}}"""
     text = pipeline_yaml(endpoint.base_url, OUTAGE_STEPS, rows=rows).replace("    price:", "    max_retries: 1\n    price:")
-    path = write_yaml(text)
+    return write_yaml(text)
+
+
+def test_retry_errors_reaches_the_steps_after_the_one_that_failed(endpoint, write_yaml, tmp_path):
+    path = _flaky_second(endpoint, write_yaml, "(reaches)")
     res = df.run(df.load(path), out=tmp_path / "run", progress=False)
     assert (res.manifest["curated"], res.manifest["quarantined"]) == (2, 1)
     res = df.run(df.load(path), out=tmp_path / "run", progress=False, retry_errors=True)
@@ -325,12 +331,7 @@ def _stop_at(monkeypatch, step_id: str, shard: int):
 
 
 def test_a_retry_run_stopped_after_the_retried_step_loses_nothing(endpoint, write_yaml, tmp_path, monkeypatch):
-    rows = """
-    - {question: "What is 2+2? 4", answer: "4"}
-    - {question: '@@{"status": 503, "times": 2, "retry_after": 0} 4 (stopped)', answer: "4"}
-    - {question: "Say hi", answer: "hi"}"""
-    text = pipeline_yaml(endpoint.base_url, OUTAGE_STEPS, rows=rows).replace("    price:", "    max_retries: 1\n    price:")
-    path = write_yaml(text)
+    path = _flaky_second(endpoint, write_yaml, "(stopped)")
     assert df.run(df.load(path), out=tmp_path / "run", progress=False).manifest["quarantined"] == 1
     restore = _stop_at(monkeypatch, "verify", 0)
     with pytest.raises(KeyboardInterrupt):  # generate's new output is committed, verify's not yet
