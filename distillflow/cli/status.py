@@ -1,4 +1,5 @@
-"""`distillflow status RUN_DIR`: the provider batches of a run (submitted, in progress, collected)."""
+"""`distillflow status RUN_DIR`: the provider batches of a run (submitted, in progress, collected),
+and whether it stopped on a teacher outage."""
 
 from __future__ import annotations
 
@@ -12,16 +13,21 @@ from distillflow.cli._common import console, handle_errors
 
 @handle_errors
 def command(run_dir: Path = typer.Argument(..., help="Run directory (from `distillflow run`)")):
-    """Show the run's provider batches as last seen: state, completed/failed lines, cost, age.
+    """Show the run's provider batches as last seen: state, completed/failed lines, cost, age;
+    and whether the run stopped on a teacher outage.
 
     Nothing is sent to the provider: `distillflow run` again polls, collects and resubmits."""
     from rich.table import Table
 
     from distillflow.engine.batch import BatchStore, store_path
+    from distillflow.engine.runner import outage_note
     from distillflow.errors import UsageError
 
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir} is not a directory — pass the run directory that `distillflow run` wrote")
+    note = outage_note(run_dir)
+    if note:
+        console.print(note, highlight=False)
     path = store_path(run_dir)
     if not path.exists():
         console.print(f"{run_dir}: no provider batches (no teacher ran with mode: batch)", highlight=False)

@@ -657,6 +657,15 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
     return RunResult(out, manifest, notes=list(manifest.get("batches", {}).get("notes", [])))
 
 
+def outage_note(run_dir: Path) -> str | None:
+    """The line saying that the run in ``run_dir`` stopped on a teacher outage (None if it did not)."""
+    outage = _Outage(Path(run_dir) / "cache" / "outage.json")
+    if not outage.before:
+        return None
+    return (f"stopped by a teacher outage ({outage.what()}): run the same `distillflow run` command to "
+            "resume — it asks again the records that failed while the teacher was down")
+
+
 class _Outage:
     """``cache/outage.json``: written when a run stops on a teacher outage, so that the next run
     on the directory (the same command) asks again the records quarantined after transient errors

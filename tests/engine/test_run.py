@@ -6,7 +6,10 @@ import json
 
 import pytest
 
+from typer.testing import CliRunner
+
 import distillflow as df
+from distillflow.cli import app
 from tests.support import pipeline_yaml
 from distillflow.errors import TeacherError
 
@@ -144,6 +147,8 @@ def test_the_same_command_after_an_outage_asks_again_what_failed_while_the_teach
         path = write_yaml(text)
         with pytest.raises(TeacherError, match="looks down"):
             df.run(df.load(path), out=tmp_path / "run", progress=False)
+        st = CliRunner().invoke(app, ["status", str(tmp_path / "run")], env={"COLUMNS": "300"})
+        assert st.exit_code == 0 and "stopped by a teacher outage (teacher 'teacher' looks down: 3 requests in a row" in st.output
         # one request at a time: 6 answered (shards 0-2), then shard 3's two failed and were committed
         # as quarantined, and shard 4's first failure was the third in a row
         assert (ep.stats["completions"], ep.stats["refused_down"]) == (6, 3)
@@ -155,6 +160,7 @@ def test_the_same_command_after_an_outage_asks_again_what_failed_while_the_teach
         assert res.manifest["curated"] == 12 and sorted(r["reference"] for r in res.curated) == sorted(str(i) for i in range(12))
         assert ep.stats["completions"] == 12 and ep.stats["requests"] == 12 + 3
         assert not (tmp_path / "run" / "cache" / "outage.json").exists()
+        assert "outage" not in CliRunner().invoke(app, ["status", str(tmp_path / "run")]).output
         again = df.run(df.load(path), out=tmp_path / "run", progress=False)
         assert again.manifest["curated"] == 12 and ep.stats["requests"] == 15
 
