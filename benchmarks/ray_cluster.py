@@ -26,7 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def ray_bin() -> str:
-    return str(Path(sys.executable).with_name("ray"))
+    """The ``ray`` command of this interpreter's installation (else the one on PATH: Ray installed
+    with ``pip --target``, as on a machine without it)."""
+    beside = Path(sys.executable).with_name("ray")
+    return str(beside) if beside.exists() else (shutil.which("ray") or str(beside))
 
 
 def namespaced(argv: list[str]) -> list[str]:

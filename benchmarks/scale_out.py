@@ -261,7 +261,8 @@ def main() -> None:
         problem = namespace_problem()
         if problem:
             sys.exit(f"cannot start a local Ray cluster: {problem}")
-        env = dict(os.environ, DISTILLFLOW_NETNS="1", PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = dict(os.environ, DISTILLFLOW_NETNS="1", PYTHONPATH=path, RAY_USAGE_STATS_ENABLED="0")
         sys.exit(subprocess.call(namespaced([sys.executable, "-m", "benchmarks.scale_out", *sys.argv[1:]]),
                                  env=env, cwd=str(ROOT)))
     measure(args)
