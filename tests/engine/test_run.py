@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -364,3 +365,19 @@ def test_a_retry_run_stopped_before_a_later_shard_of_a_global_step_keeps_one_of_
     restore()
     res = df.run(df.load(path), out=tmp_path / "run", progress=False)
     assert sorted(r["prompt"][:2] for r in res.curated) == ["@@", "th"]
+
+
+def test_a_lost_commit_recomputed_with_new_answers_takes_the_later_steps_commits_with_it(
+        endpoint, write_yaml, tmp_path, monkeypatch):
+    # generate's commit for the shard is lost (a kill inside the commit, an unreadable file) while
+    # verify's and filter's survive; generate computed again now gets the answer that failed before
+    path = _flaky_second(endpoint, write_yaml, "(lost)")
+    assert df.run(df.load(path), out=tmp_path / "run", progress=False).manifest["curated"] == 2
+    [gen] = (tmp_path / "run" / "cache" / "shards" / "generate").glob("*/0000000")
+    shutil.rmtree(gen)
+    restore = _stop_at(monkeypatch, "filter", 0)
+    with pytest.raises(KeyboardInterrupt):  # generate and verify committed anew, filter not yet
+        df.run(df.load(path), out=tmp_path / "run", progress=False)
+    restore()
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)  # filter's old commit went with verify's
+    assert (res.manifest["curated"], res.manifest["quarantined"]) == (3, 0)
