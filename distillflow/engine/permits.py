@@ -382,7 +382,6 @@ class Gate:
         self.stopped = False  # the budget is spent: nothing more is sent
         self.trip_call = trip
         self.breaker = None  # the client's CircuitBreaker (opened here when the teacher tripped elsewhere)
-        self.tripped = False  # the teacher's circuit breaker opened (here or in another worker)
         self._trip_info: dict | None = None  # {"worker", "reason", "error"}, as the owner records a trip
         self._trip_task: asyncio.Task | None = None
         self.calls = 0
@@ -413,11 +412,16 @@ class Gate:
         self._heard(got)
         return got
 
+    @property
+    def tripped(self) -> bool:
+        """The teacher's circuit breaker opened (here or in another worker)."""
+        return self._trip_info is not None
+
     def _heard(self, got: dict) -> None:
         """The owner's word that the teacher tripped in some worker: stop sending, open the breaker."""
         info = got.get("tripped")
         if info and not self.tripped:
-            self.tripped, self._trip_info = True, info
+            self._trip_info = info
             if self.breaker is not None:
                 self.breaker.open_elsewhere(*_elsewhere(info))
             self._wake(None)
@@ -434,7 +438,6 @@ class Gate:
         """This worker's circuit breaker for the teacher opened: send nothing more, tell the owner."""
         if self.tripped:
             return
-        self.tripped = True
         self._trip_info = {"worker": self.worker, "reason": reason, "error": error}
         self._wake(None)
         if self.trip_call is None:

@@ -40,7 +40,7 @@ from distillflow.engine.providers import missing_env
 from distillflow.errors import ConfigurationError, TeacherOutageError
 from distillflow.graph import SOURCE
 from distillflow.steps import registry
-from distillflow.steps.quarantine import count_quarantined, has_retryable
+from distillflow.steps.quarantine import count_quarantined, has_quarantined
 
 
 @dataclass
@@ -332,7 +332,7 @@ class NodeRunner:
         anew = any(p in shard.recomputed for p in node.parents) or (glob and self.redo[nid])
         got = stored = await asyncio.to_thread(store.get, nid, h, k) if complete and not anew else None
         if got is not None and got[2].get("quarantined") and (
-                self.retry_errors or (self.retry_transient and has_retryable(got[1], nid))):
+                self.retry_errors or (self.retry_transient and has_quarantined(got[1], nid, retryable=True))):
             got = None  # --retry-errors, or the run after an outage: ask the quarantined records again
         start = time.time()
         cached = got is not None
@@ -342,7 +342,7 @@ class NodeRunner:
             units = meta.get("units", len(inp))
             ctx.reporter.add_total(nid, units)
             ctx.reporter.advance(nid, units, ctx.ledger.spent, cached=True)
-            if self.scope[nid] == "global" and self.kinds[nid].restore is not None:
+            if glob and self.kinds[nid].restore is not None:
                 self.kinds[nid].restore(await self.state(nid), node.step, kept)
         else:
             if stored is not None or (anew and complete and await asyncio.to_thread(store.has, nid, h, k)):

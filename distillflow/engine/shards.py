@@ -141,7 +141,7 @@ class ShardStore:
         write_rows(tmp / "rejected.parquet", rejected)
         (tmp / "meta.json").write_text(json.dumps(meta, default=str))
         if final.exists():  # a recomputed shard (e.g. --retry-errors) replaces the old one
-            shutil.rmtree(final)
+            self.drop(step_id, h, shard)
         os.replace(tmp, final)  # the commit: a directory appears whole or not at all
 
     def drop(self, step_id: str, h: str, shard: int) -> None:
@@ -150,14 +150,12 @@ class ShardStore:
         (d / "meta.json").unlink(missing_ok=True)
         shutil.rmtree(d, ignore_errors=True)
 
-    def drop_after(self, step_id: str, h: str, shard: int) -> int:
-        """Forget the commits of every shard after ``shard``; how many there were."""
-        d, n = self.root / step_id / h, 0
+    def drop_after(self, step_id: str, h: str, shard: int) -> None:
+        """Forget the commits of every shard after ``shard``."""
+        d = self.root / step_id / h
         for child in d.iterdir() if d.is_dir() else ():
             if child.name.isdigit() and int(child.name) > shard:
-                n += (child / "meta.json").is_file()
                 self.drop(step_id, h, int(child.name))
-        return n
 
     def prune(self, step_id: str, keep_hash: str) -> None:
         """Forget a step's outputs computed with other settings (a changed step reruns from here)."""

@@ -37,18 +37,13 @@ def count_quarantined(rejected) -> int:
     return sum(1 for r in rejected if r.get("reason") == REASON)
 
 
-def has_quarantined(rejected, step_id: str | None = None) -> bool:
+def has_quarantined(rejected, step_id: str | None = None, retryable: bool = False) -> bool:
     """Whether a step's rejected rows hold quarantined records (for ``--retry-errors``: such a
-    step's cached output must be recomputed so that only its failed requests are asked again)."""
-    return any(r.get("reason") == REASON and (step_id is None or r.get("rejected_by") == step_id)
-               for r in rejected)
-
-
-def has_retryable(rejected, step_id: str | None = None) -> bool:
-    """Whether a step's rejected rows hold records quarantined after a transient error (what an
-    outage leaves: the run after it asks them again)."""
-    return any(r.get("reason") == REASON and r.get("retryable") and (step_id is None or r.get("rejected_by") == step_id)
-               for r in rejected)
+    step's cached output must be recomputed so that only its failed requests are asked again);
+    with ``retryable``, records quarantined after a transient error only (what an outage leaves:
+    the run after it asks them again)."""
+    return any(r.get("reason") == REASON and (not retryable or r.get("retryable"))
+               and (step_id is None or r.get("rejected_by") == step_id) for r in rejected)
 
 
 def quarantine_note(n: int) -> str | None:
