@@ -59,7 +59,7 @@ from types import MappingProxyType
 from distillflow.engine.ledger import Ledger, TeacherStats
 from distillflow.engine.permits import Gate, Limits, PermitHub, outage_of
 from distillflow.engine.replicas import replica_manifest
-from distillflow.engine.runner import _SHARD, ExecutorBase, NodeRunner, RunContext, _ShardState
+from distillflow.engine.runner import _SHARD, ExecutorBase, NodeRunner, RunContext, _batch, _ShardState
 from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError
 from distillflow.graph import SOURCE
 from distillflow.plan import Plan
@@ -252,6 +252,8 @@ class WorkerContext(RunContext):
         return watch
 
     def _lane(self, teacher):
+        if self.batch_lanes and _batch(teacher):  # (the driver's: provider batches, no permits)
+            return self.batch_lanes.lane(teacher, self)
         lane = self._lanes.get(teacher.name)
         if lane is None:
             from distillflow.engine.lanes import Lane
@@ -427,12 +429,13 @@ def _add_ledger(ledger: Ledger, snap: dict) -> None:
 
 
 # -- the driver -------------------------------------------------------------------------------------
-def _segments(nodes: list[str], scope: dict) -> list[tuple[str, list[str]]]:
-    """Consecutive non-global steps form one task; each global step stands alone (driver)."""
+def _segments(nodes: list[str], where: dict) -> list[tuple[str, list[str]]]:
+    """Consecutive steps that run in tasks form one task; each step that runs in the driver
+    (``where``: "global", in shard order; "driver", a batch teacher's) stands alone."""
     segs: list[tuple[str, list[str]]] = []
     for n in nodes:
-        if scope[n] == "global":
-            segs.append(("global", [n]))
+        if where[n] != "task":
+            segs.append((where[n], [n]))
         elif segs and segs[-1][0] == "task":
             segs[-1][1].append(n)
         else:
@@ -450,9 +453,24 @@ class RayExecutor(ExecutorBase):
         self.worker_replicas: dict = {}  # worker -> its replica stats (the manifest's `replicas`, summed)
         self.hub_status: dict = {}
 
+    def _where(self, scope: dict) -> dict:
+        """Where each step runs: "global" (the driver, shard after shard), "driver" (a step that
+        asks a ``mode: batch`` teacher: its requests are pooled into provider batches by the
+        driver's batch lanes, which need no cluster), or "task" (any node)."""
+        spec, graph = self.plan.spec, self.plan.graph
+        where = {}
+        for n in self.nodes:
+            step = graph.nodes[n].step
+            kind = registry.get(step.kind)
+            names = kind.teachers(step, spec) if kind.teachers is not None else []
+            batch = any(_batch(spec.teacher(t)) for t in names)
+            where[n] = "global" if scope[n] == "global" else "driver" if batch else "task"
+        return where
+
     def _plan_segments(self, scope: dict) -> None:
         graph = self.plan.graph
-        self.segments = _segments(self.nodes, scope)
+        where = self._where(scope)
+        self.segments = _segments(self.nodes, where)
         later_reads: list[set] = []
         for i in range(len(self.segments)):
             reads = set()
@@ -466,10 +484,10 @@ class RayExecutor(ExecutorBase):
             inside = set(nids)
             self.reads.append({p for n in nids for p in graph.nodes[n].parents if p not in inside})
         # the sink's rows are written by the driver only when it made them (a global step, or no step)
-        self.sink_in_driver = graph.sink == SOURCE or scope[graph.sink] == "global"
+        self.sink_in_driver = graph.sink == SOURCE or where[graph.sink] != "task"
         # the driver reads a shard's prompts only where it needs them itself; tasks read their own
         self.driver_reads_source = graph.sink == SOURCE or any(
-            SOURCE in self.reads[i] for i, (what, _) in enumerate(self.segments) if what == "global")
+            SOURCE in self.reads[i] for i, (what, _) in enumerate(self.segments) if what != "task")
 
     def _stopping(self) -> bool:
         return super()._stopping() or bool(self.hub_status.get("budget_hit"))
@@ -492,13 +510,15 @@ class RayExecutor(ExecutorBase):
             rejected: dict[str, list[dict]] = {}  # the global steps' (the tasks' are in their parts)
             parts: list[str] = []
             for i, (what, nids) in enumerate(self.segments):
-                if what == "global":
+                if what != "task":  # in the driver: a global step in shard order, a batch teacher's step
                     nid = nids[0]
-                    await self.turns[nid].wait(k)
+                    if what == "global":
+                        await self.turns[nid].wait(k)
                     try:
                         kept, rej, complete, st = await self.local.node(k, nid, outputs, shard)
                     finally:
-                        await self.turns[nid].done(k)
+                        if what == "global":
+                            await self.turns[nid].done(k)
                     outputs[nid], rejected[nid] = (kept, complete), rej
                     self._account(nid, st)
                 else:
@@ -602,11 +622,14 @@ class RayExecutor(ExecutorBase):
                             f"driver-{os.getpid()}-{self.run_id[:8]}", str(self.prompts.dir), self.prompts.shard_size)
         drv.loop = asyncio.get_running_loop()
         drv.stop_event = self.ctx.stop_event
+        drv.batch_lanes = self.ctx.batch_lanes  # (kept across the run's passes)
         self.local = NodeRunner(plan, drv, self.store, self.hashes, self.retry_errors, self.retry_transient)
         self._plan_segments(self.local.scope)
         try:
             self.hub_status = await self.hub.status.remote(self.run_id)
             await self._all_shards()
+            if drv.batch_lanes:  # every shard has asked: submit what the batch lanes pooled
+                await drv.batch_lanes.flush()
         finally:
             try:
                 await drv.close()

@@ -567,11 +567,6 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
     else:
         executor_class = LocalExecutor
     batch = BatchLanes([spec.teacher(n) for n in sorted(plan.teachers_used())], out, retry_errors=retry_errors)
-    if batch and ex.backend == "ray":
-        batch.close()
-        cache.close()
-        raise ConfigurationError("teachers with `mode: batch` run on the local backend only: set "
-                                 "`execution.backend: local` (provider batches need no cluster: the provider does the work)")
     earlier: list = []  # ledgers of earlier passes (batch teachers: one pass per round of provider batches)
     try:
         while True:

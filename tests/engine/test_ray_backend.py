@@ -94,10 +94,37 @@ def test_local_backend_never_imports_ray(endpoint, write_yaml, tmp_path):
 def test_segments_put_global_steps_in_the_driver():
     from distillflow.engine.ray_executor import _segments
 
-    scope = {"generate": "row", "judge": "row", "best_of": "prompt", "dedup": "global", "filter": "row"}
-    assert _segments(list(scope), scope) == [("task", ["generate", "judge", "best_of"]), ("global", ["dedup"]),
+    where = {"generate": "task", "judge": "task", "best_of": "task", "dedup": "global", "filter": "task"}
+    assert _segments(list(where), where) == [("task", ["generate", "judge", "best_of"]), ("global", ["dedup"]),
                                              ("task", ["filter"])]
     assert _segments(["dedup"], {"dedup": "global"}) == [("global", ["dedup"])]
+    # a batch teacher's step stands alone in the driver; the stretches around it stay tasks
+    where = {"generate": "task", "judge": "driver", "verify": "driver", "filter": "task"}
+    assert _segments(list(where), where) == [("task", ["generate"]), ("driver", ["judge"]), ("driver", ["verify"]),
+                                             ("task", ["filter"])]
+
+
+def test_steps_asking_a_batch_teacher_run_in_the_driver(write_yaml, tmp_path):
+    """RayExecutor._where: a step with a mode: batch teacher runs in the driver, others where their scope says."""
+    import distillflow as df
+    from distillflow.engine.ray_executor import RayExecutor
+
+    path = write_yaml("""name: w
+source: {kind: inline, columns: {prompt: q}, rows: [{q: a}]}
+teachers:
+  - {name: online, provider: openai, base_url: "http://127.0.0.1:9/v1", model: m}
+  - {name: cheap, provider: openai, base_url: "http://127.0.0.1:9/v1", model: m, mode: batch}
+steps:
+  - {kind: generate, teachers: [online]}
+  - {kind: judge, teacher: cheap}
+  - {kind: dedup, columns: [prompt]}
+  - {kind: filter, where: "judge_score >= 3"}
+""")
+    plan = df.compile(str(path))
+    ex = RayExecutor.__new__(RayExecutor)
+    ex.plan, ex.nodes = plan, [n for n in plan.graph.order if n != "source"]
+    scope = {n: ("global" if n == "dedup" else "row") for n in ex.nodes}
+    assert ex._where(scope) == {"generate": "task", "judge": "driver", "dedup": "global", "filter": "task"}
 
 
 def test_plan_box_ships_python_registered_kinds(write_yaml):

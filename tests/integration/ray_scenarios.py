@@ -309,9 +309,69 @@ def scenario_retry_downstream(tmp: Path, address: str) -> dict:
         return out
 
 
+def scenario_batch_judge(tmp: Path, address: str) -> dict:
+    """generate (online teacher, in tasks) ▸ judge (a mode: batch teacher: in the driver, through
+    the local batch server) ▸ filter (in tasks), on both backends: the same curated output, the
+    judge's requests pooled into provider batches."""
+    import distillflow
+    from benchmarks.fake_batch_server import BatchServerThread
+
+    steps = """  - kind: generate
+    teachers: [teacher]
+  - kind: judge
+    teacher: grader
+  - kind: filter
+    where: "judge_score >= 3"
+"""
+    rowsets = rows(10) + '\n    - {question: "rate me score=2", answer: "low"}\n    - {question: "and me score=1", answer: "low"}'
+    with EndpointThread(latency=(0.0, 0.005)) as ep, BatchServerThread() as srv:
+        grader = f"""  - name: grader
+    provider: openai
+    base_url: {srv.openai_url}
+    model: fake-judge
+    mode: batch
+    max_retries: 0
+    batch: {{poll_initial_s: 0.02, poll_max_s: 0.2}}
+    price: {{input_per_1m: 2.0, output_per_1m: 8.0}}"""
+        d = tmp / "batch"
+        d.mkdir(parents=True)
+        (d / "pipeline.yaml").write_text(pipeline_yaml(ep.base_url, steps, rows=rowsets, teacher_extra=grader,
+                                                      extra="execution: {shard_size: 3, shards_in_flight: 4}"))
+        rr = distillflow.run(str(d / "pipeline.yaml"), out=d / "ray", progress=False, backend="ray", address=address)
+        ray_lines = sum(srv.stats["lines_submitted"].values())
+        ray_batches = sum(srv.stats["batches_created"].values())
+        again = distillflow.run(str(d / "pipeline.yaml"), out=d / "ray", progress=False, backend="ray", address=address)
+        rerun_lines = sum(srv.stats["lines_submitted"].values()) - ray_lines
+        rl = distillflow.run(str(d / "pipeline.yaml"), out=d / "local", progress=False)
+
+        def files(o):
+            return {n: (o / "data" / n).read_text() for n in ("curated.jsonl", "rejected.jsonl")}
+
+        # a batch teacher as the generator: the driver reads the shards' prompts for it
+        gen = d / "gen"
+        gen.mkdir()
+        (gen / "pipeline.yaml").write_text(pipeline_yaml(
+            ep.base_url, '  - kind: generate\n    teachers: [grader]\n  - kind: filter\n    where: "len(response) > 12"\n',
+            rows=rowsets, teacher_extra=grader, extra="execution: {shard_size: 3, shards_in_flight: 4}"))
+        gr = distillflow.run(str(gen / "pipeline.yaml"), out=gen / "ray", progress=False, backend="ray", address=address)
+        gl = distillflow.run(str(gen / "pipeline.yaml"), out=gen / "local", progress=False)
+        generator = {"ray": files(gen / "ray"), "local": files(gen / "local"), "status": gr.manifest["status"],
+                     "curated": gr.manifest["curated"], "local_curated": gl.manifest["curated"],
+                     "answers": gr.manifest["batches"]["teachers"]["grader"]["answers"]}
+
+        return {"generator": generator, "ray": files(d / "ray"), "local": files(d / "local"), "status": rr.manifest["status"],
+                "ray_counts": rr.manifest["counts"], "local_counts": rl.manifest["counts"],
+                "ray_batches": rr.manifest["batches"]["teachers"], "local_batches": rl.manifest["batches"]["teachers"],
+                "ray_lines": ray_lines, "ray_batches_created": ray_batches,
+                "lines_after_rerun": rerun_lines, "local_lines": sum(srv.stats["lines_submitted"].values()) - ray_lines - rerun_lines,
+                "again_status": again.manifest["status"], "again_curated": again.manifest["curated"],
+                "requests": ep.stats["requests"],
+                "workers": json.loads((d / "ray" / "cache" / "ray-workers.json").read_text())}
+
+
 SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
              "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage,
-             "retry_downstream": scenario_retry_downstream}
+             "retry_downstream": scenario_retry_downstream, "batch_judge": scenario_batch_judge}
 
 
 def main() -> None:

@@ -174,3 +174,25 @@ def test_retry_errors_reaches_the_driver_and_task_steps_after_the_retried_one(cl
     assert r["run1"]["references"] == sorted([*(str(2 * i) for i in range(6)), "dup"])
     assert len(r["run1"]["dup"]) == 1 and r["run1"]["dup"][0].startswith("@@")
     assert r["requests"] == 7 + 3
+
+
+def test_a_batch_teachers_steps_run_in_the_driver_and_match_the_local_backend(cluster_results):
+    r = _scenario(cluster_results, "batch_judge")
+    # generate (online) in tasks ▸ judge (mode: batch) in the driver ▸ filter in tasks: the local output, byte for byte
+    assert r["status"] == "complete"
+    assert r["ray"]["curated.jsonl"] == r["local"]["curated.jsonl"]
+    assert r["ray"]["rejected.jsonl"] == r["local"]["rejected.jsonl"]
+    assert r["ray_counts"] == r["local_counts"]
+    assert r["ray_counts"]["filter"]["rejected"] == 2  # the two graded 1 and 2 by the batch judge
+    # the judge's 12 requests went out pooled across the 4 shards, as one provider batch
+    assert r["ray_lines"] == 12 and r["ray_batches_created"] == 1
+    assert r["ray_batches"]["grader"]["answers"] == 12 and r["ray_batches"]["grader"]["batches"] == 1
+    # the shard tasks ran on the cluster's nodes (4 shards x 2 task stretches)
+    assert sum(r["workers"]["shards_per_node"].values()) == 8
+    # the same command again: complete from the committed shards, nothing submitted again
+    assert r["again_status"] == "complete" and r["again_curated"] == 10 and r["lines_after_rerun"] == 0
+    assert r["requests"] == 24  # the online teacher: each backend's 12, once
+    # a batch teacher as the generator (the driver reads the prompts for it): the local output too
+    g = r["generator"]
+    assert g["status"] == "complete" and g["curated"] == g["local_curated"] == 12 and g["answers"] == 12
+    assert g["ray"] == g["local"]
