@@ -59,7 +59,7 @@ from types import MappingProxyType
 from distillflow.engine.ledger import Ledger, TeacherStats
 from distillflow.engine.permits import Gate, Limits, PermitHub, outage_of
 from distillflow.engine.replicas import replica_manifest
-from distillflow.engine.runner import _SHARD, ExecutorBase, NodeRunner, RunContext, _batch, _ShardState
+from distillflow.engine.runner import _SHARD, ExecutorBase, NodeRunner, RunContext, _batch, _open_breaker, _ShardState
 from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError
 from distillflow.graph import SOURCE
 from distillflow.plan import Plan
@@ -491,6 +491,15 @@ class RayExecutor(ExecutorBase):
 
     def _stopping(self) -> bool:
         return super()._stopping() or bool(self.hub_status.get("budget_hit"))
+
+    def outage_seen(self) -> Exception | None:
+        """A breaker opened in any worker (the hub's word, updated as the run closed its hub) or in
+        the driver's own steps."""
+        tripped = self.hub_status.get("tripped")
+        if tripped:
+            return outage_of(*min(tripped.items()))
+        local = getattr(self, "local", None)
+        return _open_breaker(local.ctx._clients) if local is not None else None
 
     def _account(self, nid: str, st: dict) -> None:
         self._count(nid, st)

@@ -369,6 +369,15 @@ class NodeRunner:
         return kept, rej, complete, stats
 
 
+def _open_breaker(clients: dict) -> Exception | None:
+    """The outage error of the first (by teacher name) of ``clients`` whose circuit breaker is open."""
+    for name in sorted(clients):
+        breaker = getattr(clients[name], "breaker", None)
+        if breaker is not None and breaker.is_open:
+            return breaker.error()
+    return None
+
+
 class ExecutorBase:
     """What both executors share: per-step counters and spans summed from NodeRunner stats, the
     output writer's turn, and the loop over shards (``shards_in_flight`` at once)."""
@@ -386,6 +395,12 @@ class ExecutorBase:
         self.hashes: dict[str, str] = {}
         self.turns: dict = {}
         self.write_turn = None
+
+    def outage_seen(self) -> Exception | None:
+        """The TeacherOutageError of a teacher whose circuit breaker opened in this run (None: no
+        breaker opened). A Ctrl-C can land after a breaker opened and before the run stopped on
+        its outage (it drains the requests still in flight): the run records it all the same."""
+        return _open_breaker(self.ctx._clients)
 
     def _count(self, nid: str, st: dict) -> None:
         c = self.counts[nid]
@@ -582,6 +597,9 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
                 next_pass = run_pass(executor, batch, wait, reporter, ctx.stop_event)
             except KeyboardInterrupt:
                 ctx.stop_event.set()
+                seen = executor.outage_seen()
+                if seen is not None:  # stopped by hand during an outage: the next run asks its failures again
+                    outage.record(seen)
                 raise
             except TeacherOutageError as e:
                 outage.record(e)

@@ -127,6 +127,30 @@ steps:
     assert ex._where(scope) == {"generate": "task", "judge": "driver", "dedup": "global", "filter": "task"}
 
 
+def test_the_outage_a_ray_run_saw_is_the_hubs_word_or_the_drivers_breaker():
+    """What a Ctrl-C during an outage records (engine/runner.py): the hub's trip, which the run
+    reads back as it closes its hub; failing that, a breaker of the driver's own steps."""
+    from types import SimpleNamespace
+
+    from distillflow.engine.ray_executor import RayExecutor
+    from distillflow.engine.scheduler import CircuitBreaker
+
+    ex = RayExecutor.__new__(RayExecutor)
+    ex.hub_status = {}
+    assert ex.outage_seen() is None  # before the driver's runner exists
+    breaker = CircuitBreaker("judge", failures_in_a_row=2)
+    ex.local = SimpleNamespace(ctx=SimpleNamespace(_clients={"judge": SimpleNamespace(breaker=breaker)}))
+    assert ex.outage_seen() is None
+    breaker.record(False, "HTTP 503")
+    breaker.record(False, "HTTP 503")
+    assert "teacher 'judge' looks down: 2 requests in a row failed" in str(ex.outage_seen())
+    ex.hub_status = {"tripped": {"gen": {"worker": "n1-42-run", "reason": "6 requests in a row failed after their retries",
+                                         "error": "HTTP 500: down"}}}
+    seen = str(ex.outage_seen())
+    assert "teacher 'gen' looks down: 6 requests in a row failed after their retries in" in seen
+    assert "n1-42-run" in seen and "HTTP 500: down" in seen
+
+
 def test_plan_box_ships_python_registered_kinds(write_yaml):
     """A kind registered from Python in the driver exists in a worker only if shipped with the plan."""
     import cloudpickle

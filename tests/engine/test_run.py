@@ -166,6 +166,40 @@ def test_the_same_command_after_an_outage_asks_again_what_failed_while_the_teach
         assert again.manifest["curated"] == 12 and ep.stats["requests"] == 15
 
 
+def test_a_ctrl_c_after_the_breaker_opened_still_records_the_outage(write_yaml, tmp_path, monkeypatch):
+    # The Ctrl-C is raised where the breaker opens (the one thing mocked: a signal landing in that
+    # window, between the breaker opening and the run stopping on its outage, cannot be timed here)
+    from benchmarks.fake_endpoint import EndpointThread
+    from distillflow.engine.scheduler import CircuitBreaker
+
+    record = CircuitBreaker.record
+
+    def interrupted(self, ok, error=None):
+        was_open = self.is_open
+        now_open = record(self, ok, error)
+        if now_open and not was_open:
+            raise KeyboardInterrupt
+        return now_open
+
+    monkeypatch.setattr(CircuitBreaker, "record", interrupted)
+    rows = "".join(f'\n    - {{question: "question {i}", answer: "{i}"}}' for i in range(12))
+    with EndpointThread(latency=(0.0, 0.0), down_after=6) as ep:
+        text = pipeline_yaml(ep.base_url, OUTAGE_STEPS, rows=rows, extra="execution: {shard_size: 2, shards_in_flight: 1}",
+                             teacher_extra="    max_retries: 0\n    concurrency: 1\n    outage: {failures_in_a_row: 3}")
+        path = write_yaml(text)
+        with pytest.raises(KeyboardInterrupt):
+            df.run(df.load(path), out=tmp_path / "run", progress=False)
+        # recorded as the outage it was: the same command asks again what failed while it was down
+        assert (tmp_path / "run" / "cache" / "outage.json").is_file()
+        assert "3 requests in a row" in (tmp_path / "run" / "cache" / "outage.json").read_text()
+        monkeypatch.setattr(CircuitBreaker, "record", record)
+        ep.stats["down"] = False
+        res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+        assert res.manifest["status"] == "complete" and res.manifest["quarantined"] == 0
+        assert res.manifest["curated"] == 12 and ep.stats["completions"] == 12
+        assert not (tmp_path / "run" / "cache" / "outage.json").exists()
+
+
 def _flaky_second(endpoint, write_yaml, tag: str):
     """generate ▸ verify ▸ filter over three prompts, the second failing twice with 503 before it
     answers (quarantined after its 2 attempts); ``tag`` keeps its fault count apart from other
