@@ -190,6 +190,11 @@ class PermitBook:
     def renew(self, worker: str) -> None:
         self.seen[worker] = self.clock()
 
+    def charge(self, cost: float) -> None:
+        """Answers the run uses that no slot of this book paid for (cached, replayed, collected
+        from provider batches) count toward the budget too."""
+        self.spent += cost
+
     def exchange(self, worker: str, teacher: str, give_back: int = 0, cost: float = 0.0, est: float = 0.0,
                  want: int = 0, want_rate: int = 0, tokens_each: float = 0.0, unused_tokens: float = 0.0,
                  unused_rate: int = 0, idle: bool = False) -> dict:
@@ -740,6 +745,11 @@ class PermitHub:
         if book is None:  # the run is over
             return None
         return await book.awatch(worker, teacher, timeout, known)
+
+    async def charge(self, run: str, cost: float) -> None:
+        book = self.books.get(run)
+        if book is not None:
+            book.charge(cost)
 
     async def status(self, run: str) -> dict:
         b = self.books[run]

@@ -233,6 +233,16 @@ class WorkerContext(RunContext):
         except Exception:
             pass
 
+    async def charge(self, cost: float) -> None:
+        """The hub's budget count hears of answers paid for outside its permits (cached,
+        replayed, from provider batches), as the local backend's ledger counts them: a rerun
+        does not spend the cap again on top of what its cached answers cost."""
+        if self._budget and cost > 0:
+            try:
+                await self.hub.charge.remote(self.run_id, cost)
+            except Exception:  # the hub is gone: nothing more is granted anyway
+                pass
+
     def _tripper(self, teacher: str):
         async def trip(reason, error):
             try:

@@ -128,8 +128,12 @@ class RunContext(SpecAccess, TeacherClients):
         if shard is not None:
             shard.units[step_id] = shard.units.get(step_id, 0) + len(requests)
         hits = await asyncio.to_thread(self.cache.get_many, [r.key for r in requests]) if requests else {}
+        paid = 0.0
         for res in hits.values():
-            ledger.add(name, res.input_tokens, res.output_tokens, self.cost(teacher, res.input_tokens, res.output_tokens), True)
+            cost = self.cost(teacher, res.input_tokens, res.output_tokens)
+            ledger.add(name, res.input_tokens, res.output_tokens, cost, True)
+            paid += cost
+        await self.charge(paid)
         self.reporter.advance(step_id, sum(1 for r in requests if r.key in hits), ledger.spent)
         misses = [r for r in requests if r.key not in hits]
         results, failures = dict(hits), {}
@@ -151,6 +155,11 @@ class RunContext(SpecAccess, TeacherClients):
         # A request that failed for good is the step's to quarantine; a sustained outage opens the
         # teacher's circuit breaker, whose TeacherOutageError reached us through the lane.
         return results, failures
+
+    async def charge(self, cost: float) -> None:
+        """Answers this run uses that its lanes did not pay for now (cached, replayed from a
+        committed shard, collected from a provider batch): the budget counts them (``ledger``
+        does here; on Ray the permit hub's count must hear of them too: engine/ray_executor.py)."""
 
     def ask_blocking(self, step_id: str, teacher, requests: list):
         shard = _SHARD.get()  # the worker thread runs in a copy of the shard task's context
@@ -339,6 +348,7 @@ class NodeRunner:
         if cached:
             kept, rej, meta = got
             ctx.ledger.replay(meta.get("usage") or {})
+            await ctx.charge(sum(d.get("cost_usd", 0.0) for d in (meta.get("usage") or {}).values()))
             units = meta.get("units", len(inp))
             ctx.reporter.add_total(nid, units)
             ctx.reporter.advance(nid, units, ctx.ledger.spent, cached=True)

@@ -74,6 +74,16 @@ def test_budget_reserves_an_estimate_per_slot_and_reconciles_actual_cost():
     assert book.exchange("b", "t", est=0.3, want=1)["slots"] == 0  # stopped for everyone
 
 
+def test_answers_paid_outside_the_slots_count_toward_the_budget():
+    # cached, replayed or batch answers a worker reports with charge(): the cap is on the run's whole cost
+    book = PermitBook({"t": Limits(concurrency=10)}, max_cost_usd=1.0, clock=Clock())
+    book.charge(0.5)
+    assert book.exchange("a", "t", est=0.2, want=10)["slots"] == 2  # 0.5 of room: two estimates
+    book.charge(0.45)
+    got = book.exchange("a", "t", give_back=2, cost=0.04, est=0.2, want=10)
+    assert got["slots"] == 0 and got["budget_hit"] and book.spent == pytest.approx(0.99)
+
+
 def test_rpm_tokens_come_from_one_bucket():
     clock = Clock()
     book = PermitBook({"t": Limits(concurrency=100, rpm=600)}, clock=clock)  # 10 per second, 1 s burst

@@ -81,6 +81,21 @@ def scenario_limits(tmp: Path, address: str) -> dict:
         r = distillflow.run(str(p), out=tmp / "budget" / "run", progress=False, backend="ray", address=address)
         out["budget"] = {"status": r.manifest["status"], "cost_usd": r.manifest["cost_usd"],
                          "curated": r.manifest["curated"], "completions": ep.stats["completions"]}
+        # the cap is on what the run's answers cost, cached ones included (as on the local backend):
+        # the same command again sends (almost) nothing; a doubled cap buys about as much again
+        for name, cap in (("budget_again", 0.0012), ("budget_doubled", 0.0024)):
+            p.write_text(p.read_text().replace("max_cost_usd: 0.0012", f"max_cost_usd: {cap}"))
+            r = distillflow.run(str(p), out=tmp / "budget" / "run", progress=False, backend="ray", address=address)
+            out[name] = {"status": r.manifest["status"], "cost_usd": r.manifest["cost_usd"],
+                         "curated": r.manifest["curated"], "completions": ep.stats["completions"]}
+    with EndpointThread(latency=(0.02, 0.04)) as ep:  # the same three runs on the local backend
+        p = write(tmp / "budget_local", ep.base_url, 60, "  - kind: generate\n", "{shard_size: 5, shards_in_flight: 6}",
+                  extra="budget: {max_cost_usd: 0.0012}")
+        for name, cap in (("first", 0.0012), ("again", 0.0012), ("doubled", 0.0024)):
+            p.write_text(p.read_text().replace("max_cost_usd: 0.0012", f"max_cost_usd: {cap}"))
+            r = distillflow.run(str(p), out=tmp / "budget_local" / "run", progress=False)
+            out.setdefault("budget_local", {})[name] = {"status": r.manifest["status"], "cost_usd": r.manifest["cost_usd"],
+                                                        "curated": r.manifest["curated"], "completions": ep.stats["completions"]}
     return out
 
 

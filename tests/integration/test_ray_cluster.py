@@ -65,6 +65,17 @@ def test_limits_hold_across_workers_and_nodes(cluster_results):
     assert b["status"] == "budget_exhausted"
     assert 0 < b["cost_usd"] <= 0.0012
     assert b["curated"] == b["completions"] < 60
+    # the cap is on what the run's answers cost, cached ones included, as on the local backend: the
+    # same command again stops at it (it sent all 60, status complete, $0.00183, when the hub counted
+    # only what it granted). To within the cached answers of the shards in flight (6 x 5 of them) as
+    # the cap is reached: a worker's are charged as it reads them, another's slot may be granted first
+    per_answer = r["budget_doubled"]["cost_usd"] / r["budget_doubled"]["completions"]
+    again, doubled = r["budget_again"], r["budget_doubled"]
+    assert again["status"] == "budget_exhausted" and b["completions"] <= again["completions"] < 60, again
+    assert again["cost_usd"] <= 0.0012 + 30 * per_answer, again
+    assert again["completions"] < doubled["completions"] and doubled["cost_usd"] <= 0.0024 + 30 * per_answer, doubled
+    local = r["budget_local"]
+    assert all(local[k]["cost_usd"] <= cap for k, cap in (("first", 0.0012), ("again", 0.0012), ("doubled", 0.0024))), local
 
 
 def test_retries_are_charged_to_the_global_rpm(cluster_results):

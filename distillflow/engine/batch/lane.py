@@ -88,6 +88,7 @@ class BatchLane:
             run.cache.put(res)
             run.ledger.add(label, res.input_tokens, res.output_tokens, cost, False)
             results[key] = res
+        await run.charge(sum(cost for _, cost, _ in got.values()))
         self.stats["from_batches"] += len(got)
         rest = [k for k in keys if k not in got]
         history = await asyncio.to_thread(self.store.line_history, rest) if rest else {}
