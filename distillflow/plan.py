@@ -37,15 +37,18 @@ class Plan:
     def step(self, step_id: str):
         return self.graph.nodes[step_id].step
 
-    def teachers_used(self) -> set[str]:
-        """Teachers some step of the graph calls."""
+    def step_teachers(self, step) -> list[str]:
+        """The names of the teachers ``step`` calls (none for a kind that calls no teacher)."""
         from distillflow.steps import registry
 
+        kind = registry.get(step.kind)
+        return list(kind.teachers(step, self.spec)) if kind.teachers is not None else []
+
+    def teachers_used(self) -> set[str]:
+        """Teachers some step of the graph calls."""
         used: set[str] = set()
         for nid in self.graph.order:
             st = self.graph.nodes[nid].step
             if st is not None:
-                kind = registry.get(st.kind)
-                if kind.teachers is not None:
-                    used |= set(kind.teachers(st, self.spec))
+                used |= set(self.step_teachers(st))
         return used

@@ -467,13 +467,10 @@ class RayExecutor(ExecutorBase):
         """Where each step runs: "global" (the driver, shard after shard), "driver" (a step that
         asks a ``mode: batch`` teacher: its requests are pooled into provider batches by the
         driver's batch lanes, which need no cluster), or "task" (any node)."""
-        spec, graph = self.plan.spec, self.plan.graph
+        plan = self.plan
         where = {}
         for n in self.nodes:
-            step = graph.nodes[n].step
-            kind = registry.get(step.kind)
-            names = kind.teachers(step, spec) if kind.teachers is not None else []
-            batch = any(_batch(spec.teacher(t)) for t in names)
+            batch = any(_batch(plan.spec.teacher(t)) for t in plan.step_teachers(plan.step(n)))
             where[n] = "global" if scope[n] == "global" else "driver" if batch else "task"
         return where
 

@@ -213,8 +213,7 @@ def _h(*parts) -> str:
 
 def _step_hash(plan, step, parent_hashes: list[str]) -> str:
     spec = plan.spec
-    kind = registry.get(step.kind)
-    names = kind.teachers(step, spec) if kind.teachers is not None else []
+    names = plan.step_teachers(step)
     from distillflow.engine.providers import teacher_identity
 
     # replicas do not change answers: a list of base URLs counts as its first one
@@ -283,11 +282,7 @@ class NodeRunner:
         self.nodes = [n for n in graph.order if n != SOURCE]
         self.kinds = {n: registry.get(graph.nodes[n].step.kind) for n in self.nodes}
         self.scope = {n: self.kinds[n].scope_of(graph.nodes[n].step) for n in self.nodes}
-        calls = {}
-        for n in self.nodes:
-            k, st = self.kinds[n], graph.nodes[n].step
-            calls[n] = bool(k.teachers(st, plan.spec)) if k.teachers is not None else False
-        self.calls_teachers = calls
+        self.calls_teachers = {n: bool(plan.step_teachers(graph.nodes[n].step)) for n in self.nodes}
         # the steps computed, directly or not, from n's output (in run order)
         self.below = {n: [m for m in graph.order if m in down] for n in self.nodes for down in [graph.downstream(n)]}
         self.states: dict = {}
