@@ -75,27 +75,25 @@ def scenario_limits(tmp: Path, address: str) -> dict:
         # most requests that started within any 1-second window (600 RPM = 10/s; the bucket holds 1 s)
         out["max_per_1s"] = max(sum(1 for t in starts[i:] if t - s < 1.0) for i, s in enumerate(starts))
         out["workers"] = json.loads((tmp / "limits" / "run" / "cache" / "ray-workers.json").read_text())
-    with EndpointThread(latency=(0.02, 0.04)) as ep:
-        p = write(tmp / "budget", ep.base_url, 60, "  - kind: generate\n", "{shard_size: 5, shards_in_flight: 6}",
-                  extra="budget: {max_cost_usd: 0.0012}")
-        r = distillflow.run(str(p), out=tmp / "budget" / "run", progress=False, backend="ray", address=address)
-        out["budget"] = {"status": r.manifest["status"], "cost_usd": r.manifest["cost_usd"],
-                         "curated": r.manifest["curated"], "completions": ep.stats["completions"]}
-        # the cap is on what the run's answers cost, cached ones included (as on the local backend):
-        # the same command again sends (almost) nothing; a doubled cap buys about as much again
-        for name, cap in (("budget_again", 0.0012), ("budget_doubled", 0.0024)):
-            p.write_text(p.read_text().replace("max_cost_usd: 0.0012", f"max_cost_usd: {cap}"))
-            r = distillflow.run(str(p), out=tmp / "budget" / "run", progress=False, backend="ray", address=address)
-            out[name] = {"status": r.manifest["status"], "cost_usd": r.manifest["cost_usd"],
-                         "curated": r.manifest["curated"], "completions": ep.stats["completions"]}
-    with EndpointThread(latency=(0.02, 0.04)) as ep:  # the same three runs on the local backend
-        p = write(tmp / "budget_local", ep.base_url, 60, "  - kind: generate\n", "{shard_size: 5, shards_in_flight: 6}",
-                  extra="budget: {max_cost_usd: 0.0012}")
-        for name, cap in (("first", 0.0012), ("again", 0.0012), ("doubled", 0.0024)):
-            p.write_text(p.read_text().replace("max_cost_usd: 0.0012", f"max_cost_usd: {cap}"))
-            r = distillflow.run(str(p), out=tmp / "budget_local" / "run", progress=False)
-            out.setdefault("budget_local", {})[name] = {"status": r.manifest["status"], "cost_usd": r.manifest["cost_usd"],
-                                                        "curated": r.manifest["curated"], "completions": ep.stats["completions"]}
+
+    def spent(r, ep) -> dict:
+        return {"status": r.manifest["status"], "cost_usd": r.manifest["cost_usd"], "curated": r.manifest["curated"],
+                "completions": ep.stats["completions"]}
+
+    # a budget cap across nodes; then the cap is on what the run's answers cost, cached ones included
+    # (as on the local backend): the same command again sends (almost) nothing; a doubled cap buys
+    # about as much again. The same three runs on the local backend beside them.
+    for backend, key, names in (("ray", None, ("budget", "budget_again", "budget_doubled")),
+                                ("local", "budget_local", ("first", "again", "doubled"))):
+        with EndpointThread(latency=(0.02, 0.04)) as ep:
+            d = tmp / ("budget" if backend == "ray" else "budget_local")
+            p = write(d, ep.base_url, 60, "  - kind: generate\n", "{shard_size: 5, shards_in_flight: 6}",
+                      extra="budget: {max_cost_usd: 0.0012}")
+            for name, cap in zip(names, (0.0012, 0.0012, 0.0024)):
+                p.write_text(p.read_text().replace("max_cost_usd: 0.0012", f"max_cost_usd: {cap}"))
+                r = distillflow.run(str(p), out=d / "run", progress=False, backend=backend,
+                                    address=address if backend == "ray" else None)
+                (out.setdefault(key, {}) if key else out)[name] = spent(r, ep)
     return out
 
 
