@@ -645,7 +645,7 @@ class RayExecutor(ExecutorBase):
             self.hub_status = await self.hub.status.remote(self.run_id)
             await self._all_shards()
             if drv.batch_lanes:  # every shard has asked: submit what the batch lanes pooled
-                await drv.batch_lanes.flush()
+                await self._submit_pooled(drv.batch_lanes)
         finally:
             try:
                 await drv.close()
@@ -667,6 +667,15 @@ class RayExecutor(ExecutorBase):
         if tripped:  # (a task raises the outage as a rule; should none have, the run still does not
             # end as complete with the requests its workers did not send)
             raise outage_of(*min(tripped.items()))
+
+    async def _submit_pooled(self, lanes) -> None:
+        """Submit the batch requests the shards pooled, unless a teacher tripped meanwhile: the run
+        then stops on that outage (raised as it closes) and its rerun submits them, as on the local
+        backend, where the shard that saw the outage raises before the flush. Only the hub may know
+        of the trip (a worker's breaker opened, no task raised), so it is asked first."""
+        self.hub_status = await self.hub.status.remote(self.run_id)
+        if not self.hub_status.get("tripped"):
+            await lanes.flush()
 
     async def _close_hub(self, ray) -> None:
         try:

@@ -151,6 +151,36 @@ def test_the_outage_a_ray_run_saw_is_the_hubs_word_or_the_drivers_breaker():
     assert "n1-42-run" in seen and "HTTP 500: down" in seen
 
 
+def test_pooled_batch_requests_are_not_submitted_once_the_hub_saw_a_trip():
+    """On Ray a worker's breaker can open without any task raising; the hub then holds the only
+    record. The driver asks it before submitting the pooled batch: a tripped run stops on the
+    outage and leaves its batch requests to the rerun, as the local backend does."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from distillflow.engine.ray_executor import RayExecutor
+
+    flushed = []
+    status = {}
+
+    async def hub_status(run):
+        assert run == "run-1"
+        return dict(status)
+
+    async def flush():
+        flushed.append(True)
+
+    ex = RayExecutor.__new__(RayExecutor)
+    ex.run_id, ex.hub = "run-1", SimpleNamespace(status=SimpleNamespace(remote=hub_status))
+    lanes = SimpleNamespace(flush=flush)
+    asyncio.run(ex._submit_pooled(lanes))
+    assert flushed == [True]
+    status["tripped"] = {"gen": {"worker": "n1-42-run", "reason": "6 requests in a row failed", "error": "HTTP 500"}}
+    asyncio.run(ex._submit_pooled(lanes))
+    assert flushed == [True]  # not submitted again
+    assert "teacher 'gen' looks down" in str(ex.outage_seen())
+
+
 def test_plan_box_ships_python_registered_kinds(write_yaml):
     """A kind registered from Python in the driver exists in a worker only if shipped with the plan."""
     import cloudpickle
