@@ -78,12 +78,13 @@ def test_quickstart_notebook_executes_and_reports(tmp_path):
     assert m, text[-3000:]
     teacher, base, student, retention = map(float, m.groups())
     assert teacher >= 0.9
-    # the base knows subtraction, not addition; 400 steps teach it some addition. How much varies a
-    # lot between runs (make demo: 95.5% and 56%; a stalled 300-step run: 16%), so a margin is required, not a level
+    # the base knows subtraction, not addition; 400 steps at lr 0.0015 teach it addition smoothly:
+    # 48-65% over training seeds 0-4 on this data (docs/demo_variance.md). At the demo's 0.003 the
+    # sudden drop of the loss came at a step that moved from run to run: 26%, 83%, 96% here and 6% on
+    # a CI machine, where the old margin of 10 points failed
     assert base <= 0.05
-    # a margin a broken trainer cannot reach by luck: 10 more right answers in 100 (a stalled
-    # 300-step run still reached 16%)
-    assert student >= base + 0.10, (base, student)
+    # a margin a broken trainer cannot reach by luck, about half the lowest level measured
+    assert student >= base + 0.25, (base, student)
     assert retention == pytest.approx(student / teacher, abs=1e-3)
     m = re.search(r"SAMPLED: TEACHER ([\d.]+)\s+BASE ([\d.]+)\s+TRAINED ([\d.]+)", text)
     assert m, text[-3000:]
