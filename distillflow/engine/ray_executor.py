@@ -536,7 +536,7 @@ class RayExecutor(ExecutorBase):
                         if what == "global":
                             await self.turns[nid].done(k)
                     outputs[nid], rejected[nid] = (kept, complete), rej
-                    self._account(nid, st)
+                    self._count(nid, st)  # (its progress was reported as it ran: drv.reporter)
                 else:
                     inputs = {p: outputs[p] for p in self.reads[i] if p != SOURCE}
                     keep = [n for n in nids if n in self.needed_after[i] and n != sink]
@@ -638,6 +638,9 @@ class RayExecutor(ExecutorBase):
                             f"driver-{os.getpid()}-{self.run_id[:8]}", str(self.prompts.dir), self.prompts.shard_size)
         drv.loop = asyncio.get_running_loop()
         drv.stop_event = self.ctx.stop_event
+        # the driver's own steps report live, as on the local backend: a batch teacher's pooled
+        # requests count when their answers come in, not when the step hands them to the pool
+        drv.reporter = self.ctx.reporter
         drv.batch_lanes = self.ctx.batch_lanes  # (kept across the run's passes)
         self.local = NodeRunner(plan, drv, self.store, self.hashes, self.retry_errors, self.retry_transient)
         self._plan_segments(self.local.scope)

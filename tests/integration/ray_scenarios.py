@@ -322,6 +322,34 @@ def scenario_retry_downstream(tmp: Path, address: str) -> dict:
         return out
 
 
+class PassProgress:
+    """A reporter recording [total, done] per step for each pass over the shards (a batch
+    teacher's run makes one pass per round of provider batches; the bars restart each pass)."""
+
+    def __init__(self):
+        from distillflow.engine.progress import NullReporter
+
+        self.passes: list[dict] = [{}]
+        self._restarting = False
+        self._null = NullReporter()
+
+    def __getattr__(self, name):  # every other reporter call: ignored
+        return getattr(self._null, name)
+
+    def restart(self, step_id: str) -> None:
+        if not self._restarting:
+            self.passes.append({})
+            self._restarting = True
+
+    def add_total(self, step_id: str, n: int) -> None:
+        self._restarting = False
+        self.passes[-1].setdefault(step_id, [0, 0])[0] += n
+
+    def advance(self, step_id: str, n: int, cost_usd: float = 0.0, cached: bool = False) -> None:
+        self._restarting = False
+        self.passes[-1].setdefault(step_id, [0, 0])[1] += n
+
+
 def scenario_batch_judge(tmp: Path, address: str) -> dict:
     """generate (online teacher, in tasks) ▸ judge (a mode: batch teacher: in the driver, through
     the local batch server) ▸ filter (in tasks), on both backends: the same curated output, the
@@ -350,12 +378,17 @@ def scenario_batch_judge(tmp: Path, address: str) -> dict:
         d.mkdir(parents=True)
         (d / "pipeline.yaml").write_text(pipeline_yaml(ep.base_url, steps, rows=rowsets, teacher_extra=grader,
                                                       extra="execution: {shard_size: 3, shards_in_flight: 4}"))
-        rr = distillflow.run(str(d / "pipeline.yaml"), out=d / "ray", progress=False, backend="ray", address=address)
+        from distillflow.api import with_execution
+        from distillflow.engine.runner import run_plan
+
+        progress = {"ray": PassProgress(), "local": PassProgress()}
+        rr = run_plan(with_execution(distillflow.compile(str(d / "pipeline.yaml")), "ray", address), out_dir=d / "ray",
+                      reporter=progress["ray"])
         ray_lines = sum(srv.stats["lines_submitted"].values())
         ray_batches = sum(srv.stats["batches_created"].values())
         again = distillflow.run(str(d / "pipeline.yaml"), out=d / "ray", progress=False, backend="ray", address=address)
         rerun_lines = sum(srv.stats["lines_submitted"].values()) - ray_lines
-        rl = distillflow.run(str(d / "pipeline.yaml"), out=d / "local", progress=False)
+        rl = run_plan(distillflow.compile(str(d / "pipeline.yaml")), out_dir=d / "local", reporter=progress["local"])
 
         def files(o):
             return {n: (o / "data" / n).read_text() for n in ("curated.jsonl", "rejected.jsonl")}
@@ -378,7 +411,7 @@ def scenario_batch_judge(tmp: Path, address: str) -> dict:
                 "ray_lines": ray_lines, "ray_batches_created": ray_batches,
                 "lines_after_rerun": rerun_lines, "local_lines": sum(srv.stats["lines_submitted"].values()) - ray_lines - rerun_lines,
                 "again_status": again.manifest["status"], "again_curated": again.manifest["curated"],
-                "requests": ep.stats["requests"],
+                "requests": ep.stats["requests"], "progress": {k: v.passes for k, v in progress.items()},
                 "workers": json.loads((d / "ray" / "cache" / "ray-workers.json").read_text())}
 
 

@@ -212,6 +212,10 @@ def test_a_batch_teachers_steps_run_in_the_driver_and_match_the_local_backend(cl
     # the same command again: complete from the committed shards, nothing submitted again
     assert r["again_status"] == "complete" and r["again_curated"] == 10 and r["lines_after_rerun"] == 0
     assert r["requests"] == 24  # the online teacher: each backend's 12, once
+    # the progress bars, per pass: the judge's first pass counts none of its 12 pooled requests as
+    # done (they are answered in the second), on Ray as locally
+    assert r["progress"]["ray"] == r["progress"]["local"], r["progress"]
+    assert [p.get("judge") for p in r["progress"]["ray"]] == [[12, 0], [12, 12]], r["progress"]
     # a batch teacher as the generator (the driver reads the prompts for it): the local output too
     g = r["generator"]
     assert g["status"] == "complete" and g["curated"] == g["local_curated"] == 12 and g["answers"] == 12
