@@ -104,22 +104,44 @@ def run_coroutine_sync(factory: Callable[[], object]):
 
     Uses ``asyncio.run`` when no event loop runs in this thread; inside a running loop
     (Jupyter) it runs in a fresh worker thread with its own loop and re-raises its error.
+    A Ctrl-C then lands in the caller's thread, not the loop's: the coroutine is cancelled, as
+    ``asyncio.run`` does on Ctrl-C in the main thread, and waited for, so its cleanup runs (answers
+    flushed to the cache, a Ray run's permit hub read back) before KeyboardInterrupt is raised.
+    A second Ctrl-C stops waiting.
     """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(factory())
     box: dict = {}
+    started, finished = threading.Event(), threading.Event()
+
+    async def main():
+        box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        started.set()
+        return await factory()
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(factory())
+            box["value"] = asyncio.run(main())
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
+        finally:
+            started.set()
+            finished.set()
 
-    t = threading.Thread(target=target, name="distillflow-client", daemon=True)
-    t.start()
-    t.join()
+    threading.Thread(target=target, name="distillflow-client", daemon=True).start()
+    try:  # (an Event, not Thread.join: an interrupted join marks a live thread as stopped, bpo-45274)
+        finished.wait()
+    except KeyboardInterrupt:
+        started.wait()
+        if "task" in box and not finished.is_set():
+            try:
+                box["loop"].call_soon_threadsafe(box["task"].cancel)
+            except RuntimeError:  # its loop closed meanwhile
+                pass
+        finished.wait()
+        raise
     if "error" in box:
         raise box["error"]
     return box.get("value")

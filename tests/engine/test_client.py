@@ -360,3 +360,48 @@ def test_map_params_aliases():
     accepted = inspect.signature(vllm_like).parameters
     assert map_params({"max_tokens": 5, "stop": ["x"], "logprobs": True, "seed": 3, "top_p": None}, accepted) == {
         "max_new_tokens": 5, "stop": ["x"], "logprobs": 1}
+
+
+_NOTEBOOK_CTRL_C = r'''
+import asyncio
+from distillflow.engine.client import run_coroutine_sync
+
+done = []
+
+async def run():  # a run: waits on its teachers, then cleans up (which itself awaits)
+    try:
+        print("started", flush=True)
+        await asyncio.sleep(120)
+    finally:
+        await asyncio.sleep(0.05)
+        done.append("cleaned up")
+
+async def cell():  # a notebook cell: Jupyter's loop is running in this thread
+    try:
+        run_coroutine_sync(run)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt after:", done, flush=True)
+
+asyncio.new_event_loop().run_until_complete(cell())  # (no SIGINT handler of asyncio.run's: as in ipykernel)
+'''
+
+
+def test_ctrl_c_inside_a_running_loop_cancels_the_run_and_waits_for_its_cleanup():
+    """In a notebook the run's loop is in a worker thread and Ctrl-C lands in the caller's: the run
+    is cancelled and its cleanup (cache flush, a Ray run's hub read back) finishes before
+    KeyboardInterrupt reaches the cell. (Before: raised at once, the run still going on behind.)"""
+    import os
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", _NOTEBOOK_CTRL_C], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout.readline().strip() == "started", proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert out.strip() == "KeyboardInterrupt after: ['cleaned up']", (out, err[-2000:])
