@@ -341,7 +341,7 @@ def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
     main = out / "cache" / "requests.sqlite"
     cache = SharedCache(RequestCache(sibling_path(main, worker)), main)
     ctx = WorkerContext(plan, out, cache, Ledger(None), hub, run_id, worker, opts["prompts_dir"], opts["shard_size"])
-    ctx.loop = loop
+    ctx.loop, ctx.attempt = loop, opts["attempt"]
 
     async def make():  # (asyncio locks and lanes belong to the loop)
         return NodeRunner(plan, ctx, ShardStore(out / "cache" / "shards"), opts["hashes"], opts["retry_errors"],
@@ -630,14 +630,15 @@ class RayExecutor(ExecutorBase):
         self.parts_dir.mkdir(parents=True)
         self.opts = {"out_dir": str(out), "prompts_dir": str(self.prompts.dir), "shard_size": self.prompts.shard_size,
                      "hashes": dict(self.hashes), "retry_errors": self.retry_errors,
-                     "retry_transient": self.retry_transient, "parts_dir": str(self.parts_dir)}
+                     "retry_transient": self.retry_transient, "parts_dir": str(self.parts_dir),
+                     "attempt": self.ctx.attempt}
         cache = self.ctx.cache
         await asyncio.to_thread(cache.absorb)  # answers a killed run's workers left in their own files
         # global steps run here: teachers through the same hub, answers into the run's own file
         drv = WorkerContext(plan, out, SharedCache(cache, cache.path), self.ctx.ledger, self.hub, self.run_id,
                             f"driver-{os.getpid()}-{self.run_id[:8]}", str(self.prompts.dir), self.prompts.shard_size)
         drv.loop = asyncio.get_running_loop()
-        drv.stop_event = self.ctx.stop_event
+        drv.stop_event, drv.attempt = self.ctx.stop_event, self.ctx.attempt
         # the driver's own steps report live, as on the local backend: a batch teacher's pooled
         # requests count when their answers come in, not when the step hands them to the pool
         drv.reporter = self.ctx.reporter

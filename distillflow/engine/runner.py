@@ -28,6 +28,7 @@ import inspect
 import json
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,7 @@ class RunContext(SpecAccess, TeacherClients):
         self.ledger = ledger
         self.reporter = reporter
         self.prompts = prompts
+        self.attempt: str | None = None  # this invocation's id, in the shard commits it makes
         self.stop_event = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lanes: dict = {}
@@ -275,9 +277,11 @@ class NodeRunner:
     replayed usage, its reporter hears progress.
     """
 
-    def __init__(self, plan, ctx, store, hashes: dict, retry_errors: bool = False, retry_transient: bool = False):
+    def __init__(self, plan, ctx, store, hashes: dict, retry_errors: bool = False, retry_transient: tuple = ()):
         self.plan, self.ctx, self.store, self.hashes, self.retry_errors = plan, ctx, store, hashes, retry_errors
-        self.retry_transient = retry_transient  # the run after an outage: ask its failures again
+        # the run after an outage asks again what the stopped invocations (their ids: _Outage.attempts)
+        # quarantined after transient errors; "*": whatever commit (an outage recorded by an older version)
+        self.retry_transient = tuple(retry_transient)
         graph = plan.graph
         self.nodes = [n for n in graph.order if n != SOURCE]
         self.kinds = {n: registry.get(graph.nodes[n].step.kind) for n in self.nodes}
@@ -322,6 +326,12 @@ class NodeRunner:
                 for d in (g, *self.below[g]):
                     store.drop_after(d, hs[d], k)
 
+    def _outage_commit(self, meta: dict) -> bool:
+        """Whether a commit was made by an invocation that stopped on a teacher outage (the run
+        after it asks that commit's transient failures again, not those of earlier runs)."""
+        ids = self.retry_transient
+        return "*" in ids or (meta.get("attempt") is not None and meta.get("attempt") in ids)
+
     async def node(self, k: int, nid: str, outputs: dict, shard: _ShardState):
         """(kept, rejected, complete, stats) of step ``nid`` on shard ``k``; ``outputs``: parent id ->
         (rows, complete). ``stats``: in/out/rejected/quarantined/units/cached and the wall-clock
@@ -336,7 +346,7 @@ class NodeRunner:
         anew = any(p in shard.recomputed for p in node.parents) or (glob and self.redo[nid])
         got = stored = await asyncio.to_thread(store.get, nid, h, k) if complete and not anew else None
         if got is not None and got[2].get("quarantined") and (
-                self.retry_errors or (self.retry_transient and has_quarantined(got[1], nid, retryable=True))):
+                self.retry_errors or (self._outage_commit(got[2]) and has_quarantined(got[1], nid, retryable=True))):
             got = None  # --retry-errors, or the run after an outage: ask the quarantined records again
         start = time.time()
         cached = got is not None
@@ -367,7 +377,7 @@ class NodeRunner:
             units = shard.units.get(nid, len(inp))
             if complete:
                 meta = {"usage": shard.usage.get(nid, {}), "units": units,
-                        "quarantined": count_quarantined(rej), "in": len(inp)}
+                        "quarantined": count_quarantined(rej), "in": len(inp), "attempt": ctx.attempt}
                 await asyncio.to_thread(store.put, nid, h, k, kept, rej, meta)
         stats = {"in": len(inp), "out": len(kept), "rejected": len(rej), "quarantined": count_quarantined(rej),
                  "units": units, "cached": cached, "start": start, "end": time.time()}
@@ -390,7 +400,7 @@ class ExecutorBase:
     def __init__(self, plan, ctx: RunContext, prompts, store, writer, retry_errors: bool = False):
         self.plan, self.ctx, self.prompts, self.store, self.writer = plan, ctx, prompts, store, writer
         self.retry_errors = retry_errors
-        self.retry_transient = False  # set by the run: the run after an outage asks its failures again
+        self.retry_transient: tuple = ()  # set by the run after an outage: see NodeRunner
         graph = plan.graph
         self.nodes = [n for n in graph.order if n != SOURCE]
         self.counts = {n: {"kind": graph.nodes[n].step.kind, "in": 0, "out": 0, "rejected": 0} for n in self.nodes}
@@ -558,6 +568,7 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
         reporter.message(f"resuming after a teacher outage ({outage.what()}): the records quarantined by "
                          "transient errors are asked again")
     started = time.time()
+    attempt = uuid.uuid4().hex[:12]  # this invocation's id (engine/shards.py commits name it)
     cache = RequestCache(out / "cache" / "requests.sqlite")  # first: it keeps a reserve for a full disk
     cache.absorb()  # answers a killed Ray run's workers left in their own files (cache/requests-*.sqlite)
     reporter.step_start(SOURCE, "source", 0)
@@ -594,20 +605,21 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
                 getattr(reporter, "restart", lambda _: None)(nid)
             ledger = Ledger(spec.budget.max_cost_usd)
             ctx = RunContext(plan, out, cache, ledger, reporter, prompts, batch_lanes=batch or None)
+            ctx.attempt = attempt
             writer = OutputWriter(out, nodes)
             executor = executor_class(plan, ctx, prompts, store, writer, retry_errors=retry_errors and not earlier)
             executor.hashes = hashes
-            executor.retry_transient = outage.before and not earlier
+            executor.retry_transient = outage.attempts if not earlier else ()
             try:
                 next_pass = run_pass(executor, batch, wait, reporter, ctx.stop_event)
             except KeyboardInterrupt:
                 ctx.stop_event.set()
                 seen = executor.outage_seen()
                 if seen is not None:  # stopped by hand during an outage: the next run asks its failures again
-                    outage.record(seen)
+                    outage.record(seen, attempt)
                 raise
             except TeacherOutageError as e:
-                outage.record(e)
+                outage.record(e, attempt)
                 raise
             finally:
                 writer.close()
@@ -693,11 +705,21 @@ class _Outage:
     def __init__(self, path: Path):
         self.path = path
         self.before = path.is_file()
+        self.attempts: tuple = ()  # the invocations that stopped on it, since the last complete run
+        if self.before:
+            try:
+                self.attempts = tuple(json.loads(path.read_text())["attempts"])
+            except (OSError, ValueError, KeyError, TypeError):
+                self.attempts = ("*",)  # unreadable, or written by an older version: any commit
 
-    def record(self, error: Exception) -> None:
+    def record(self, error: Exception, attempt: str) -> None:
+        """Write the file for ``error``, adding invocation ``attempt`` to those that stopped on
+        outages since the last complete run (a rerun stopped by the same outage adds itself)."""
+        attempts = [a for a in self.attempts if a != attempt] + [attempt]
         with contextlib.suppress(OSError):  # (the run stops with the outage either way)
             self.path.write_text(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                             "error": str(error).split(". ", 1)[0].split(" (last error", 1)[0]}) + "\n")
+                                             "error": str(error).split(". ", 1)[0].split(" (last error", 1)[0],
+                                             "attempts": attempts}) + "\n")
 
     def what(self) -> str:
         try:

@@ -153,6 +153,9 @@ def test_the_same_command_after_an_outage_asks_again_what_failed_while_the_teach
         # one request at a time: 6 answered (shards 0-2), then shard 3's two failed and were committed
         # as quarantined, and shard 4's first failure was the third in a row
         assert (ep.stats["completions"], ep.stats["refused_down"]) == (6, 3)
+        # the invocation that stopped is named in the file and in the commits it made
+        [stopped] = json.loads((tmp_path / "run" / "cache" / "outage.json").read_text())["attempts"]
+        assert len(stopped) == 12
         ep.stats["down"] = False  # the teacher is back
         res = df.run(df.load(path), out=tmp_path / "run", progress=False)
         # the plain rerun asked shard 3's two again (and the six never answered), and the steps after
@@ -164,6 +167,33 @@ def test_the_same_command_after_an_outage_asks_again_what_failed_while_the_teach
         assert "outage" not in CliRunner().invoke(app, ["status", str(tmp_path / "run")]).output
         again = df.run(df.load(path), out=tmp_path / "run", progress=False)
         assert again.manifest["curated"] == 12 and ep.stats["requests"] == 15
+
+
+def test_after_an_outage_only_the_stopped_runs_transient_failures_are_asked_again(endpoint, write_yaml, tmp_path):
+    """A record quarantined after a transient error by an earlier, complete run is not asked again
+    by the run after an outage (that is --retry-errors' job); those the stopped invocations
+    quarantined are. The outage here is cache/outage.json as a stopped run of another invocation
+    writes it (the real outage path is the test above, whose rerun relies on the ids matching)."""
+    rows = """
+    - {question: "What is 2+2?", answer: "4"}
+    - {question: '@@{"status": 503, "retry_after": 0, "message": "busy"} (old failure)', answer: "x"}"""
+    text = pipeline_yaml(endpoint.base_url, "  - kind: generate\n", rows=rows).replace("    price:", "    max_retries: 0\n    price:")
+    path = write_yaml(text)
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert (res.manifest["status"], res.manifest["curated"], res.manifest["quarantined"]) == ("complete", 1, 1)
+    assert res.rejected[0]["retryable"] is True
+    marker = tmp_path / "run" / "cache" / "outage.json"
+    before = _requests(endpoint)
+    marker.write_text(json.dumps({"at": "2026-12-04T10:00:00Z", "error": "teacher 'teacher' looks down",
+                                  "attempts": ["0123456789ab"]}))
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert _requests(endpoint) == before  # not asked again: quarantined by a run that did not stop
+    assert (res.manifest["status"], res.manifest["quarantined"]) == ("complete", 1) and not marker.exists()
+    # a file from a version that did not name the invocations: any transient failure is asked again
+    marker.write_text(json.dumps({"at": "2026-12-04T10:00:00Z", "error": "teacher 'teacher' looks down"}))
+    res = df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert _requests(endpoint) == before + 1
+    assert (res.manifest["status"], res.manifest["quarantined"]) == ("complete", 1) and not marker.exists()
 
 
 def test_a_ctrl_c_after_the_breaker_opened_still_records_the_outage(write_yaml, tmp_path, monkeypatch):
