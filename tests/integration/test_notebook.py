@@ -9,6 +9,7 @@ trains the student with Axolotl on CPU, evaluates retention and renders the repo
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import sys
@@ -78,19 +79,28 @@ def test_quickstart_notebook_executes_and_reports(tmp_path):
     assert m, text[-3000:]
     teacher, base, student, retention = map(float, m.groups())
     assert teacher >= 0.9
-    # the base knows subtraction, not addition; 400 steps at lr 0.0015 teach it addition smoothly:
-    # 48-65% over training seeds 0-4 on this data (docs/demo_variance.md). At the demo's 0.003 the
-    # sudden drop of the loss came at a step that moved from run to run: 26%, 83%, 96% here and 6% on
-    # a CI machine, where the old margin of 10 points failed
+    # the base knows subtraction, not addition. How far 400 CPU steps take the student varies: it
+    # learns addition in a sudden drop of the loss whose step moves from run to run (docs/demo_variance.md:
+    # 48-100% in most runs, but 6-16% in about one of six, stalled on the plateau before it; two CI
+    # runs stalled at 6%). So the test asks what even a stalled run shows and a trainer that did not
+    # learn cannot: most of the trained student's answers are within 10 of the true sum (94-100% in every
+    # run checked, stalled ones included; the base: 2%); exact match only must not fall below the base's.
     assert base <= 0.05
-    # a margin a broken trainer cannot reach by luck, about half the lowest level measured
-    assert student >= base + 0.25, (base, student)
+    assert student >= base, (base, student)
+    answers = [json.loads(line) for line in (tmp_path / "run" / "eval" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 100
+
+    def near(who: str) -> float:
+        return sum(a["answers"][who].strip().isdigit() and abs(int(a["answers"][who]) - int(a["reference"])) <= 10
+                   for a in answers) / len(answers)
+
+    assert near("student") >= 0.6 and near("base") <= 0.2, (near("base"), near("student"), student)
     assert retention == pytest.approx(student / teacher, abs=1e-3)
     m = re.search(r"SAMPLED: TEACHER ([\d.]+)\s+BASE ([\d.]+)\s+TRAINED ([\d.]+)", text)
     assert m, text[-3000:]
     s_teacher, s_base, s_student = map(float, m.groups())
     assert s_teacher < teacher  # sampling at T=1 costs the teacher some answers
-    assert s_student > s_base
+    assert s_student >= s_base
     # the report exists and its figures are shown inline as PNGs
     report = Path(re.search(r"REPORT: (\S+)", text).group(1))
     assert report.is_file() and "<html" in report.read_text()[:500].lower()
