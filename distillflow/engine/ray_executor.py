@@ -261,24 +261,22 @@ class WorkerContext(RunContext):
 
         return watch
 
-    def _lane(self, teacher):
-        if self.batch_lanes and _batch(teacher):  # (the driver's: provider batches, no permits)
-            return self.batch_lanes.lane(teacher, self)
-        lane = self._lanes.get(teacher.name)
-        if lane is None:
-            from distillflow.engine.lanes import Lane
+    def _new_lane(self, teacher):
+        """An online teacher's lane, its requests sent under the hub's permits (a ``mode: batch``
+        teacher's lane is the driver's batch lane: RunContext._lane)."""
+        from distillflow.engine.lanes import Lane
 
-            limits = self._limits.get(teacher.name) or Limits(teacher.concurrency, teacher.rpm, teacher.tpm)
-            # slots linger a while between shards (the next task's requests come soon): a worker
-            # that wants them meanwhile gets them through the watch at once
-            gate = Gate(self._exchange, self.worker, teacher.name, limits, budget=self._budget,
-                        ttl_s=LEASE_TTL_S, renew=self._renew, watch=self._watcher(teacher.name), linger_s=0.25,
-                        trip=self._tripper(teacher.name))
-            lane = self._lanes[teacher.name] = Lane(teacher, self.client(teacher), self, gate=gate)
-            gate.idle = lane.queue.empty
-            breaker = getattr(lane.client, "breaker", None)
-            if breaker is not None:  # an outage seen by any worker stops them all (engine/permits.py)
-                gate.breaker, breaker.on_open = breaker, gate.trip
+        limits = self._limits.get(teacher.name) or Limits(teacher.concurrency, teacher.rpm, teacher.tpm)
+        # slots linger a while between shards (the next task's requests come soon): a worker
+        # that wants them meanwhile gets them through the watch at once
+        gate = Gate(self._exchange, self.worker, teacher.name, limits, budget=self._budget,
+                    ttl_s=LEASE_TTL_S, renew=self._renew, watch=self._watcher(teacher.name), linger_s=0.25,
+                    trip=self._tripper(teacher.name))
+        lane = Lane(teacher, self.client(teacher), self, gate=gate)
+        gate.idle = lane.queue.empty
+        breaker = getattr(lane.client, "breaker", None)
+        if breaker is not None:  # an outage seen by any worker stops them all (engine/permits.py)
+            gate.breaker, breaker.on_open = breaker, gate.trip
         return lane
 
 

@@ -114,10 +114,14 @@ class RunContext(SpecAccess, TeacherClients):
             return self.batch_lanes.lane(teacher, self)
         lane = self._lanes.get(teacher.name)
         if lane is None:
-            from distillflow.engine.lanes import Lane
-
-            lane = self._lanes[teacher.name] = Lane(teacher, self.client(teacher), self)
+            lane = self._lanes[teacher.name] = self._new_lane(teacher)
         return lane
+
+    def _new_lane(self, teacher):
+        """The lane of an online teacher (made once per run; Ray workers' hold permits of the hub)."""
+        from distillflow.engine.lanes import Lane
+
+        return Lane(teacher, self.client(teacher), self)
 
     async def ask(self, step_id: str, teacher, requests: list, shard: _ShardState | None = None):
         """Cached answers first, the rest through the teacher's lane. See steps.base.StepContext.ask."""
@@ -330,7 +334,7 @@ class NodeRunner:
         """Whether a commit was made by an invocation that stopped on a teacher outage (the run
         after it asks that commit's transient failures again, not those of earlier runs)."""
         ids = self.retry_transient
-        return "*" in ids or (meta.get("attempt") is not None and meta.get("attempt") in ids)
+        return "*" in ids or meta.get("attempt") in ids
 
     async def node(self, k: int, nid: str, outputs: dict, shard: _ShardState):
         """(kept, rejected, complete, stats) of step ``nid`` on shard ``k``; ``outputs``: parent id ->
@@ -715,7 +719,7 @@ class _Outage:
     def record(self, error: Exception, attempt: str) -> None:
         """Write the file for ``error``, adding invocation ``attempt`` to those that stopped on
         outages since the last complete run (a rerun stopped by the same outage adds itself)."""
-        attempts = [a for a in self.attempts if a != attempt] + [attempt]
+        attempts = [*self.attempts, attempt]
         with contextlib.suppress(OSError):  # (the run stops with the outage either way)
             self.path.write_text(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                              "error": str(error).split(". ", 1)[0].split(" (last error", 1)[0],
