@@ -155,6 +155,12 @@ def _local_runner(conn, url: str, tmp: str, shape: dict) -> None:
         conn.send((secs, time.process_time() - c0, got))
 
 
+def _say(tag: str, secs: float, cpu: float, got: int) -> None:
+    """One line per run as it ends, so that a run cut short by a time limit still shows what it measured."""
+    print(f"  run {tag}: {got} records in {secs:.2f}s ({got / secs:.0f} rec/s), "
+          f"{1000 * cpu / max(1, got):.2f} CPU-s per 1k", flush=True)
+
+
 def measure(args) -> None:
     import shutil
 
@@ -191,6 +197,7 @@ def _measure(args, n: int, reps: int, tmp: Path) -> None:
             conn.send((n, tag))
             secs, cpu, got = conn.recv()
             runs["local"].append((secs, cpu, cpu, got))
+            _say(tag, secs, cpu, got)
 
         for w in workers:  # w nodes of 1 CPU each: w task workers, each on a raylet of its own
             name = f"ray{w}"
@@ -208,6 +215,7 @@ def _measure(args, n: int, reps: int, tmp: Path) -> None:
                     sampler = CpuSampler([os.getpid()], [pr.pid for pr in cluster.procs])
                     secs, got = _run(p, tmp / tag / "run", backend="ray", address=cluster.address)
                     runs[name].append((secs, sampler.stop(), sampler.job_cpu(), got))
+                    _say(tag, secs, runs[name][-1][1], got)
                     if args.breakdown:
                         for what, cpu in sampler.by_process().items():
                             if cpu >= 0.05:
