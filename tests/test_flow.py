@@ -57,6 +57,18 @@ def test_to_yaml_round_trips(endpoint):
     assert yaml.safe_load(text)["steps"][0] == {"id": "generate", "kind": "generate", "teachers": ["teacher"], "num_generations": 2}
 
 
+def test_to_yaml_keeps_line_separators_in_rows(endpoint):
+    # text scraped from the web holds U+0085 and U+2028; PyYAML's pure emitter put such a string in
+    # single quotes and folded it over lines, so the reloaded row read " " where it had "\x85"
+    rows = [{"question": f"first line{sep}second line", "answer": "4"} for sep in ("\x85", "\u2028", "\u2029", "\r\n", "\t")]
+    rows.append({"question": 'it\'s "quoted"\x85and more', "answer": "4"})
+    teacher = df.Teacher("teacher", provider="openai", base_url=endpoint.base_url, model="fake-teacher")
+    pipe = df.Pipeline("t", df.Source.inline(rows, columns={"prompt": "question"}) >> df.Generate(teacher))
+    again = load_spec(pipe.to_yaml())
+    assert again.to_dict() == pipe.spec.to_dict()
+    assert [r["question"] for r in again.source.rows] == [r["question"] for r in rows]
+
+
 def test_branches_and_python_verifier_run(endpoint, tmp_path):
     teacher = df.Teacher("teacher", provider="openai", base_url=endpoint.base_url, model="fake-teacher")
     gen = df.Source.inline([{"prompt": "What is 2+2?"}, {"prompt": "What is 3+3?"}]) >> df.Generate(teacher)

@@ -277,7 +277,10 @@ def load_document(path_or_text: str | Path) -> Document:
     return document_from_data(data, lines, source, base)
 
 
-class _Dumper(yaml.SafeDumper):
+# libyaml's emitter where PyYAML has it: ~4x faster on a spec with many inline rows, and it keeps
+# strings holding U+0085 (NEL) or U+2028 intact, which the pure-Python emitter's single-quoted
+# style folds into spaces (the reloaded spec then differs from the one that ran)
+class _Dumper(getattr(yaml, "CSafeDumper", None) or yaml.SafeDumper):
     pass
 
 
