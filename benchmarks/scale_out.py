@@ -45,13 +45,18 @@ if str(ROOT) not in sys.path:
 
 
 def _pipeline(d: Path, base_url: str, n: int, tag: str, shard_size: int = 250, concurrency: int = 64,
-              in_flight: int = 4) -> Path:
-    rows = "".join(f'\n    - {{question: "{tag} {i}: tell me about number {i}", answer: "{i}"}}' for i in range(n))
+              in_flight: int = 4, source: str = "jsonl") -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    if source == "inline":  # the rows in the pipeline file: the driver parses them and writes them back out
+        rows = "".join(f'\n    - {{question: "{tag} {i}: tell me about number {i}", answer: "{i}"}}' for i in range(n))
+        src = f"kind: inline\n  columns: {{prompt: question, reference: answer}}\n  rows:{rows}"
+    else:  # a prompts file beside it, as runs of many prompts have
+        with open(d / "prompts.jsonl", "w", encoding="utf-8") as fh:
+            fh.writelines(f'{{"question": "{tag} {i}: tell me about number {i}", "answer": "{i}"}}\n' for i in range(n))
+        src = "kind: jsonl\n  path: prompts.jsonl\n  columns: {prompt: question, reference: answer}"
     text = f"""name: scale_out
 source:
-  kind: inline
-  columns: {{prompt: question, reference: answer}}
-  rows:{rows}
+  {src}
 teachers:
   - name: teacher
     provider: openai
@@ -63,7 +68,6 @@ steps:
   - kind: generate
 execution: {{shard_size: {shard_size}, shards_in_flight: {in_flight}}}
 """
-    d.mkdir(parents=True, exist_ok=True)
     (d / "pipeline.yaml").write_text(text)
     return d / "pipeline.yaml"
 
@@ -180,7 +184,7 @@ def _measure(args, n: int, reps: int, tmp: Path) -> None:
 
     workers = args.workers
     # in flight: enough shards for every worker (the default's 4 for one and two workers)
-    shape = {"concurrency": args.concurrency, "in_flight": max(4, 2 * max(workers))}
+    shape = {"concurrency": args.concurrency, "in_flight": max(4, 2 * max(workers)), "source": args.source}
     runs: dict[str, list[tuple[float, float, float, int]]] = {"local": []}  # (s, cpu, job cpu, records)
     runs.update({f"ray{w}": [] for w in workers})
     # each endpoint process takes the whole limit: the teacher's concurrency bounds the total
@@ -254,6 +258,9 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=1,
                     help="endpoint processes serving the port (default 1; give a many-worker run enough of them)")
     ap.add_argument("--concurrency", type=int, default=64, help="the teacher's concurrency (default 64)")
+    ap.add_argument("--source", choices=("jsonl", "inline"), default="jsonl",
+                    help="prompts in a JSONL file beside the pipeline (default), or inline in its YAML, as "
+                         "figures before 2026-12-04 were measured (the driver then parses and re-emits every row)")
     args = ap.parse_args()
     try:
         args.workers = sorted({int(w) for w in args.workers.split(",")})

@@ -11,7 +11,7 @@
 #
 # `run` installs the wheels into /tmp/site (--no-deps: the image has the rest), checks the imports,
 # then runs the benchmark (inside `unshare -n` where it can, as here; else on the machine's loopback).
-# Env: PROMPTS (default 50000), WORKERS (1,4,8), ENDPOINTS (6), CONCURRENCY (512), REPEAT (3), PYTHON.
+# Env: PROMPTS (default 40000: three runs of each backend took 365 s there with inline prompts), WORKERS (1,4,8), ENDPOINTS (6), CONCURRENCY (512), REPEAT (3), PYTHON.
 # Locally, `scripts/device_scale_out.sh selftest` runs fetch, both stages and a small run in a fresh
 # Python 3.12 virtual environment holding only what the device image holds of distillflow's needs.
 set -euo pipefail
@@ -63,7 +63,7 @@ run() {
   export PYTHONPATH="/tmp/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}" RAY_USAGE_STATS_ENABLED=0
   export PATH="/tmp/site/bin:$PATH"
   "$PY" -c "import ray, distillflow, psutil, aiohttp, orjson; print('ray', ray.__version__, 'cores', __import__('os').cpu_count())"
-  local args=(--prompts "${PROMPTS:-50000}" --repeat "${REPEAT:-3}" --workers "${WORKERS:-1,4,8}"
+  local args=(--prompts "${PROMPTS:-40000}" --repeat "${REPEAT:-3}" --workers "${WORKERS:-1,4,8}"
               --endpoints "${ENDPOINTS:-6}" --concurrency "${CONCURRENCY:-512}")
   cd "$ROOT"
   local t0=$SECONDS
