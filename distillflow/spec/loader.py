@@ -277,14 +277,16 @@ def load_document(path_or_text: str | Path) -> Document:
     return document_from_data(data, lines, source, base)
 
 
-# libyaml's emitter where PyYAML has it: ~4x faster on a spec with many inline rows, and it keeps
-# strings holding U+0085 (NEL) or U+2028 intact, which the pure-Python emitter's single-quoted
-# style folds into spaces (the reloaded spec then differs from the one that ran)
+# libyaml's emitter where PyYAML has it: ~4x faster on a spec with many inline rows
 class _Dumper(getattr(yaml, "CSafeDumper", None) or yaml.SafeDumper):
     pass
 
 
 def _str_presenter(dumper, value):
+    if any(c in value for c in "\x85\u2028\u2029"):
+        # YAML reads these as line breaks: PyYAML's pure-Python emitter put such a string in single
+        # quotes or a block and folded it there, so the reloaded row read a space or a newline
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
