@@ -58,6 +58,7 @@ from types import MappingProxyType
 
 from distillflow.engine.ledger import Ledger, TeacherStats
 from distillflow.engine.permits import Gate, Limits, PermitHub, outage_of
+from distillflow.engine.progress import NullReporter
 from distillflow.engine.replicas import replica_manifest
 from distillflow.engine.runner import _SHARD, ExecutorBase, NodeRunner, RunContext, _batch, _open_breaker, _ShardState
 from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError
@@ -145,18 +146,6 @@ def _unbox(box: dict) -> Plan:
 
 
 # -- the permit hub (one actor) --------------------------------------------------------------------
-class _Tally:
-    """A reporter that hears nothing (under Ray the driver counts progress from each shard's stats)."""
-
-    def step_start(self, *a, **k) -> None: ...
-    def add_total(self, *a, **k) -> None: ...
-    def advance(self, *a, **k) -> None: ...
-    def step_end(self, *a, **k) -> None: ...
-    def message(self, *a, **k) -> None: ...
-    def shards(self, *a, **k) -> None: ...
-    def close(self) -> None: ...
-
-
 LEASE_TTL_S = 6.0
 _HUBS: dict = {}  # (job id, driver node id) -> the job's permit hub (held here: an actor without handles ends)
 
@@ -189,7 +178,8 @@ class WorkerContext(RunContext):
 
     def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, hub, run_id: str, worker: str,
                  prompts_dir: str | None, shard_size: int):
-        super().__init__(plan, Path(out_dir), cache, ledger, _Tally(), None)
+        # a worker reports nothing: the driver counts progress from each shard's stats
+        super().__init__(plan, Path(out_dir), cache, ledger, NullReporter(), None)
         self.hub, self.run_id, self.worker = hub, run_id, worker
         self._prompts_dir, self._shard_size = prompts_dir, shard_size
         self._limits = _limits(plan)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.fake_endpoint import EndpointThread  # noqa: E402
 from benchmarks.ray_cluster import LocalRayCluster  # noqa: E402
+from distillflow.engine.progress import NullReporter  # noqa: E402
 from tests.support import pipeline_yaml  # noqa: E402
 
 
@@ -322,19 +323,13 @@ def scenario_retry_downstream(tmp: Path, address: str) -> dict:
         return out
 
 
-class PassProgress:
+class PassProgress(NullReporter):
     """A reporter recording [total, done] per step for each pass over the shards (a batch
     teacher's run makes one pass per round of provider batches; the bars restart each pass)."""
 
     def __init__(self):
-        from distillflow.engine.progress import NullReporter
-
         self.passes: list[dict] = [{}]
         self._restarting = False
-        self._null = NullReporter()
-
-    def __getattr__(self, name):  # every other reporter call: ignored
-        return getattr(self._null, name)
 
     def restart(self, step_id: str) -> None:
         if not self._restarting:

@@ -19,12 +19,9 @@ EMITTERS = [yaml.SafeDumper] + ([yaml.CSafeDumper] if hasattr(yaml, "CSafeDumper
 
 @pytest.mark.parametrize("base", EMITTERS, ids=lambda b: b.__name__)
 def test_strings_round_trip_with_either_emitter(base):
-    class Dumper(base):
-        pass
-
-    Dumper.add_representer(str, loader._str_presenter)
+    dumper = loader._dumper(base)
     for v in VALUES:
-        text = yaml.dump({"q": v}, Dumper=Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+        text = loader.dump_yaml({"q": v}, dumper=dumper)
         assert yaml.safe_load(text) == {"q": v}, text
 
 
