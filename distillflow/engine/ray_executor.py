@@ -70,6 +70,7 @@ __all__ = ["INSTALL_HINT", "RayExecutor", "WorkerContext", "connect", "import_ra
 
 INSTALL_HINT = "pip install 'distillflow[ray]'"
 TASK_RETRIES = 3  # a task whose worker process or node dies is run again this many times
+STRAGGLER_WAIT_S = 30.0  # how long a stopping run waits for its shard tasks still running
 
 
 def import_ray():
@@ -398,6 +399,22 @@ def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: 
     return asyncio.run_coroutine_threadsafe(go(), loop).result()
 
 
+async def _let_finish(ref) -> None:
+    """The run stops (another shard failed, Ctrl-C) while shard task ``ref`` runs. A Ray task goes
+    on when the coroutine awaiting it is cancelled, and one left running would send requests beside
+    the next run of the same command (answers paid twice); so wait for it a while, as the local
+    backend's shards end before its run does. After an outage it ends soon: the hub refuses its
+    requests."""
+
+    async def wait():
+        await ref
+
+    try:
+        await asyncio.wait_for(wait(), STRAGGLER_WAIT_S)
+    except Exception:  # (its own failure or the wait's end: the run stops on its first error either way)
+        pass
+
+
 def merge_replicas(sections: list[dict]) -> dict:
     """One manifest ``replicas`` section from several processes' (each teacher's rows in base_url
     order): counters summed; a replica is resting or probing if it is so in any process."""
@@ -528,9 +545,13 @@ class RayExecutor(ExecutorBase):
                 else:
                     inputs = {p: outputs[p] for p in self.reads[i] if p != SOURCE}
                     keep = [n for n in nids if n in self.needed_after[i] and n != sink]
+                    ref = self.task.remote(self.box_holder, self.hub, self.run_id, self.opts, k, nids, inputs, keep,
+                                           SOURCE in self.reads[i], tuple(shard.recomputed))
                     try:
-                        res = await self.task.remote(self.box_holder, self.hub, self.run_id, self.opts, k, nids, inputs, keep,
-                                                     SOURCE in self.reads[i], tuple(shard.recomputed))
+                        res = await ref
+                    except asyncio.CancelledError:
+                        await _let_finish(ref)
+                        raise
                     except ray.exceptions.RayError as e:
                         cause = _cause(e)
                         if isinstance(cause, (DistillflowError, OSError)) or not isinstance(cause, ray.exceptions.RayError):

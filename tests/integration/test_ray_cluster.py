@@ -154,12 +154,13 @@ def test_an_outage_seen_by_one_worker_stops_them_all_and_the_same_command_resume
                                    "second_curated", "second_quarantined", "second_answered", "marker_after",
                                    "third_curated", "third_quarantined", "answered", "repeats")}
     facts["workers"] = len(r["workers"]["workers"])
+    why = json.dumps(facts)  # (a str: pytest shortens a dict in the message, a str it prints whole)
     # the endpoint went down after 16 answers: the run stopped with the local backend's message
-    assert r["first"] == "TeacherOutageError" and r["first_exit_code"] == 1, (r.get("first_message"), facts)
+    assert r["first"] == "TeacherOutageError" and r["first_exit_code"] == 1, (r.get("first_message"), why)
     assert "looks down: 6 requests in a row failed after their retries" in r["first_message"]
     assert "run the same command to resume" in r["first_message"]
     late = r["first_answered"] - 16  # answers to requests already in flight when it went down (concurrency 4)
-    assert 0 <= late <= 3, facts
+    assert 0 <= late <= 3, why
     # the worker whose breaker opened told the hub, which granted that teacher nothing more
     tripped = r["workers"]["tripped"]["teacher"]
     assert tripped["reason"] == "6 requests in a row failed after their retries"
@@ -168,16 +169,16 @@ def test_an_outage_seen_by_one_worker_stops_them_all_and_the_same_command_resume
     # breaker (if it has not heard from the hub before) and the 3 others the global concurrency of 4 lets
     # be in flight then; a late answer (above) resets a worker's count, after at most 5 failures. Measured:
     # 6-14 with two workers (bound 18). Without the breaker all 48 prompts left would be sent.
-    assert r["refused_down"] <= 9 * facts["workers"] + 5 * late, facts
-    assert r["refused_down"] < r["n"] - 16, facts
-    assert r["committed"] >= 1 and r["marker"], facts  # what was done is kept, and the outage recorded
+    assert r["refused_down"] <= 9 * facts["workers"] + 5 * late, why
+    assert r["refused_down"] < r["n"] - 16, why
+    assert r["committed"] >= 1 and r["marker"], why  # what was done is kept, and the outage recorded
     # back up: the same command finishes and asks again what failed while it was down (the steps
     # after generate, dedup in the driver and the filter in the tasks, see those records): every
     # record once, no answer paid twice
-    assert r["second_status"] == "complete" and r["second_quarantined"] == 0, facts
-    assert r["second_curated"] == r["n"] and r["second_answered"] == r["n"] and not r["marker_after"], facts
-    assert r["third_curated"] == r["n"] and r["third_quarantined"] == 0, facts
-    assert r["answered"] == r["n"] and r["repeats"] == 0, facts
+    assert r["second_status"] == "complete" and r["second_quarantined"] == 0, why
+    assert r["second_curated"] == r["n"] and r["second_answered"] == r["n"] and not r["marker_after"], why
+    assert r["third_curated"] == r["n"] and r["third_quarantined"] == 0, why
+    assert r["answered"] == r["n"] and r["repeats"] == 0, why
     assert r["prompts"] == sorted(f"outagequestion {i}: what is {i}+{i}?" for i in range(r["n"]))
 
 
