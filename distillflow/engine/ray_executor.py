@@ -47,6 +47,7 @@ teachers' API-key variables are shipped from the driver with the plan (a node's 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import json
 import logging
@@ -404,15 +405,39 @@ def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: 
         out["worker"], out["replicas"] = ctx.worker, replica_manifest(ctx._clients)  # (this worker's, so far)
         return out
 
-    return asyncio.run_coroutine_threadsafe(go(), loop).result()
+    fut = None
+    try:
+        fut = asyncio.run_coroutine_threadsafe(go(), loop)
+        while True:  # (waits of a quarter second: Ray's cancel interrupts this thread between them)
+            try:
+                return fut.result(timeout=0.25)
+            except concurrent.futures.TimeoutError:
+                continue
+    except KeyboardInterrupt:  # ray.cancel from the driver: the run stops (a shard failed, Ctrl-C)
+        ctx.stop_event.set()  # this run's lanes here send nothing more; requests in flight finish
+        if fut is not None:
+            try:
+                fut.result(timeout=STRAGGLER_WAIT_S)
+            except BaseException:
+                pass
+        raise
+
+
+def _cancel(ray, ref) -> None:
+    """Ask Ray to stop shard task ``ref``: one not started never starts; a running one hears a
+    KeyboardInterrupt, and its worker stops sending (:func:`_segment_task`)."""
+    try:
+        ray.cancel(ref)
+    except Exception:  # (it has ended, or the cluster is gone)
+        pass
 
 
 async def _let_finish(ref) -> None:
     """The run stops (another shard failed, Ctrl-C) while shard task ``ref`` runs. A Ray task goes
     on when the coroutine awaiting it is cancelled, and one left running would send requests beside
-    the next run of the same command (answers paid twice); so wait for it a while, as the local
-    backend's shards end before its run does. After an outage it ends soon: the hub refuses its
-    requests."""
+    the next run of the same command (answers paid twice): it was asked to stop (:func:`_cancel`),
+    and this waits until it has (its requests in flight answered), at most ``STRAGGLER_WAIT_S``,
+    as the local backend's shards end before its run does."""
 
     async def wait():
         await ref
@@ -558,6 +583,7 @@ class RayExecutor(ExecutorBase):
                     try:
                         res = await ref
                     except asyncio.CancelledError:
+                        _cancel(ray, ref)
                         await _let_finish(ref)
                         raise
                     except ray.exceptions.RayError as e:

@@ -297,6 +297,63 @@ def scenario_outage(tmp: Path, address: str) -> dict:
         return out
 
 
+def _register_halt() -> None:
+    """A step kind that fails the shard holding a marked row (a user's step with a bug), once the
+    teacher has had ``after_requests`` requests (``stats_url``: the endpoint's counters), so that
+    other shards are sending when it fails."""
+    from typing import Literal
+
+    from distillflow.errors import DistillflowError
+    from distillflow.steps.base import StepBase, StepKind
+    from distillflow.steps.registry import kinds, register
+
+    class HaltStep(StepBase):
+        kind: Literal["halt"]
+        marker: str
+        stats_url: str = ""
+        after_requests: int = 0
+
+    def halt(ctx, step, rows, state):
+        if not any(step.marker in r["prompt"] for r in rows):
+            return rows, []
+        from benchmarks.fake_endpoint import fetch_stats
+
+        deadline_poll(lambda: fetch_stats(step.stats_url)["requests"] >= step.after_requests, 120,
+                      f"{step.after_requests} requests at the endpoint")
+        raise DistillflowError(f"halt: a row holds {step.marker!r}")
+
+    if "halt" not in kinds():
+        register(StepKind("halt", HaltStep, scope="row", run=halt, columns=lambda s: ({"prompt"}, set())))
+
+
+def scenario_stop(tmp: Path, address: str) -> dict:
+    """One shard fails while another is sending (0.8-1 s per answer, 2 in flight): the run
+    stops; a shard task still running stops sending and those not started never start
+    (ray.cancel), and nothing reaches the teacher once the run has returned."""
+    import distillflow
+    from distillflow.errors import DistillflowError
+
+    _register_halt()
+    n = 64
+    with EndpointThread(latency=(0.8, 1.0)) as ep:
+        steps = (f"  - {{kind: halt, marker: 'stopquestion 0:', stats_url: '{ep.base_url}', after_requests: 2}}\n"
+                 "  - kind: generate\n")
+        p = write(tmp / "stop", ep.base_url, n, steps, "{shard_size: 16, shards_in_flight: 4}",
+                  teacher_extra="    concurrency: 2")
+        out: dict = {"n": n}
+        t0 = time.perf_counter()
+        try:
+            distillflow.run(str(p), out=tmp / "stop" / "run", progress=False, backend="ray", address=address)
+            out["first"] = "completed"
+        except DistillflowError as e:
+            out["first"], out["first_message"] = type(e).__name__, str(e)
+        out["seconds"] = time.perf_counter() - t0
+        out["requests_at_return"] = ep.stats["requests"]
+        time.sleep(2.0)  # (what a task left running would send meanwhile: ~2 requests a second)
+        out["requests_later"] = ep.stats["requests"]
+        return out
+
+
 def scenario_retry_downstream(tmp: Path, address: str) -> dict:
     """--retry-errors on a shard whose generation failed: generate in a task, dedup in the driver,
     the filter in a task after it; each must compute that shard again to see the record, and dedup
@@ -412,7 +469,7 @@ def scenario_batch_judge(tmp: Path, address: str) -> dict:
 
 SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
              "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage,
-             "retry_downstream": scenario_retry_downstream, "batch_judge": scenario_batch_judge}
+             "retry_downstream": scenario_retry_downstream, "batch_judge": scenario_batch_judge, "stop": scenario_stop}
 
 
 def main() -> None:

@@ -182,6 +182,17 @@ def test_an_outage_seen_by_one_worker_stops_them_all_and_the_same_command_resume
     assert r["prompts"] == sorted(f"outagequestion {i}: what is {i}+{i}?" for i in range(r["n"]))
 
 
+def test_a_stopping_run_stops_its_shard_tasks_and_nothing_is_sent_after_it_returns(cluster_results):
+    r = _scenario(cluster_results, "stop")
+    why = json.dumps(r)
+    assert r["first"] == "DistillflowError" and "halt: a row holds 'stopquestion 0:'" in r["first_message"], why
+    # shards 1-3 of 16 prompts were running or waiting when shard 0 failed (after the teacher had 2
+    # requests): run to their end they send 48 (~25 s; measured 48 before ray.cancel was used);
+    # stopped, the running task's requests in flight finish (2 at a time; measured 2)
+    assert r["requests_at_return"] <= 12, why
+    assert r["requests_later"] == r["requests_at_return"], why  # no task goes on beside a rerun
+
+
 def test_retry_errors_reaches_the_driver_and_task_steps_after_the_retried_one(cluster_results):
     r = _scenario(cluster_results, "retry_downstream")
     # the scripted prompt (shard 0) failed twice (max_retries 1): quarantined; its twin in the last
