@@ -53,6 +53,20 @@ def namespace_problem() -> str | None:
     return None
 
 
+def run_namespaced(module: str) -> None:
+    """For a benchmark's ``main``: unless already inside one (``DISTILLFLOW_NETNS=1``), run
+    ``python -m module`` with this command line again in a network namespace of its own (Ray must
+    run on a private loopback) and exit with its status; or exit naming why a cluster cannot start."""
+    if os.environ.get("DISTILLFLOW_NETNS") == "1":
+        return
+    problem = namespace_problem()
+    if problem:
+        sys.exit(f"cannot start a local Ray cluster: {problem}")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, DISTILLFLOW_NETNS="1", PYTHONPATH=path, RAY_USAGE_STATS_ENABLED="0")
+    sys.exit(subprocess.call(namespaced([sys.executable, "-m", module, *sys.argv[1:]]), env=env, cwd=str(ROOT)))
+
+
 class LocalRayCluster:
     """Head (``node_cpus[0]`` CPUs) + one worker node per further entry; ``address`` is HOST:PORT."""
 

@@ -268,18 +268,9 @@ def main() -> None:
         ap.error(f"--workers takes worker counts such as 1,4,8, not {args.workers!r}")
     if args.workers[0] < 1 or args.endpoints < 1 or args.concurrency < 1:
         ap.error("--workers, --endpoints and --concurrency take positive numbers")
-    if os.environ.get("DISTILLFLOW_NETNS") != "1":  # Ray must run in a namespace of its own on loopback
-        import subprocess
+    from benchmarks.ray_cluster import run_namespaced
 
-        from benchmarks.ray_cluster import namespace_problem, namespaced
-
-        problem = namespace_problem()
-        if problem:
-            sys.exit(f"cannot start a local Ray cluster: {problem}")
-        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        env = dict(os.environ, DISTILLFLOW_NETNS="1", PYTHONPATH=path, RAY_USAGE_STATS_ENABLED="0")
-        sys.exit(subprocess.call(namespaced([sys.executable, "-m", "benchmarks.scale_out", *sys.argv[1:]]),
-                                 env=env, cwd=str(ROOT)))
+    run_namespaced("benchmarks.scale_out")  # (Ray must run in a network namespace of its own, on loopback)
     measure(args)
 
 

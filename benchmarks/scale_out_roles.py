@@ -71,18 +71,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=4, help="runs of each backend (default 4)")
     ap.add_argument("--shard-size", type=int, default=250, help="prompts per shard (default 250, as scale_out)")
     args = ap.parse_args()
-    if os.environ.get("DISTILLFLOW_NETNS") != "1":  # Ray must run in a namespace of its own on loopback
-        import subprocess
+    from benchmarks.ray_cluster import run_namespaced
 
-        from benchmarks.ray_cluster import namespace_problem, namespaced
-
-        problem = namespace_problem()
-        if problem:
-            sys.exit(f"cannot start a local Ray cluster: {problem}")
-        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        env = dict(os.environ, DISTILLFLOW_NETNS="1", PYTHONPATH=path, RAY_USAGE_STATS_ENABLED="0")
-        sys.exit(subprocess.call(namespaced([sys.executable, "-m", "benchmarks.scale_out_roles", *sys.argv[1:]]),
-                                 env=env, cwd=str(ROOT)))
+    run_namespaced("benchmarks.scale_out_roles")  # (Ray must run in a network namespace of its own, on loopback)
     measure(args)
 
 
