@@ -423,21 +423,17 @@ def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: 
         raise
 
 
-def _cancel(ray, ref) -> None:
-    """Ask Ray to stop shard task ``ref``: one not started never starts; a running one hears a
-    KeyboardInterrupt, and its worker stops sending (:func:`_segment_task`)."""
+async def _stop_task(ray, ref) -> None:
+    """The run stops (another shard failed, Ctrl-C) while shard task ``ref`` runs. A Ray task goes
+    on when the coroutine awaiting it is cancelled, and one left running would send requests beside
+    the next run of the same command (answers paid twice). So ask Ray to stop it (one not started
+    never starts; a running one hears a KeyboardInterrupt, and its worker stops sending:
+    :func:`_segment_task`) and wait until it has (its requests in flight answered), at most
+    ``STRAGGLER_WAIT_S``, as the local backend's shards end before its run does."""
     try:
         ray.cancel(ref)
     except Exception:  # (it has ended, or the cluster is gone)
         pass
-
-
-async def _let_finish(ref) -> None:
-    """The run stops (another shard failed, Ctrl-C) while shard task ``ref`` runs. A Ray task goes
-    on when the coroutine awaiting it is cancelled, and one left running would send requests beside
-    the next run of the same command (answers paid twice): it was asked to stop (:func:`_cancel`),
-    and this waits until it has (its requests in flight answered), at most ``STRAGGLER_WAIT_S``,
-    as the local backend's shards end before its run does."""
 
     async def wait():
         await ref
@@ -583,8 +579,7 @@ class RayExecutor(ExecutorBase):
                     try:
                         res = await ref
                     except asyncio.CancelledError:
-                        _cancel(ray, ref)
-                        await _let_finish(ref)
+                        await _stop_task(ray, ref)
                         raise
                     except ray.exceptions.RayError as e:
                         cause = _cause(e)
