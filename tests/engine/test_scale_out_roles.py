@@ -12,11 +12,15 @@ def test_snapshot_counts_a_busy_thread_and_the_whole_process():
     before = snapshot([me])
     assert (me, me) in before and (me, "all") in before
     tids: list[int] = []
+    seen = threading.Event()
 
     def spin():
+        # Spins until the main thread has taken its snapshot, and for at least 0.3 s of CPU: on a
+        # loaded 2-core machine the snapshot's reads can outlast a fixed 0.3 s, and a thread that
+        # has ended has no /proc entry (CI failed once that way).
         tids.append(threading.get_native_id())
         end = time.thread_time() + 0.3
-        while time.thread_time() < end:
+        while time.thread_time() < end or not seen.is_set():
             pass
 
     t = threading.Thread(target=spin)
@@ -24,6 +28,7 @@ def test_snapshot_counts_a_busy_thread_and_the_whole_process():
     while not tids:
         time.sleep(0.001)
     mid = snapshot([me])  # the thread is running: it has its own entry
+    seen.set()
     t.join()
     assert (me, tids[0]) in mid
     got: dict = {}
