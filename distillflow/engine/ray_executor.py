@@ -147,9 +147,9 @@ def _unbox(box: dict) -> Plan:
     for name, kind in box["kinds"].items():
         if name not in known:
             registry.register(kind)
-    from distillflow.spec.models import _kinds_key, _pipeline_model
+    from distillflow.spec.models import pipeline_spec_class
 
-    cls = _pipeline_model(_kinds_key())
+    cls = pipeline_spec_class()
     spec = cls.__new__(cls)
     spec.__setstate__(box["spec"])
     return Plan(spec, box["graph"], Path(box["base_dir"]), MappingProxyType(box["objects"]), source=box["source"])

@@ -71,9 +71,9 @@ def _clean_loc(loc: tuple) -> tuple:
 
 def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
     """The pydantic model class that owns the key at the end of ``loc`` (for did-you-mean)."""
-    from distillflow.spec.models import _kinds_key, _pipeline_model
+    from distillflow.spec.models import pipeline_spec_class
 
-    model: Any = _pipeline_model(_kinds_key())
+    model: Any = pipeline_spec_class()
     node: Any = data
     for part in loc[:-1]:
         if isinstance(part, int):

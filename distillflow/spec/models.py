@@ -311,7 +311,7 @@ class PipelineSpec(Spec):
     def model_validate(cls, obj, *args, **kwargs):
         """Validate with every registered step kind (the schema follows the registry)."""
         if cls is PipelineSpec:
-            return _pipeline_model(_kinds_key()).model_validate(obj, *args, **kwargs)
+            return pipeline_spec_class().model_validate(obj, *args, **kwargs)
         return super().model_validate(obj, *args, **kwargs)
 
     @model_validator(mode="after")
@@ -360,6 +360,13 @@ class PipelineSpec(Spec):
         import json
 
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pipeline_spec_class() -> type[PipelineSpec]:
+    """The run-time class of a pipeline spec: ``PipelineSpec`` whose ``steps`` are the step kinds
+    registered now (one class per set of kinds, cached). What ``PipelineSpec.model_validate``
+    validates with; also for rebuilding a spec from its pickled state in another process."""
+    return _pipeline_model(_kinds_key())
 
 
 def _kinds_key() -> tuple:
