@@ -130,10 +130,15 @@ def run_coroutine_sync(factory: Callable[[], object]):
             started.set()
             finished.set()
 
-    threading.Thread(target=target, name="distillflow-client", daemon=True).start()
+    thread = threading.Thread(target=target, name="distillflow-client", daemon=True)
+    # The thread starts inside the try: a Ctrl-C that lands right after start() (the run already
+    # going, before this thread reached the wait) must cancel it too (it escaped here once).
     try:  # (an Event, not Thread.join: an interrupted join marks a live thread as stopped, bpo-45274)
+        thread.start()
         finished.wait()
     except KeyboardInterrupt:
+        if thread.ident is None:  # never started: nothing to cancel
+            raise
         started.wait()
         if "task" in box and not finished.is_set():
             try:
