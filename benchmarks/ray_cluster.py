@@ -70,8 +70,10 @@ def run_namespaced(module: str) -> None:
 class LocalRayCluster:
     """Head (``node_cpus[0]`` CPUs) + one worker node per further entry; ``address`` is HOST:PORT."""
 
-    def __init__(self, node_cpus: list[int] = (1, 1), port: int = 6390, ready_timeout_s: float = 240.0):
+    def __init__(self, node_cpus: list[int] = (1, 1), port: int = 6390, ready_timeout_s: float = 240.0,
+                 env: dict[str, str | None] | None = None):
         self.node_cpus = list(node_cpus)
+        self.extra_env = dict(env or {})  # for the nodes; None removes a variable
         self.port = port
         self.address = f"127.0.0.1:{port}"
         self.ready_timeout_s = ready_timeout_s
@@ -79,9 +81,17 @@ class LocalRayCluster:
         self.tmp = Path(tempfile.mkdtemp(prefix="dfr", dir="/tmp"))  # short: Ray's unix socket paths live in it
 
     def _env(self) -> dict:
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        # Authentication off unless asked for: Ray 2.5x turns it on for a head that finds a token in
+        # ~/.ray/auth_token (which any plain ray.init() on the machine writes), and the plain
+        # ray.init(address=...) of connect() would then be refused.
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
         # the nodes' workers import distillflow (and test modules) from this checkout
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        for k, v in self.extra_env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         return env
 
     def _start(self, args: list[str], log: str) -> None:
@@ -101,6 +111,17 @@ class LocalRayCluster:
             self._start([f"--address={self.address}", f"--num-cpus={cpus}", "--num-gpus=0",
                          "--node-ip-address=127.0.0.1", f"--temp-dir={self.tmp / f'n{i + 1}'}"], f"node{i + 1}.log")
         return self
+
+    def wait_head_started(self) -> None:
+        """Wait, without joining, until the head says its runtime started (for a driver in another process)."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        log = self.tmp / "head.log"
+        while "Ray runtime started" not in (log.read_text(errors="replace") if log.is_file() else ""):
+            if self.procs and self.procs[0].poll() is not None:
+                raise RuntimeError(f"the ray head exited ({self.procs[0].returncode}): see {log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the ray head did not start in {self.ready_timeout_s}s: see {log}")
+            time.sleep(0.2)
 
     def wait_ready(self, ray) -> None:
         """Poll (with ``ray`` connected) until every node is alive."""

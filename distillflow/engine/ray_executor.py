@@ -93,17 +93,63 @@ def connect(address: str | None):
     if ray.is_initialized():
         return ray, False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is not None:
+        _use_token_if_present()
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
                  include_dashboard=False if address is None else None)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = address or "a new local instance"
+        if _auth_failure(e):
+            raise ConfigurationError(
+                f"cannot connect to the Ray cluster at {where}: it requires Ray's authentication token and this "
+                "process has none that matches. Copy the head node's token (`ray get-auth-token` there, or its "
+                "~/.ray/auth_token) to ~/.ray/auth_token on this machine, or set RAY_AUTH_TOKEN (or "
+                "RAY_AUTH_TOKEN_PATH) in the environment."
+            ) from None
         raise ConfigurationError(
             f"cannot connect to the Ray cluster at {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
             "Start one with `ray start --head` (and `ray start --address=HEAD_IP:6379` on each other node), "
             "or fix execution.address / --address."
         ) from None
     return ray, True
+
+
+def _use_token_if_present() -> None:
+    """Send Ray's authentication token when this machine has one, as ``ray start`` does.
+
+    Ray 2.5x turns token authentication on for a cluster whose head finds a token
+    (``~/.ray/auth_token``, written by any earlier plain ``ray.init()``; ``RAY_AUTH_TOKEN``;
+    ``RAY_AUTH_TOKEN_PATH``), but a driver joining with ``ray.init(address=...)`` sends none unless
+    ``RAY_AUTH_MODE=token`` was set before Ray was imported: it fails with "InvalidAuthToken" on the
+    machine that started the cluster. Ray's own check for ``ray start`` fixes that; a token sent to a
+    cluster without authentication is ignored. An explicit ``RAY_AUTH_MODE`` is left alone."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    try:
+        from ray._private.authentication import authentication_token_setup as auth
+    except ImportError:  # a Ray without token authentication
+        return
+    quiet = logging.getLogger(auth.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its warning speaks of starting a cluster, which this is not
+    try:
+        auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except Exception:  # noqa: BLE001 — a private helper of Ray's: if it changed, connect as before
+        pass
+    finally:
+        quiet.setLevel(level)
+
+
+def _auth_failure(exc: BaseException) -> bool:
+    """Whether connecting failed on Ray's authentication (its error sits in the exception's chain)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if type(exc).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def _not_shared(what: str) -> ConfigurationError:

