@@ -322,7 +322,14 @@ class AppThread:
 
     def start(self):
         self._thread.start()
-        self._ready.wait(10)
+        # Up to 60 s (a loaded CI machine can be slow to boot the app), and never hand back an app
+        # that is not serving: its root would be "" and the test would fail far from the cause.
+        deadline = time.monotonic() + 60
+        while not self._ready.wait(0.1):
+            if not self._thread.is_alive():
+                raise RuntimeError(f"{self.name} thread died before serving (see its traceback)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start serving within 60 s")
         return self
 
     def stop(self) -> None:

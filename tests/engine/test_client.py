@@ -82,7 +82,9 @@ def test_window_stays_full_and_never_exceeds_concurrency():
         assert len(results) == 160 and s["requests"] == 160
         assert s["max_in_flight"] == 8
         mean_in_flight = s["busy_s"] / (s["last_end"] - s["first_start"])
-        assert mean_in_flight >= 6.5, mean_in_flight
+        # ~7.5 here even beside a CPU hog; batch-and-wait gives at most 8 * 0.03 / E[max of 8] = 5.3
+        # (measured 4.4-4.9), so 6.0 leaves slack for a loaded machine and still catches it.
+        assert mean_in_flight >= 6.0, mean_in_flight
 
 
 def test_run_works_inside_a_running_event_loop(ep):
@@ -199,8 +201,10 @@ def test_401_mentions_the_api_key_env_var(ep):
 
 
 def test_timeout_is_retried(ep):
-    content = '@@{"sleep": 1.5, "times": 1}'
-    [res] = run(fast_client(ep, timeout_s=0.3), [req(0, content)])
+    # 1 s, not less: the second (unscripted) attempt must answer within the timeout even on a loaded
+    # machine, else a third attempt is made; the first attempt's 3 s hang still always times out.
+    content = '@@{"sleep": 3, "times": 1}'
+    [res] = run(fast_client(ep, timeout_s=1.0), [req(0, content)])
     assert res.error is None and attempts(ep, content) == 2
 
 
@@ -236,9 +240,12 @@ def test_rate_limiter_buckets_hold_one_second():
     lim = RateLimiter(rpm=120, tpm=60_000)
     assert lim.rpm_bucket.rate == 2.0 and lim.rpm_bucket.capacity == 2.0
     assert lim.tpm_bucket.rate == 1000.0 and lim.tpm_bucket.capacity == 1000.0
+    # The same bucket on a frozen clock: on the real one it refills 1000 tokens/s, so a scheduling
+    # stall between these lines would add tokens and the check would measure the machine's load.
+    lim.tpm_bucket = TokenBucket(lim.tpm_bucket.rate, lim.tpm_bucket.capacity, clock=lambda: 0.0)
     lim.tpm_bucket.tokens = 0
     lim.correct(est_tokens=500, actual_tokens=200)
-    assert lim.tpm_bucket.tokens == pytest.approx(300, abs=5)
+    assert lim.tpm_bucket.tokens == pytest.approx(300)
     assert RateLimiter().rpm_bucket is None and not RateLimiter(rpm=60).counts_tokens
 
 

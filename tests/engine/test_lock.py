@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -93,7 +94,8 @@ def test_other_host_lock_is_stale_only_after_its_heartbeat_stops(tmp_path):
     messages = []
     with RunLock(d, stale_after_s=300, notify=messages.append):
         assert read_lock(d)["host"] == socket.gethostname()
-    assert len(messages) == 1 and "(no heartbeat for 400s)" in messages[0]
+    # the age is measured on the real clock when the lock is read: a stall can make it 401s
+    assert len(messages) == 1 and re.search(r"\(no heartbeat for 40\ds\)", messages[0]), messages
 
 
 def test_the_heartbeat_is_refreshed_while_held(tmp_path):

@@ -92,6 +92,9 @@ def test_client_routes_around_a_stopped_replica_within_one_window():
         wait_for(lambda: client.replica_stats()[1]["rests"] >= 1, what="replica b to be rested")
         probes_before = client.replica_stats()[1]["probes"]
         dead = DeadPort(_port(b.base_url))
+        # A probe counted between these two reads may have met the closed port before the bind (on a
+        # loaded machine b.stop() can outlast B's 1 s rest): it may or may not reach the dead port.
+        probes_bound = client.replica_stats()[1]["probes"]
         stopped_at = time.monotonic()
         assert done.wait(90), "the run did not finish"
         t.join(5)
@@ -114,7 +117,8 @@ def test_client_routes_around_a_stopped_replica_within_one_window():
     # the run outlived B's first rest (1 s), so B was probed, and each probe failed on the dead port
     probes = sb["probes"] - probes_before
     assert after_s > 1.5 and probes >= 1
-    assert dead.connections == probes  # nothing but probes reached the stopped replica
+    # nothing but probes reached the stopped replica, and every probe sent after the bind did
+    assert probes - (probes_bound - probes_before) <= dead.connections <= probes
     assert probes <= math.log2(after_s + 1) + 1  # rests of 1, 2, 4, ... s: one probe at the end of each
     # answers: A and C took everything B did not answer before it stopped
     assert stats[0]["ok"] + stats[2]["ok"] + sb["ok"] == n

@@ -36,7 +36,10 @@ def test_kill9_then_resume_does_not_pay_twice(tmp_path):
         first_requests = ep.stats["requests"]
         cached = cached_answers(db)
         assert 12 <= cached < n, cached
-        assert first_requests - cached <= 4 + 1  # at most the window was in flight at kill time
+        # Sent but not stored at kill time: the window of 4 in flight, plus answers received but not yet
+        # committed (the cache batches commits for up to 20 ms, and a stall on a loaded machine lets a
+        # burst of answers wait together). Nothing paid twice is asserted below (second == n - cached).
+        assert first_requests - cached <= 4 + 4
 
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]

@@ -561,6 +561,7 @@ def test_the_argilla_ui_shows_a_pushed_record(argilla, run_dir, tmp_path):
             viewport={"width": 1400, "height": 900},
         )
         page = browser.new_page()
+        # page actions only: Playwright's expect(...) keeps its own 5 s default, so each expect passes timeout=
         page.set_default_timeout(UI_WAIT_MS)
         try:
             page.goto(f"{argilla.url}/sign-in")
@@ -570,9 +571,9 @@ def test_the_argilla_ui_shows_a_pushed_record(argilla, run_dir, tmp_path):
             page.wait_for_url(lambda u: "sign-in" not in u)
             page.goto(f"{argilla.url}/dataset/{ds.id}/annotation-mode")
             # wait for the state, not for time: the pending record and its form, pre-filled by the judge
-            expect(page.get_by_text(pending["response"]).first).to_be_visible()
+            expect(page.get_by_text(pending["response"]).first).to_be_visible(timeout=UI_WAIT_MS)
             decision = page.locator('[aria-label="Question: decision"]')
-            expect(page.get_by_text("Keep this answer for training?").first).to_be_visible()
+            expect(page.get_by_text("Keep this answer for training?").first).to_be_visible(timeout=UI_WAIT_MS)
             submit = page.locator(".footer-form button[type=submit]")
             text = page.inner_text("body")
             page.screenshot(path=str(shot), full_page=False)
@@ -580,8 +581,8 @@ def test_the_argilla_ui_shows_a_pushed_record(argilla, run_dir, tmp_path):
             decision.get_by_text("Reject", exact=True).click()
             page.locator('[aria-label="Question: comment"] [contenteditable=true]').click()
             page.keyboard.type("too vague")
-            expect(page.locator('[aria-label="Question: comment"]')).to_contain_text("too vague")
-            expect(submit).to_be_enabled()  # the decision registered: every required answer is given
+            expect(page.locator('[aria-label="Question: comment"]')).to_contain_text("too vague", timeout=UI_WAIT_MS)
+            expect(submit).to_be_enabled(timeout=UI_WAIT_MS)  # the decision registered: every required answer is given
             with page.expect_response(lambda r: r.url.endswith("/responses") and r.request.method == "POST") as sent:
                 submit.click()
             assert sent.value.status == 201
