@@ -53,6 +53,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from types import MappingProxyType
@@ -93,11 +94,21 @@ def connect(address: str | None):
     if ray.is_initialized():
         return ray, False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address is not None:
-        _use_token_if_present()
-    try:
+
+    def join():
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
                  include_dashboard=False if address is None else None)
+
+    try:
+        try:
+            join()
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            if address is None or not _auth_failure(e) or not _token_mode_on():
+                raise
+            print(f"distillflow: the Ray cluster at {address} requires its authentication token: joining again "
+                  "with the one found here (set RAY_AUTH_MODE=token to send it at once)", file=sys.stderr, flush=True)
+            ray.shutdown()
+            join()
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = address or "a new local instance"
         if _auth_failure(e):
@@ -115,28 +126,29 @@ def connect(address: str | None):
     return ray, True
 
 
-def _use_token_if_present() -> None:
-    """Send Ray's authentication token when this machine has one, as ``ray start`` does.
+def _token_mode_on() -> bool:
+    """After a cluster refused this driver for want of a token: turn Ray's token mode on when this
+    machine has a token and ``RAY_AUTH_MODE`` is not set (whether it is now on).
 
-    Ray 2.5x turns token authentication on for a cluster whose head finds a token
-    (``~/.ray/auth_token``, written by any earlier plain ``ray.init()``; ``RAY_AUTH_TOKEN``;
-    ``RAY_AUTH_TOKEN_PATH``), but a driver joining with ``ray.init(address=...)`` sends none unless
-    ``RAY_AUTH_MODE=token`` was set before Ray was imported: it fails with "InvalidAuthToken" on the
-    machine that started the cluster. Ray's own check for ``ray start`` fixes that; a token sent to a
-    cluster without authentication is ignored. An explicit ``RAY_AUTH_MODE`` is left alone."""
+    Ray 2.60 turns token authentication on for a head that finds a token (``~/.ray/auth_token``, which
+    any plain ``ray.init()`` on the machine writes; ``RAY_AUTH_TOKEN``; ``RAY_AUTH_TOKEN_PATH``), but a
+    driver joining with ``ray.init(address=...)`` sends none unless ``RAY_AUTH_MODE=token`` was set: on
+    the machine that started the cluster it is refused. Not turned on before a first try: a driver in
+    token mode cannot work with a cluster without authentication (its actors never start), and a token
+    here says nothing of a cluster elsewhere."""
     if os.environ.get("RAY_AUTH_MODE") is not None:
-        return
+        return False
     try:
         from ray._private.authentication import authentication_token_setup as auth
     except ImportError:  # a Ray without token authentication
-        return
+        return False
     quiet = logging.getLogger(auth.__name__)
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # its warning speaks of starting a cluster, which this is not
     try:
-        auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    except Exception:  # noqa: BLE001 — a private helper of Ray's: if it changed, connect as before
-        pass
+        return bool(auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
+    except Exception:  # noqa: BLE001 — a private helper of Ray's: if it changed, report the refusal as it is
+        return False
     finally:
         quiet.setLevel(level)
 

@@ -478,10 +478,10 @@ def scenario_batch_judge(tmp: Path, address: str) -> dict:
 
 
 def scenario_token(tmp: Path, address: str) -> dict:
-    """A cluster with token authentication on, as Ray 2.5x turns it on for a head that finds a token in
+    """A cluster with token authentication on, as Ray 2.60 turns it on for a head that finds a token in
     its HOME (any earlier plain ray.init() there writes one): the CLI on the same machine (same HOME)
-    joins it; a driver whose HOME has no token is told how to get one. A cluster of its own (head only,
-    port 6396); the shared one runs without authentication."""
+    joins it; a driver whose HOME has no token is told how to get one; the same HOME still joins the
+    shared cluster, which runs without authentication. A cluster of its own (head only, port 6396)."""
     import uuid
 
     home, bare = tmp / "home", tmp / "bare"
@@ -498,8 +498,8 @@ def scenario_token(tmp: Path, address: str) -> dict:
         base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
         base["PYTHONPATH"] = str(ROOT)
 
-        def cli(home_dir: Path, out: Path) -> subprocess.CompletedProcess:
-            cmd = [sys.executable, "-m", "distillflow", "run", str(p), "--out", str(out), "--no-progress", "--address", own]
+        def cli(home_dir: Path, out: Path, at: str = own) -> subprocess.CompletedProcess:
+            cmd = [sys.executable, "-m", "distillflow", "run", str(p), "--out", str(out), "--no-progress", "--address", at]
             return subprocess.run(cmd, env=dict(base, HOME=str(home_dir)), cwd=str(ROOT), capture_output=True,
                                   text=True, timeout=600)
 
@@ -508,12 +508,17 @@ def scenario_token(tmp: Path, address: str) -> dict:
         refused_s = time.perf_counter() - t0
         joined = cli(home, tmp / "tok" / "run")
         got = curated(tmp / "tok" / "run") if (tmp / "tok" / "run" / "data" / "curated.jsonl").is_file() else []
+        # the same home (a token in it) against the shared cluster, which runs without authentication:
+        # a driver in token mode there cannot start its actors, so the token must not be sent at once
+        plain = cli(home, tmp / "tok" / "plain-run", at=address)
+        got_plain = curated(tmp / "tok" / "plain-run") if (tmp / "tok" / "plain-run" / "data" / "curated.jsonl").is_file() else []
         return {"head_says_token": "Token authentication is enabled" in head_log,
                 "joined_rc": joined.returncode, "joined_out": (joined.stdout + joined.stderr)[-2000:],
                 "curated": len(got), "requests": ep.stats["requests"],
+                "plain_rc": plain.returncode, "plain_out": (plain.stdout + plain.stderr)[-2000:], "plain_curated": len(got_plain),
                 "refused_rc": refused.returncode, "refused_out": (refused.stdout + refused.stderr)[-2000:],
                 "refused_s": round(refused_s, 1),
-                "token_shown": token in joined.stdout + joined.stderr + refused.stdout + refused.stderr,
+                "token_shown": token in joined.stdout + joined.stderr + refused.stdout + refused.stderr + plain.stdout + plain.stderr,
                 "token_in_run_dir": [str(f) for f in (tmp / "tok").rglob("*") if f.is_file() and token in f.read_text(errors="replace")]}
 
 
