@@ -280,3 +280,27 @@ def test_a_prompt_store_a_worker_cannot_see_names_shared_storage(tmp_path):
     ctx.spec = SimpleNamespace(source=None)
     with pytest.raises(ConfigurationError, match=r"not visible to Ray worker n1-42-run.*storage every node sees"):
         ctx.source_shard(0)
+
+
+def test_a_refusal_for_want_of_a_token_is_told_apart_from_a_cluster_that_is_not_there():
+    """connect() retries with the token (and otherwise names the fix) only when Ray's refusal is an
+    authentication error, which Ray wraps: ConnectionError <- RuntimeError <- AuthenticationError."""
+    from ray.exceptions import AuthenticationError
+
+    from distillflow.engine.ray_executor import _auth_failure
+
+    def chain(inner: BaseException) -> ConnectionError:
+        try:
+            try:
+                raise inner
+            except BaseException as e:
+                raise RuntimeError("Failed to connect to GCS") from e
+        except RuntimeError as e:
+            try:
+                raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379") from e
+            except ConnectionError as outer:
+                return outer
+
+    assert _auth_failure(chain(AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing")))
+    assert not _auth_failure(chain(TimeoutError("Timed out while waiting for GCS to become available")))
+    assert not _auth_failure(ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379"))
