@@ -81,7 +81,7 @@ class LocalRayCluster:
         self.tmp = Path(tempfile.mkdtemp(prefix="dfr", dir="/tmp"))  # short: Ray's unix socket paths live in it
 
     def _env(self) -> dict:
-        # Authentication off unless asked for: Ray 2.5x turns it on for a head that finds a token in
+        # Authentication off unless asked for: Ray 2.60 turns it on for a head that finds a token in
         # ~/.ray/auth_token (which any plain ray.init() on the machine writes), and the plain
         # ray.init(address=...) of connect() would then be refused.
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")

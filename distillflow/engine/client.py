@@ -114,9 +114,11 @@ def run_coroutine_sync(factory: Callable[[], object]):
     except RuntimeError:
         return asyncio.run(factory())
     box: dict = {}
-    started, finished = threading.Event(), threading.Event()
+    started, finished, abandoned = threading.Event(), threading.Event(), threading.Event()
 
     async def main():
+        if abandoned.is_set():  # Ctrl-C came while the thread was starting: the run never begins
+            return None
         box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
         started.set()
         return await factory()
@@ -131,13 +133,14 @@ def run_coroutine_sync(factory: Callable[[], object]):
             finished.set()
 
     thread = threading.Thread(target=target, name="distillflow-client", daemon=True)
-    # The thread starts inside the try: a Ctrl-C that lands right after start() (the run already
-    # going, before this thread reached the wait) must cancel it too (it escaped here once).
+    # The thread starts inside the try: a Ctrl-C that lands during or right after start() (the run
+    # perhaps already going) must stop it too (it escaped here once).
     try:  # (an Event, not Thread.join: an interrupted join marks a live thread as stopped, bpo-45274)
         thread.start()
         finished.wait()
     except KeyboardInterrupt:
-        if thread.ident is None:  # never started: nothing to cancel
+        abandoned.set()
+        if thread.ident is None:  # not running yet: if it ever runs, it sees `abandoned` first
             raise
         started.wait()
         if "task" in box and not finished.is_set():

@@ -99,24 +99,32 @@ def connect(address: str | None):
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
                  include_dashboard=False if address is None else None)
 
+    # (Ray's AuthenticationError is none of the others: raised at once with RAY_AUTH_MODE=token and no token)
+    failures = (ConnectionError, RuntimeError, ValueError, *_ray_auth_error(ray))
     try:
         try:
             join()
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            if address is None or not _auth_failure(e) or not _token_mode_on():
-                raise
+        except failures as e:
+            if address in (None, "auto") or not _auth_failure(e) or not _token_mode_on():
+                raise  # (None and "auto": Ray itself sends the token a local cluster may need)
             print(f"distillflow: the Ray cluster at {address} requires its authentication token: joining again "
                   "with the one found here (set RAY_AUTH_MODE=token to send it at once)", file=sys.stderr, flush=True)
             ray.shutdown()
-            join()
-    except (ConnectionError, RuntimeError, ValueError) as e:
+            try:
+                join()
+            except failures:
+                _token_mode_off()  # this process does not stay in token mode for a cluster that refused it
+                raise
+    except failures as e:
         where = address or "a new local instance"
         if _auth_failure(e):
+            hint = (" (and unset RAY_AUTH_MODE, which is 'disabled' here)"
+                    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" else "")
             raise ConfigurationError(
                 f"cannot connect to the Ray cluster at {where}: it requires Ray's authentication token and this "
                 "process has none that matches. Copy the head node's token (`ray get-auth-token` there, or its "
                 "~/.ray/auth_token) to ~/.ray/auth_token on this machine, or set RAY_AUTH_TOKEN (or "
-                "RAY_AUTH_TOKEN_PATH) in the environment."
+                f"RAY_AUTH_TOKEN_PATH) in the environment{hint}."
             ) from None
         raise ConfigurationError(
             f"cannot connect to the Ray cluster at {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
@@ -151,6 +159,23 @@ def _token_mode_on() -> bool:
         return False
     finally:
         quiet.setLevel(level)
+
+
+def _ray_auth_error(ray) -> tuple:
+    """Ray's AuthenticationError class, as a tuple (empty for a Ray without one)."""
+    cls = getattr(getattr(ray, "exceptions", None), "AuthenticationError", None)
+    return (cls,) if isinstance(cls, type) else ()
+
+
+def _token_mode_off() -> None:
+    """Undo :func:`_token_mode_on` after a join that failed anyway."""
+    os.environ.pop("RAY_AUTH_MODE", None)
+    try:
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except Exception:  # noqa: BLE001 — a private part of Ray's: the variable is what later processes read
+        pass
 
 
 def _auth_failure(exc: BaseException) -> bool:

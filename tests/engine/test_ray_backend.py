@@ -304,3 +304,78 @@ def test_a_refusal_for_want_of_a_token_is_told_apart_from_a_cluster_that_is_not_
     assert _auth_failure(chain(AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing")))
     assert not _auth_failure(chain(TimeoutError("Timed out while waiting for GCS to become available")))
     assert not _auth_failure(ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379"))
+
+
+def _refusal(cls):
+    """What ray.init raises when a cluster refuses a driver: ConnectionError from its cause."""
+    try:
+        raise cls("RPC error: InvalidAuthToken: Authentication token is missing or incorrect")
+    except Exception as cause:
+        err = ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6399")
+        err.__cause__ = cause
+        return err
+
+
+def test_connect_joins_again_with_the_token_only_after_a_refusal_for_want_of_one(monkeypatch, capsys):
+    """ray.init stubbed (a cluster with token authentication cannot start here without one; the real
+    refusal and retry are tested on a cluster in tests/integration/test_ray_cluster.py)."""
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    from distillflow.engine import ray_executor as rx
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    calls: list = []
+
+    def token_on():
+        os.environ["RAY_AUTH_MODE"] = "token"  # what Ray's helper does when a token is here
+        return True
+
+    real_token_mode_on = rx._token_mode_on
+    monkeypatch.setattr(rx, "_token_mode_on", token_on)
+
+    # refused, then joined with the token: one retry, said on stderr
+    outcomes = [_refusal(AuthenticationError), None]
+
+    def init(**kw):
+        calls.append(kw["address"])
+        out = outcomes.pop(0)
+        if out is not None:
+            raise out
+
+    monkeypatch.setattr(ray, "init", init)
+    assert rx.connect("127.0.0.1:6399") == (ray, True)
+    assert calls == ["127.0.0.1:6399"] * 2
+    assert "requires its authentication token: joining again" in capsys.readouterr().err
+
+    # refused twice (the token here is not the cluster's): the message names the fix, token mode is undone
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    calls.clear()
+    outcomes[:] = [_refusal(AuthenticationError), _refusal(AuthenticationError)]
+    with pytest.raises(ConfigurationError, match=r"requires Ray's authentication token.*RAY_AUTH_TOKEN"):
+        rx.connect("127.0.0.1:6399")
+    assert len(calls) == 2 and "RAY_AUTH_MODE" not in os.environ
+
+    # a cluster that is not there is not retried, and says how to start one
+    calls.clear()
+    outcomes[:] = [ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6399")]
+    with pytest.raises(ConfigurationError, match="Start one with `ray start --head`"):
+        rx.connect("127.0.0.1:6399")
+    assert len(calls) == 1
+
+    # RAY_AUTH_MODE=token and no token: Ray raises its AuthenticationError at once (no ConnectionError)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setattr(rx, "_token_mode_on", real_token_mode_on)  # (which leaves an explicit mode alone)
+    calls.clear()
+    outcomes[:] = [AuthenticationError("Token authentication is enabled but no authentication token was found")]
+    with pytest.raises(ConfigurationError, match="requires Ray's authentication token"):
+        rx.connect("127.0.0.1:6399")
+    assert len(calls) == 1
+
+    # RAY_AUTH_MODE=disabled against a cluster that wants a token: the message says to unset it
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    outcomes[:] = [_refusal(AuthenticationError)]
+    with pytest.raises(ConfigurationError, match="unset RAY_AUTH_MODE"):
+        rx.connect("127.0.0.1:6399")

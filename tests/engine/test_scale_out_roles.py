@@ -23,12 +23,14 @@ def test_snapshot_counts_a_busy_thread_and_the_whole_process():
         while time.thread_time() < end or not seen.is_set():
             pass
 
-    t = threading.Thread(target=spin)
+    t = threading.Thread(target=spin, daemon=True)
     t.start()
-    while not tids:
-        time.sleep(0.001)
-    mid = snapshot([me])  # the thread is running: it has its own entry
-    seen.set()
+    try:
+        while not tids:
+            time.sleep(0.001)
+        mid = snapshot([me])  # the thread is running: it has its own entry
+    finally:
+        seen.set()
     t.join()
     assert (me, tids[0]) in mid
     got: dict = {}

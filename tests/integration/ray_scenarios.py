@@ -514,6 +514,10 @@ def scenario_token(tmp: Path, address: str) -> dict:
         got_plain = curated(tmp / "tok" / "plain-run") if (tmp / "tok" / "plain-run" / "data" / "curated.jsonl").is_file() else []
         return {"head_says_token": "Token authentication is enabled" in head_log,
                 "joined_rc": joined.returncode, "joined_out": (joined.stdout + joined.stderr)[-2000:],
+                "joined_said_retry": "requires its authentication token: joining again" in joined.stderr,
+                "refused_said_fix": "requires Ray's authentication token" in refused.stderr
+                                    and "~/.ray/auth_token" in refused.stderr,
+                "refused_traceback": "Traceback" in refused.stdout + refused.stderr,
                 "curated": len(got), "requests": ep.stats["requests"],
                 "plain_rc": plain.returncode, "plain_out": (plain.stdout + plain.stderr)[-2000:], "plain_curated": len(got_plain),
                 "refused_rc": refused.returncode, "refused_out": (refused.stdout + refused.stderr)[-2000:],

@@ -246,12 +246,11 @@ def test_the_cli_joins_a_cluster_with_token_authentication_and_a_driver_without_
     r = _scenario(cluster_results, "token")
     assert r["head_says_token"], "the head did not turn token authentication on: the scenario tests nothing"
     assert r["joined_rc"] == 0, r["joined_out"]
-    assert "requires its authentication token: joining again" in r["joined_out"], r["joined_out"]
+    assert r["joined_said_retry"], r["joined_out"]
     # a token here does not make the driver send it to a cluster without authentication (its actors
     # would never start: ActorDiedError for the permit hub)
     assert r["plain_rc"] == 0 and r["plain_curated"] == 6, r["plain_out"]
     assert r["curated"] == 6 and r["requests"] == 12, r
     assert r["refused_rc"] == 1, r["refused_out"]
-    assert "requires Ray's authentication token" in r["refused_out"] and "~/.ray/auth_token" in r["refused_out"], r["refused_out"]
-    assert "Traceback" not in r["refused_out"], r["refused_out"]
+    assert r["refused_said_fix"] and not r["refused_traceback"], r["refused_out"]
     assert not r["token_shown"] and r["token_in_run_dir"] == [], r  # the secret is in no output and no file of the run
