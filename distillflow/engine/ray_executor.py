@@ -72,6 +72,7 @@ __all__ = ["INSTALL_HINT", "RayExecutor", "WorkerContext", "connect", "import_ra
 
 INSTALL_HINT = "pip install 'distillflow[ray]'"
 TASK_RETRIES = 3  # a task whose worker process or node dies is run again this many times
+STOP_MARK = "STOPPING"  # in the run's parts folder: the run is stopping (see _segment_task)
 STRAGGLER_WAIT_S = 30.0  # how long a stopping run waits for its shard tasks still running
 
 
@@ -488,31 +489,47 @@ def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: 
         out["worker"], out["replicas"] = ctx.worker, replica_manifest(ctx._clients)  # (this worker's, so far)
         return out
 
-    fut = None
-    try:
-        fut = asyncio.run_coroutine_threadsafe(go(), loop)
-        while True:  # (waits of a quarter second: Ray's cancel interrupts this thread between them)
-            try:
-                return fut.result(timeout=0.25)
-            except concurrent.futures.TimeoutError:
-                continue
-    except KeyboardInterrupt:  # ray.cancel from the driver: the run stops (a shard failed, Ctrl-C)
+    def stop() -> None:
         ctx.stop_event.set()  # this run's lanes here send nothing more; requests in flight finish
         if fut is not None:
             try:
                 fut.result(timeout=STRAGGLER_WAIT_S)
             except BaseException:
                 pass
+
+    # The driver also marks a stopping run in its parts folder before it cancels: Ray's cancel can
+    # miss a task that is being handed to a worker as it comes (seen: a queued shard started on the
+    # CPU the failed one freed, 1 ms before the cancel, and ran whole: 16 requests after the failure)
+    stopping = Path(opts["parts_dir"]) / STOP_MARK
+    fut = None
+    try:
+        if not stopping.exists():
+            fut = asyncio.run_coroutine_threadsafe(go(), loop)
+            while True:  # (waits of a quarter second: Ray's cancel interrupts this thread between them)
+                try:
+                    return fut.result(timeout=0.25)
+                except concurrent.futures.TimeoutError:
+                    if stopping.exists():
+                        break
+        stop()
+        raise DistillflowError(f"shard {k}: the run stopped (a shard failed, or Ctrl-C)")
+    except KeyboardInterrupt:  # ray.cancel from the driver: the run stops (a shard failed, Ctrl-C)
+        stop()
         raise
 
 
-async def _stop_task(ray, ref) -> None:
+async def _stop_task(ray, ref, mark: Path | None = None) -> None:
     """The run stops (another shard failed, Ctrl-C) while shard task ``ref`` runs. A Ray task goes
     on when the coroutine awaiting it is cancelled, and one left running would send requests beside
     the next run of the same command (answers paid twice). So ask Ray to stop it (one not started
     never starts; a running one hears a KeyboardInterrupt, and its worker stops sending:
     :func:`_segment_task`) and wait until it has (its requests in flight answered), at most
     ``STRAGGLER_WAIT_S``, as the local backend's shards end before its run does."""
+    if mark is not None:  # (what a task that Ray's cancel misses finds: _segment_task)
+        try:
+            mark.touch()
+        except OSError:
+            pass
     try:
         ray.cancel(ref)
     except Exception:  # (it has ended, or the cluster is gone)
@@ -662,7 +679,7 @@ class RayExecutor(ExecutorBase):
                     try:
                         res = await ref
                     except asyncio.CancelledError:
-                        await _stop_task(ray, ref)
+                        await _stop_task(ray, ref, self.parts_dir / STOP_MARK)
                         raise
                     except ray.exceptions.RayError as e:
                         cause = _cause(e)

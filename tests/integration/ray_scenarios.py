@@ -322,14 +322,18 @@ def _register_halt() -> None:
         marker: str
         stats_url: str = ""
         after_requests: int = 0
+        record: str = ""  # a file: the endpoint's request count as the step fails
 
     def halt(ctx, step, rows, state):
         if not any(step.marker in r["prompt"] for r in rows):
             return rows, []
         from benchmarks.fake_endpoint import fetch_stats
 
-        deadline_poll(lambda: fetch_stats(step.stats_url)["requests"] >= step.after_requests, 120,
-                      f"{step.after_requests} requests at the endpoint")
+        seen = deadline_poll(lambda: fetch_stats(step.stats_url)["requests"] >= step.after_requests
+                             and fetch_stats(step.stats_url)["requests"], 120,
+                             f"{step.after_requests} requests at the endpoint")
+        if step.record:
+            Path(step.record).write_text(str(seen))
         raise DistillflowError(f"halt: a row holds {step.marker!r}")
 
     if "halt" not in kinds():
@@ -339,14 +343,17 @@ def _register_halt() -> None:
 def scenario_stop(tmp: Path, address: str) -> dict:
     """One shard fails while another is sending (0.8-1 s per answer, 2 in flight): the run
     stops; a shard task still running stops sending and those not started never start
-    (ray.cancel), and nothing reaches the teacher once the run has returned."""
+    (ray.cancel), and nothing reaches the teacher once the run has returned. The failing step
+    records the endpoint's request count as it fails."""
     import distillflow
     from distillflow.errors import DistillflowError
 
     _register_halt()
     n = 64
     with EndpointThread(latency=(0.8, 1.0)) as ep:
-        steps = (f"  - {{kind: halt, marker: 'stopquestion 0:', stats_url: '{ep.base_url}', after_requests: 2}}\n"
+        raised_at = tmp / "raised_at"
+        steps = (f"  - {{kind: halt, marker: 'stopquestion 0:', stats_url: '{ep.base_url}', after_requests: 2, "
+                 f"record: '{raised_at}'}}\n"
                  "  - kind: generate\n")
         p = write(tmp / "stop", ep.base_url, n, steps, "{shard_size: 16, shards_in_flight: 4}",
                   teacher_extra="    concurrency: 2")
@@ -359,6 +366,9 @@ def scenario_stop(tmp: Path, address: str) -> dict:
             out["first"], out["first_message"] = type(e).__name__, str(e)
         out["seconds"] = time.perf_counter() - t0
         out["requests_at_return"] = ep.stats["requests"]
+        # (shard 0 may start after a whole other shard when Ray dispatches it later: what matters is
+        # what was sent after it failed)
+        out["requests_at_raise"] = int(raised_at.read_text()) if raised_at.is_file() else None
         time.sleep(2.0)  # (what a task left running would send meanwhile: ~2 requests a second)
         out["requests_later"] = ep.stats["requests"]
         return out
