@@ -350,32 +350,25 @@ def test_connect_joins_again_with_the_token_only_after_a_refusal_for_want_of_one
     assert calls == ["127.0.0.1:6399"] * 2
     assert "requires its authentication token: joining again" in capsys.readouterr().err
 
+    def refused(errors: list, match: str) -> int:
+        """connect() against ``errors`` (one per ray.init call): the ConfigurationError and the calls made."""
+        calls.clear()
+        outcomes[:] = errors
+        with pytest.raises(ConfigurationError, match=match):
+            rx.connect("127.0.0.1:6399")
+        return len(calls)
+
     # refused twice (the token here is not the cluster's): the message names the fix, token mode is undone
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    calls.clear()
-    outcomes[:] = [_refusal(AuthenticationError), _refusal(AuthenticationError)]
-    with pytest.raises(ConfigurationError, match=r"requires Ray's authentication token.*RAY_AUTH_TOKEN"):
-        rx.connect("127.0.0.1:6399")
-    assert len(calls) == 2 and "RAY_AUTH_MODE" not in os.environ
-
+    assert refused([_refusal(AuthenticationError)] * 2, r"requires Ray's authentication token.*RAY_AUTH_TOKEN") == 2
+    assert "RAY_AUTH_MODE" not in os.environ
     # a cluster that is not there is not retried, and says how to start one
-    calls.clear()
-    outcomes[:] = [ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6399")]
-    with pytest.raises(ConfigurationError, match="Start one with `ray start --head`"):
-        rx.connect("127.0.0.1:6399")
-    assert len(calls) == 1
-
+    assert refused([ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6399")], "Start one with `ray start --head`") == 1
     # RAY_AUTH_MODE=token and no token: Ray raises its AuthenticationError at once (no ConnectionError)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setattr(rx, "_token_mode_on", real_token_mode_on)  # (which leaves an explicit mode alone)
-    calls.clear()
-    outcomes[:] = [AuthenticationError("Token authentication is enabled but no authentication token was found")]
-    with pytest.raises(ConfigurationError, match="requires Ray's authentication token"):
-        rx.connect("127.0.0.1:6399")
-    assert len(calls) == 1
-
+    assert refused([AuthenticationError("Token authentication is enabled but no authentication token was found")],
+                   "requires Ray's authentication token") == 1
     # RAY_AUTH_MODE=disabled against a cluster that wants a token: the message says to unset it
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    outcomes[:] = [_refusal(AuthenticationError)]
-    with pytest.raises(ConfigurationError, match="unset RAY_AUTH_MODE"):
-        rx.connect("127.0.0.1:6399")
+    assert refused([_refusal(AuthenticationError)], "unset RAY_AUTH_MODE") == 1
