@@ -324,13 +324,16 @@ def test_connect_joins_again_with_the_token_only_after_a_refusal_for_want_of_one
 
     from distillflow.engine import ray_executor as rx
 
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    # (set, then deleted: monkeypatch then restores the variable as it was, whatever the steps below
+    # and connect() itself do to it; a leaked RAY_AUTH_MODE=token broke every later cluster test)
+    monkeypatch.setenv("RAY_AUTH_MODE", "unset-by-this-test")
+    monkeypatch.delenv("RAY_AUTH_MODE")
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     calls: list = []
 
     def token_on():
-        os.environ["RAY_AUTH_MODE"] = "token"  # what Ray's helper does when a token is here
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what Ray's helper does when a token is here
         return True
 
     real_token_mode_on = rx._token_mode_on

@@ -30,7 +30,9 @@ def cluster_results(tmp_path_factory):
             pytest.fail(f"a local Ray cluster cannot start here: {problem}")
         pytest.skip(f"a local Ray cluster cannot start here: {problem}")
     out = tmp_path_factory.mktemp("ray") / "results.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
+    # the cluster runs without authentication (LocalRayCluster), so its drivers must not be in token mode
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_")}
+    env.update(PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
     proc = subprocess.run(namespaced([sys.executable, "-m", "tests.integration.ray_scenarios", str(out)]),
                           cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=1500)
     assert out.is_file(), f"scenarios wrote nothing (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
