@@ -188,7 +188,8 @@ def _measure(args, n: int, reps: int, tmp: Path) -> None:
     runs: dict[str, list[tuple[float, float, float, int]]] = {"local": []}  # (s, cpu, job cpu, records)
     runs.update({f"ray{w}": [] for w in workers})
     # each endpoint process takes the whole limit: the teacher's concurrency bounds the total
-    with endpoint_process(latency=(0.0, 0.0), max_concurrency=args.concurrency, processes=args.endpoints) as url:
+    lat = (args.latency, args.latency)
+    with endpoint_process(latency=lat, max_concurrency=args.concurrency, processes=args.endpoints) as url:
         # warm-up: imports, the aiohttp session, the parquet writer
         _run(_pipeline(tmp / "warm", url, 200, "warm", **shape), tmp / "warm" / "run")
         ctx = mp.get_context("spawn")
@@ -261,6 +262,9 @@ def main() -> None:
     ap.add_argument("--source", choices=("jsonl", "inline"), default="jsonl",
                     help="prompts in a JSONL file beside the pipeline (default), or inline in its YAML, as "
                          "figures before 2026-12-04 were measured (the driver then parses and re-emits every row)")
+    ap.add_argument("--latency", type=float, default=0.0,
+                    help="seconds the endpoint takes per answer (default 0: the issue's zero-latency endpoint; "
+                         "a real teacher's latency leaves the cores idle between answers)")
     args = ap.parse_args()
     try:
         args.workers = sorted({int(w) for w in args.workers.split(",")})
@@ -268,6 +272,8 @@ def main() -> None:
         ap.error(f"--workers takes worker counts such as 1,4,8, not {args.workers!r}")
     if args.workers[0] < 1 or args.endpoints < 1 or args.concurrency < 1:
         ap.error("--workers, --endpoints and --concurrency take positive numbers")
+    if args.latency < 0:
+        ap.error(f"--latency takes seconds >= 0, not {args.latency}")
     from benchmarks.ray_cluster import run_namespaced
 
     run_namespaced("benchmarks.scale_out")  # (Ray must run in a network namespace of its own, on loopback)

@@ -70,7 +70,10 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=4, help="runs of each backend (default 4)")
     ap.add_argument("--shard-size", type=int, default=250, help="prompts per shard (default 250, as scale_out)")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds the endpoint takes per answer (default 0)")
     args = ap.parse_args()
+    if args.latency < 0:
+        ap.error(f"--latency takes seconds >= 0, not {args.latency}")
     from benchmarks.ray_cluster import run_namespaced
 
     run_namespaced("benchmarks.scale_out_roles")  # (Ray must run in a network namespace of its own, on loopback)
@@ -96,8 +99,9 @@ def _measure(args, tmp: Path) -> None:
 
     n, reps, me = args.prompts, max(1, args.repeat), os.getpid()
     shape = {"concurrency": 64, "in_flight": 4, "source": "jsonl", "shard_size": args.shard_size}
-    print(f"CPU-s per 1,000 records (user+sys), {n} prompts, shards of {args.shard_size}, {reps} runs each", flush=True)
-    with endpoint_process(latency=(0.0, 0.0), max_concurrency=64) as url:
+    print(f"CPU-s per 1,000 records (user+sys), {n} prompts, shards of {args.shard_size}, {reps} runs each, "
+          f"endpoint latency {args.latency:g} s", flush=True)
+    with endpoint_process(latency=(args.latency, args.latency), max_concurrency=64) as url:
         _run(_pipeline(tmp / "warm", url, 400, "warm", **shape), tmp / "warm" / "run")
         tot: dict = {}
         for r in range(reps):

@@ -329,9 +329,11 @@ def _register_halt() -> None:
             return rows, []
         from benchmarks.fake_endpoint import fetch_stats
 
-        seen = deadline_poll(lambda: fetch_stats(step.stats_url)["requests"] >= step.after_requests
-                             and fetch_stats(step.stats_url)["requests"], 120,
-                             f"{step.after_requests} requests at the endpoint")
+        def count() -> int:  # one call per poll: the count the step records is the one it saw
+            n = fetch_stats(step.stats_url)["requests"]
+            return n if n >= step.after_requests else 0
+
+        seen = deadline_poll(count, 120, f"{step.after_requests} requests at the endpoint")
         if step.record:
             Path(step.record).write_text(str(seen))
         raise DistillflowError(f"halt: a row holds {step.marker!r}")
