@@ -153,7 +153,9 @@ def build_client(teacher):
                               breaker=build_breaker(teacher))
     from distillflow.engine.distilabel_client import SyncLLMClient
 
-    return SyncLLMClient(llm, batch_size=max(1, min(teacher.concurrency, 32)))
+    # (loaded above: load=True would load the model a second time on the first batch, a new
+    # transformers pipeline or vLLM engine)
+    return SyncLLMClient(llm, batch_size=max(1, min(teacher.concurrency, 32)), load=False)
 
 
 def build_distilabel_llm(teacher, check_key: bool = True):

@@ -39,6 +39,11 @@ same per-step logic (:class:`~distillflow.engine.runner.NodeRunner`):
   part named in the reply it got; a dead attempt's part is never read and goes with the directory
   at the end of the run.
 
+- **Local-model teachers** (``provider: transformers`` or ``vllm``) with ``copies: N`` are loaded N
+  times, each copy an actor reserving ``gpus_per_copy`` GPUs (engine/model_copies.py), reused by the
+  job's later runs with the same teacher; tasks and the driver send their batches to the copies.
+  Without ``copies`` each worker process that runs a task loads its own.
+
 The run directory must be on storage every node sees (a shared filesystem path; fsspec URLs such
 as ``s3://`` are not supported). Every node needs distillflow installed with the ``ray`` extra; the
 teachers' API-key variables are shipped from the driver with the plan (a node's own values win).
@@ -59,6 +64,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from distillflow.engine.ledger import Ledger, TeacherStats
+from distillflow.engine.model_copies import ModelCopy, copies_wanted
 from distillflow.engine.permits import Gate, Limits, PermitHub, outage_of
 from distillflow.engine.progress import NullReporter
 from distillflow.engine.replicas import replica_manifest
@@ -259,6 +265,111 @@ def permit_hub(ray, fresh: bool = False):
     return _HUBS[key]
 
 
+# -- model copies of local-model teachers (engine/model_copies.py) -----------------------------------
+_COPIES: dict = {}  # (job id, teacher state as JSON, gpus per copy) -> the copies' actor handles
+COPY_RETRIES = 2  # a copy whose process or node dies is started again (and its call sent again) this often
+COPY_START_TIMEOUT_S = float(os.environ.get("DISTILLFLOW_COPY_START_TIMEOUT_S", "1800"))
+
+
+def _copy_gpus(teacher, cluster_gpus: float) -> float:
+    if teacher.gpus_per_copy is not None:
+        return float(teacher.gpus_per_copy)
+    return 1.0 if cluster_gpus >= 1 and (teacher.device or "").lower() != "cpu" else 0.0
+
+
+class _RayModelCopy(ModelCopy):
+    """The actor: a model copy that also says where it runs."""
+
+    def info(self) -> dict:
+        import ray
+
+        return {**super().info(), "node": ray.get_runtime_context().get_node_id(),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+
+async def start_copies(ray, plan) -> dict:
+    """``{teacher name: [actor handle, ...]}``: the model copies of the run's local-model teachers
+    that ask for them, started and loaded (or the job's earlier run's, for the same teacher)."""
+
+    wanted = copies_wanted(plan)
+    if not wanted:
+        return {}
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    job = ray.get_runtime_context().get_job_id()
+    out, keys, fresh = {}, set(), []
+    for name, t in wanted.items():
+        gpus = _copy_gpus(t, cluster_gpus)
+        if gpus * t.copies > cluster_gpus:
+            have = f"{cluster_gpus:g} GPU" + ("" if cluster_gpus == 1 else "s")
+            raise ConfigurationError(
+                f"teacher '{name}' asks for {t.copies} model copies of {gpus:g} GPU each and the cluster has {have}: "
+                "lower copies or gpus_per_copy (a fraction such as 0.5 shares a GPU), give gpus_per_copy: 0 to "
+                "run the copies on CPU, or add GPU nodes")
+        state = t.model_dump(mode="json")
+        key = (job, json.dumps(state, sort_keys=True), gpus)
+        keys.add(key)
+        if key not in _COPIES:
+            actor = ray.remote(_RayModelCopy).options(
+                num_cpus=0, num_gpus=gpus, max_restarts=COPY_RETRIES, max_task_retries=COPY_RETRIES,
+                scheduling_strategy="SPREAD")
+            _COPIES[key] = [actor.remote(state) for _ in range(t.copies)]
+            fresh.append((name, key))
+        out[name] = _COPIES[key]
+    for key in [k for k in _COPIES if k not in keys]:  # an earlier run's copies of another teacher (or job)
+        _drop_copies(ray, key)
+    for name, key in fresh:  # each copy loads its model once; wait until they all have
+        refs = [h.info.remote() for h in _COPIES[key]]
+        try:
+            infos = await asyncio.wait_for(asyncio.gather(*refs), COPY_START_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            _drop_copies(ray, key)
+            raise ConfigurationError(
+                f"teacher '{name}': its {len(refs)} model copies did not all start within {COPY_START_TIMEOUT_S:g} s "
+                "(the cluster has no free resources for them, or loading is slow): free GPUs, lower copies, or raise "
+                "DISTILLFLOW_COPY_START_TIMEOUT_S") from None
+        except Exception as exc:
+            _drop_copies(ray, key)
+            raise ConfigurationError(
+                f"teacher '{name}': a model copy did not start: {_last_line(exc)}") from None
+        failed = [i["error"] for i in infos if i.get("error")]
+        if failed:
+            _drop_copies(ray, key)
+            raise ConfigurationError(f"teacher '{name}': its model copies could not load {wanted[name].model!r}: "
+                                     f"{failed[0].strip().splitlines()[-1][:500]} (check the model path or id, "
+                                     "and that every node can read it)")
+    return out
+
+
+def _drop_copies(ray, key) -> None:
+    for handle in _COPIES.pop(key, []):
+        try:
+            ray.kill(handle)
+        except Exception:
+            pass
+
+
+def _last_line(exc: BaseException) -> str:
+    """The root cause of an actor's failure, in one line (Ray wraps it with the actor's traceback)."""
+    cause = _cause(exc)
+    text = str(cause).strip().splitlines()
+    tail = [ln for ln in text if ln.strip()][-1:] or [type(cause).__name__]
+    return tail[0].strip()[:500]
+
+
+async def copies_report(ray, copies: dict) -> dict:
+    """``{teacher: [{pid, node, gpu_ids, load_s, batches, requests}, ...]}`` (cache/ray-workers.json)."""
+    out = {}
+    for name, handles in sorted(copies.items()):
+        rows = []
+        for h in handles:
+            try:
+                rows.append(await asyncio.wait_for(h.info.remote(), 60))
+            except Exception as exc:  # a copy that died with its node
+                rows.append({"error": _last_line(exc)})
+        out[name] = rows
+    return out
+
+
 def _limits(plan) -> dict:
     spec = plan.spec
     return {n: Limits(spec.teacher(n).concurrency, spec.teacher(n).rpm, spec.teacher(n).tpm)
@@ -271,10 +382,11 @@ class WorkerContext(RunContext):
     labels), whose lanes send requests from this process and hold a slot of the hub's for each."""
 
     def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, hub, run_id: str, worker: str,
-                 prompts_dir: str | None, shard_size: int):
+                 prompts_dir: str | None, shard_size: int, copies: dict | None = None):
         # a worker reports nothing: the driver counts progress from each shard's stats
         super().__init__(plan, Path(out_dir), cache, ledger, NullReporter(), None)
         self.hub, self.run_id, self.worker = hub, run_id, worker
+        self.copies = dict(copies or {})  # teacher name -> its model copies' actor handles
         self._prompts_dir, self._shard_size = prompts_dir, shard_size
         self._limits = _limits(plan)
         self._budget = plan.spec.budget.max_cost_usd is not None
@@ -299,6 +411,11 @@ class WorkerContext(RunContext):
             raise _not_shared(f"shard {k}: the run's prompt store ({self._prompts_dir}) is not visible to Ray worker {self.worker}") from None
 
     def client(self, teacher):
+        if teacher.name in self.copies and teacher.name not in self._clients:  # (no model loaded here)
+            from distillflow.engine.model_copies import RemoteModelClient
+
+            self._clients[teacher.name] = RemoteModelClient(teacher, self.copies[teacher.name],
+                                                            getattr(self, "loop", None))
         if teacher.name not in self._clients:  # the hub owns the RPM/TPM buckets: none in the client
             from distillflow.engine.providers import build_client
 
@@ -422,7 +539,8 @@ def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
     worker = f"{ray.get_runtime_context().get_node_id()[:8]}-{os.getpid()}-{run_id[:8]}"
     main = out / "cache" / "requests.sqlite"
     cache = SharedCache(RequestCache(sibling_path(main, worker)), main)
-    ctx = WorkerContext(plan, out, cache, Ledger(None), hub, run_id, worker, opts["prompts_dir"], opts["shard_size"])
+    ctx = WorkerContext(plan, out, cache, Ledger(None), hub, run_id, worker, opts["prompts_dir"], opts["shard_size"],
+                        opts.get("copies"))
     ctx.loop, ctx.attempt = loop, opts["attempt"]
 
     async def make():  # (asyncio locks and lanes belong to the loop)
@@ -754,6 +872,7 @@ class RayExecutor(ExecutorBase):
         plan, out = self.plan, self.ctx.out_dir
         self.run_id = uuid.uuid4().hex
         self.box_holder = [ray.put(_box(plan))]
+        self.copies = await start_copies(ray, plan)  # (before the hub: a copy that cannot start stops the run here)
         self.hub = permit_hub(ray)
         try:
             hub_pid = await self.hub.open.remote(self.run_id, _limits(plan), plan.spec.budget.max_cost_usd, LEASE_TTL_S)
@@ -770,12 +889,13 @@ class RayExecutor(ExecutorBase):
         self.opts = {"out_dir": str(out), "prompts_dir": str(self.prompts.dir), "shard_size": self.prompts.shard_size,
                      "hashes": dict(self.hashes), "retry_errors": self.retry_errors,
                      "retry_transient": self.retry_transient, "parts_dir": str(self.parts_dir),
-                     "attempt": self.ctx.attempt}
+                     "attempt": self.ctx.attempt, "copies": self.copies}
         cache = self.ctx.cache
         await asyncio.to_thread(cache.absorb)  # answers a killed run's workers left in their own files
         # global steps run here: teachers through the same hub, answers into the run's own file
         drv = WorkerContext(plan, out, SharedCache(cache, cache.path), self.ctx.ledger, self.hub, self.run_id,
-                            f"driver-{os.getpid()}-{self.run_id[:8]}", str(self.prompts.dir), self.prompts.shard_size)
+                            f"driver-{os.getpid()}-{self.run_id[:8]}", str(self.prompts.dir), self.prompts.shard_size,
+                            self.copies)
         drv.loop = asyncio.get_running_loop()
         drv.stop_event, drv.attempt = self.ctx.stop_event, self.ctx.attempt
         # the driver's own steps report live, as on the local backend: a batch teacher's pooled
@@ -804,7 +924,8 @@ class RayExecutor(ExecutorBase):
                           "hub_watch_calls": self.hub_status.get("watches"),
                           "longest_permit_wait_s": self.hub_status.get("longest_wait_s"),
                           "expired_leases": self.hub_status.get("expired"),
-                          "tripped": self.hub_status.get("tripped") or {}}
+                          "tripped": self.hub_status.get("tripped") or {},
+                          "model_copies": await copies_report(ray, self.copies)}
                 (out / "cache" / "ray-workers.json").write_text(json.dumps(record, indent=1) + "\n")
         tripped = self.hub_status.get("tripped")
         if tripped:  # (a task raises the outage as a rule; should none have, the run still does not

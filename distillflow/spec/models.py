@@ -187,6 +187,16 @@ class TeacherSpec(Spec):
     batch: BatchSpec = Field(default_factory=BatchSpec, description="Batch submission settings (mode: batch).")
     terms: TermsSpec = Field(default_factory=TermsSpec)
     device: str | None = Field(None, description="Device for local providers ('cpu', 'cuda').")
+    copies: int | None = Field(
+        None, ge=1, le=1024,
+        description="Ray backend, local models (transformers, vllm): load the model this many times, each copy a "
+        "Ray actor that every shard task sends its batches to (default: each task's worker process loads its own).",
+    )
+    gpus_per_copy: float | None = Field(
+        None, ge=0, le=64,
+        description="GPUs each copy reserves (fractions share one). Default: 1 where the cluster has GPUs and "
+        "device is not 'cpu', else 0.",
+    )
 
     @field_validator("api_key_env")
     @classmethod
@@ -235,6 +245,13 @@ class TeacherSpec(Spec):
                 f"mode: batch needs a provider with a batch API ({', '.join(BATCH_PROVIDERS)}); "
                 f"'{self.provider}' has none — use mode: online"
             )
+        if (self.copies is not None or self.gpus_per_copy is not None) and self.provider not in ("transformers", "vllm"):
+            raise ValueError(
+                f"copies and gpus_per_copy are for local models (provider transformers or vllm), not '{self.provider}': "
+                "an endpoint scales with several base_url replicas and its concurrency"
+            )
+        if self.gpus_per_copy is not None and self.copies is None:
+            raise ValueError("gpus_per_copy needs copies (how many copies of the model to load), e.g. copies: 2")
         if self.mode == "batch" and isinstance(self.base_url, list):
             raise ValueError(
                 "mode: batch takes one base_url, not a list: a provider batch is submitted to one endpoint"

@@ -375,3 +375,98 @@ def test_connect_joins_again_with_the_token_only_after_a_refusal_for_want_of_one
     # RAY_AUTH_MODE=disabled against a cluster that wants a token: the message says to unset it
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert refused([_refusal(AuthenticationError)], "unset RAY_AUTH_MODE") == 1
+
+
+def _local_teacher_yaml(extra: str, provider: str = "transformers") -> str:
+    return f"""name: c
+source:
+  kind: inline
+  rows: [{{prompt: "hi"}}]
+teachers:
+  - name: t
+    provider: {provider}
+    model: some/model
+{extra}
+steps:
+  - kind: generate
+"""
+
+
+def test_model_copies_are_written_and_read_for_local_models(write_yaml):
+    p = write_yaml(_local_teacher_yaml("    copies: 4\n    gpus_per_copy: 0.5"))
+    t = distillflow.load(p).spec.teacher("t")
+    assert (t.copies, t.gpus_per_copy) == (4, 0.5)
+    assert "copies: 4" in distillflow.load(p).spec.to_yaml()
+    # the Python front door takes the same fields
+    teacher = distillflow.Teacher("t", provider="vllm", model="m", copies=2)
+    assert (teacher.spec.copies, teacher.spec.gpus_per_copy) == (2, None)
+
+
+@pytest.mark.parametrize("extra, provider, says", [
+    ("    copies: 2", "vllm_server", "copies and gpus_per_copy are for local models"),
+    ("    gpus_per_copy: 1", "transformers", "gpus_per_copy needs copies"),
+    ("    copies: 0", "transformers", "copies"),
+])
+def test_model_copies_settings_that_cannot_work_are_refused_with_the_fix(write_yaml, extra, provider, says):
+    base = "    base_url: http://127.0.0.1:9/v1\n" if provider == "vllm_server" else ""
+    p = write_yaml(_local_teacher_yaml(base + extra, provider))
+    with pytest.raises(SpecError) as e:
+        distillflow.load(p)
+    assert says in str(e.value)
+
+
+def test_model_copy_batches_are_the_ones_the_local_client_forms():
+    # same batches as SyncLLMClient.run, so a copy draws what the local backend's client draws
+    from distillflow.engine.client import ChatRequest, run_coroutine_sync
+    from distillflow.engine.distilabel_client import SyncLLMClient
+    from distillflow.engine.model_copies import copy_batches
+    from tests.engine.test_client import FakeSyncLLM
+
+    reqs = [ChatRequest(str(i), [{"role": "user", "content": f"p{i}"}], {"max_tokens": 9, "seed": i}) for i in range(5)]
+    reqs += [ChatRequest("x", [{"role": "user", "content": "px"}], {"max_tokens": 3}),
+             ChatRequest("y", [{"role": "user", "content": "py"}], {"max_tokens": 9})]
+    llm = FakeSyncLLM()
+    run_coroutine_sync(lambda: SyncLLMClient(llm, batch_size=2).arun(reqs, lambda r: None))
+    got = copy_batches(reqs, 2)
+    assert [[r.key for r in b] for b in got] == [["0", "1"], ["2", "3"], ["4"], ["x"], ["y"]]
+    assert [(len(b), b[0].params["max_tokens"]) for b in got] == [(n, m) for n, m, _ in llm.batches]
+
+
+def test_remote_model_client_spreads_batches_over_copies_and_names_a_dead_one():
+    # the actor handles stand in for Ray's here (their .remote() returns an awaitable as an
+    # ObjectRef is); the real actors are exercised in tests/integration/test_ray_cluster.py
+    import asyncio
+
+    from distillflow.engine.client import ChatRequest, ChatResult, run_coroutine_sync
+    from distillflow.engine.model_copies import RemoteModelClient
+    from distillflow.spec.models import TeacherSpec
+
+    class Copy:
+        def __init__(self, fail=False):
+            self.seen, self.fail = [], fail
+            outer = self
+
+            class _Generate:
+                async def _go(self, batch):
+                    await asyncio.sleep(0.01)
+                    if outer.fail:
+                        raise RuntimeError("ActorDiedError: the node died")
+                    outer.seen.append([r.key for r in batch])
+                    return [ChatResult(r.key, r.key.upper(), 1, 1, None, "stop", None, 0.0) for r in batch]
+
+                def remote(self, batch):
+                    return self._go(batch)
+
+            self.generate = _Generate()
+
+    teacher = TeacherSpec(name="t", provider="transformers", model="m", concurrency=2, copies=2)
+    copies = [Copy(), Copy()]
+    reqs = [ChatRequest(str(i), [{"role": "user", "content": str(i)}], {"max_tokens": 4}) for i in range(8)]
+    got: list = []
+    run_coroutine_sync(lambda: RemoteModelClient(teacher, copies).arun(reqs, got.append))
+    assert sorted(r.text for r in got) == sorted(str(i) for i in range(8))  # (digits: upper() is the same)
+    # four batches of 2, two at a time: the first two go to different copies, the rest to whichever is free
+    assert sum(len(c.seen) for c in copies) == 4 and all(c.seen for c in copies), [c.seen for c in copies]
+    got = []
+    run_coroutine_sync(lambda: RemoteModelClient(teacher, [Copy(fail=True)]).arun(reqs[:2], got.append))
+    assert [r.key for r in got] == ["0", "1"] and all("model copy 0 of teacher 't' failed" in r.error for r in got)

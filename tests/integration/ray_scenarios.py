@@ -537,10 +537,79 @@ def scenario_token(tmp: Path, address: str) -> dict:
                 "token_in_run_dir": [str(f) for f in (tmp / "tok").rglob("*") if f.is_file() and token in f.read_text(errors="replace")]}
 
 
+def scenario_copies(tmp: Path, address: str) -> dict:
+    """A local transformers teacher with ``copies: 2`` (tiny model, CPU): two actors load it, the
+    shard tasks send them their batches, the curated output is the local backend's; a second run of
+    the same driver reuses the copies; a copy asking for a GPU the cluster lacks is refused by the
+    CLI with the fix; a model that cannot load is named."""
+    import distillflow
+    from tests.support.tiny import build_tiny_chat_model
+
+    model = build_tiny_chat_model(tmp / "tiny")
+
+    def pipeline(d: Path, n: int, extra: str) -> Path:
+        d.mkdir(parents=True, exist_ok=True)
+        rows = "".join(f'\n    - {{question: "question {i}: what is {i}+{i}?"}}' for i in range(n))
+        (d / "pipeline.yaml").write_text(f"""name: copies
+source:
+  kind: inline
+  columns: {{prompt: question}}
+  rows:{rows}
+teachers:
+  - name: local
+    provider: transformers
+    model: {json.dumps(str(model))}
+    device: cpu
+    params: {{temperature: 0.0, max_tokens: 6}}
+    concurrency: 4
+{extra}
+steps:
+  - kind: generate
+execution: {{shard_size: 3, shards_in_flight: 4}}
+""")
+        return d / "pipeline.yaml"
+
+    p = pipeline(tmp / "two", 12, "    copies: 2")
+    t0 = time.perf_counter()
+    rr = distillflow.run(str(p), out=tmp / "two" / "ray", progress=False, backend="ray", address=address)
+    ray_s = time.perf_counter() - t0
+    rl = distillflow.run(str(p), out=tmp / "two" / "local", progress=False)
+    again = distillflow.run(str(p), out=tmp / "two" / "again", progress=False, backend="ray", address=address)
+
+    def record(out: Path) -> dict:
+        return json.loads((out / "cache" / "ray-workers.json").read_text())
+
+    # a copy's process killed (kill -9): Ray starts it again and the next run is whole
+    killed = record(tmp / "two" / "again")["model_copies"]["local"][0]["pid"]
+    os.kill(killed, signal.SIGKILL)
+    deadline_poll(lambda: not Path(f"/proc/{killed}").exists(), 60, f"copy process {killed} to end")
+    after = distillflow.run(str(p), out=tmp / "two" / "after-kill", progress=False, backend="ray", address=address)
+
+    def cli(path: Path, out: Path) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        env["PYTHONPATH"] = str(ROOT)
+        cmd = [sys.executable, "-m", "distillflow", "run", str(path), "--out", str(out), "--no-progress", "--address", address]
+        return subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+
+    gpu = cli(pipeline(tmp / "gpu", 3, "    copies: 2\n    gpus_per_copy: 1"), tmp / "gpu" / "run")
+    broken = pipeline(tmp / "broken", 3, "    copies: 1")
+    (broken.parent / "pipeline.yaml").write_text(broken.read_text().replace(json.dumps(str(model)), json.dumps(str(tmp / "no-model"))))
+    bad = cli(broken, tmp / "broken" / "run")
+    return {"ray": (tmp / "two" / "ray" / "data" / "curated.jsonl").read_text(),
+            "local": (tmp / "two" / "local" / "data" / "curated.jsonl").read_text(),
+            "ray_curated": rr.manifest["curated"], "ray_new": rr.manifest["teachers"]["local"]["new"],
+            "ray_s": round(ray_s, 1), "first": record(tmp / "two" / "ray"), "again": record(tmp / "two" / "again"),
+            "again_new": again.manifest["teachers"]["local"]["new"],
+            "killed": killed, "after": record(tmp / "two" / "after-kill"), "after_new": after.manifest["teachers"]["local"]["new"],
+            "after_curated": (tmp / "two" / "after-kill" / "data" / "curated.jsonl").read_text(),
+            "gpu_rc": gpu.returncode, "gpu_err": gpu.stderr[-2000:], "gpu_out": gpu.stdout[-1000:],
+            "bad_rc": bad.returncode, "bad_err": bad.stderr[-2000:], "bad_out": bad.stdout[-1000:]}
+
+
 SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
              "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage,
              "retry_downstream": scenario_retry_downstream, "batch_judge": scenario_batch_judge, "stop": scenario_stop,
-             "token": scenario_token}
+             "token": scenario_token, "copies": scenario_copies}
 
 
 def main() -> None:

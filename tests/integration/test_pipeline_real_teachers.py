@@ -69,3 +69,18 @@ def test_local_transformers_teacher(tiny_model, tmp_path):
     # a second run answers from the cache: the local model is not asked again
     res2 = df.run(df.load(path), out=tmp_path / "run", progress=False, fresh=False)
     assert res2.manifest["teachers"]["local"]["new"] == 0
+
+
+def test_a_local_transformers_client_loads_its_model_once(tiny_model):
+    # build_client loads the model; the client's first batch used to load it again (a second
+    # transformers pipeline; a second vLLM engine would not fit on its GPU)
+    from distillflow.engine.client import ChatRequest
+    from distillflow.engine.providers import build_client
+    from distillflow.spec.models import TeacherSpec
+
+    client = build_client(TeacherSpec(name="t", provider="transformers", model=str(tiny_model), device="cpu"))
+    pipe = client.llm._pipeline
+    got = []
+    client.run([ChatRequest("k", [{"role": "user", "content": "hi"}], {"max_tokens": 2})], got.append)
+    assert got and got[0].error is None, got
+    assert client.llm._pipeline is pipe

@@ -260,3 +260,32 @@ def test_the_cli_joins_a_cluster_with_token_authentication_and_a_driver_without_
     assert r["refused_rc"] == 1, r["refused_out"]
     assert r["refused_said_fix"] and not r["refused_traceback"], r["refused_out"]
     assert not r["token_shown"] and r["token_in_run_dir"] == [], r  # the secret is in no output and no file of the run
+
+
+def test_a_local_model_teacher_runs_in_model_copies_shared_by_every_task(cluster_results):
+    # copies: 2 of a tiny transformers model (CPU, gpus_per_copy defaults to 0 on a cluster without GPUs)
+    r = _scenario(cluster_results, "copies")
+    assert r["ray_curated"] == 12 and r["ray_new"] == 12, r
+    assert r["ray"] == r["local"]  # greedy: the copies answer what the local backend's client does
+    copies = r["first"]["model_copies"]["local"]
+    assert len(copies) == 2 and all("error" not in c for c in copies), copies
+    # every answer came from a copy: the shard tasks' workers loaded no model of their own
+    assert sum(c["requests"] for c in copies) == 12, copies
+    assert {c["pid"] for c in copies}.isdisjoint(pid for _, pid in r["first"]["workers"]), r["first"]
+    assert all(c["gpu_ids"] == [] for c in copies)
+    # the driver's second run reuses them (same processes, loaded once): 24 answers in all
+    again = r["again"]["model_copies"]["local"]
+    assert [c["pid"] for c in again] == [c["pid"] for c in copies], again
+    assert [c["load_s"] for c in again] == [c["load_s"] for c in copies]
+    assert r["again_new"] == 12 and sum(c["requests"] for c in again) == 24, again
+    # a copy killed (-9) between runs is started again by Ray (a new process, the model loaded
+    # again) and the next run is whole and the same
+    after = r["after"]["model_copies"]["local"]
+    assert r["killed"] == again[0]["pid"] and after[0]["pid"] != r["killed"] and after[1]["pid"] == again[1]["pid"], after
+    assert r["after_new"] == 12 and r["after_curated"] == r["local"], after
+    # more GPUs than the cluster has: refused before any work, with the fix, no traceback
+    assert r["gpu_rc"] == 1 and "asks for 2 model copies of 1 GPU each and the cluster has 0 GPUs" in r["gpu_err"], r["gpu_err"]
+    assert "gpus_per_copy" in r["gpu_err"] and "Traceback" not in r["gpu_err"] + r["gpu_out"]
+    # a model the copies cannot load is named (the copy's own error, not Ray's traceback)
+    assert r["bad_rc"] == 1 and "its model copies could not load" in r["bad_err"] and "no-model" in r["bad_err"], r["bad_err"]
+    assert "Traceback" not in r["bad_err"] + r["bad_out"], r["bad_out"]
