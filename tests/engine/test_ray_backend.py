@@ -14,7 +14,7 @@ import pytest
 
 import distillflow
 from distillflow.errors import ConfigurationError, MissingDependencyError, SpecError
-from tests.support import pipeline_yaml
+from tests.support import one_teacher_yaml, pipeline_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = "  - kind: generate\n  - kind: dedup\n  - kind: filter\n    where: \"len(response) > 1\"\n"
@@ -378,18 +378,7 @@ def test_connect_joins_again_with_the_token_only_after_a_refusal_for_want_of_one
 
 
 def _local_teacher_yaml(extra: str, provider: str = "transformers") -> str:
-    return f"""name: c
-source:
-  kind: inline
-  rows: [{{prompt: "hi"}}]
-teachers:
-  - name: t
-    provider: {provider}
-    model: some/model
-{extra}
-steps:
-  - kind: generate
-"""
+    return one_teacher_yaml(f"    provider: {provider}\n    model: some/model\n{extra}")
 
 
 def test_model_copies_are_written_and_read_for_local_models(write_yaml):

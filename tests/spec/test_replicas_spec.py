@@ -7,23 +7,13 @@ import pytest
 import distillflow as df
 from distillflow.api import load
 from distillflow.errors import SpecError
+from tests.support import one_teacher_yaml
 
 URLS = ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1", "https://gpu3.example.org/v1"]
 
 
 def _yaml(base_url: str, provider: str = "vllm_server") -> str:
-    return f"""name: r
-source:
-  kind: inline
-  rows: [{{prompt: "hi"}}]
-teachers:
-  - name: t
-    provider: {provider}
-    base_url: {base_url}
-    model: m
-steps:
-  - kind: generate
-"""
+    return one_teacher_yaml(f"    provider: {provider}\n    base_url: {base_url}\n    model: m")
 
 
 def test_python_teacher_with_replicas_round_trips_through_yaml():

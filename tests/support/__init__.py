@@ -44,6 +44,20 @@ steps:
 """
 
 
+def one_teacher_yaml(teacher_lines: str) -> str:
+    """A one-prompt pipeline whose one teacher, ``t``, has the given YAML lines (indented 4)."""
+    return f"""name: t
+source:
+  kind: inline
+  rows: [{{prompt: "hi"}}]
+teachers:
+  - name: t
+{teacher_lines}
+steps:
+  - kind: generate
+"""
+
+
 def cached_answers(db: Path) -> int:
     """How many answers a run's request cache holds (0 while it is absent or busy: poll again)."""
     import sqlite3
