@@ -59,6 +59,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 from types import MappingProxyType
@@ -287,7 +288,7 @@ class _RayModelCopy(ModelCopy):
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
 
-async def start_copies(ray, plan) -> dict:
+async def start_copies(ray, plan, reporter=None) -> dict:
     """``{teacher name: [actor handle, ...]}``: the model copies of the run's local-model teachers
     that ask for them, started and loaded (or the job's earlier run's, for the same teacher)."""
 
@@ -317,8 +318,11 @@ async def start_copies(ray, plan) -> dict:
         out[name] = _COPIES[key]
     for key in [k for k in _COPIES if k not in keys]:  # an earlier run's copies of another teacher (or job)
         _drop_copies(ray, key)
+    say = reporter.message if reporter is not None else (lambda text: None)
     for name, key in fresh:  # each copy loads its model once; wait until they all have
         refs = [h.info.remote() for h in _COPIES[key]]
+        t0 = time.perf_counter()
+        say(f"teacher '{name}': starting {len(refs)} model copies of {wanted[name].model} ({key[2]:g} GPU each)")
         try:
             infos = await asyncio.wait_for(asyncio.gather(*refs), COPY_START_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -337,6 +341,7 @@ async def start_copies(ray, plan) -> dict:
             raise ConfigurationError(f"teacher '{name}': its model copies could not load {wanted[name].model!r}: "
                                      f"{failed[0].strip().splitlines()[-1][:500]} (check the model path or id, "
                                      "and that every node can read it)")
+        say(f"teacher '{name}': {len(refs)} model copies loaded in {time.perf_counter() - t0:.0f} s")
     return out
 
 
@@ -872,7 +877,7 @@ class RayExecutor(ExecutorBase):
         plan, out = self.plan, self.ctx.out_dir
         self.run_id = uuid.uuid4().hex
         self.box_holder = [ray.put(_box(plan))]
-        self.copies = await start_copies(ray, plan)  # (before the hub: a copy that cannot start stops the run here)
+        self.copies = await start_copies(ray, plan, self.ctx.reporter)  # (before the hub: a copy that cannot start stops the run here)
         self.hub = permit_hub(ray)
         try:
             hub_pid = await self.hub.open.remote(self.run_id, _limits(plan), plan.spec.budget.max_cost_usd, LEASE_TTL_S)
