@@ -267,15 +267,43 @@ def permit_hub(ray, fresh: bool = False):
 
 
 # -- model copies of local-model teachers (engine/model_copies.py) -----------------------------------
-_COPIES: dict = {}  # (job id, teacher state as JSON, gpus per copy) -> the copies' actor handles
+# (cluster, job id, teacher state as JSON, gpus per copy) -> the copies' actor handles; the cluster
+# is the driver's node id: a Ray instance started anew (by a later run without `address`) numbers
+# its jobs from 1 again
+_COPIES: dict = {}
 COPY_RETRIES = 2  # a copy whose process or node dies is started again (and its call sent again) this often
 COPY_START_TIMEOUT_S = float(os.environ.get("DISTILLFLOW_COPY_START_TIMEOUT_S", "1800"))
 
 
 def _copy_gpus(teacher, cluster_gpus: float) -> float:
+    """GPUs each copy reserves: as written, else 1 where the cluster has GPUs and the model runs on
+    one (vLLM always does; transformers where ``device`` names cuda: it loads on the CPU otherwise)."""
     if teacher.gpus_per_copy is not None:
         return float(teacher.gpus_per_copy)
-    return 1.0 if cluster_gpus >= 1 and (teacher.device or "").lower() != "cpu" else 0.0
+    if cluster_gpus < 1:
+        return 0.0
+    if teacher.provider == "vllm":
+        return 1.0
+    return 1.0 if (teacher.device or "").lower().startswith("cuda") else 0.0
+
+
+def check_gpu_fit(wanted: dict, gpus: dict, cluster_gpus: float, node_gpus: list[float]) -> None:
+    """Refuse (ConfigurationError, with the fix) copies the cluster cannot place: more GPUs in all
+    than it has, or more per copy than its largest node has (Ray would wait for them forever)."""
+    have = f"{cluster_gpus:g} GPU" + ("" if cluster_gpus == 1 else "s")
+    total = sum(gpus[n] * t.copies for n, t in wanted.items())
+    if total > cluster_gpus:
+        asks = ", ".join(f"'{n}' {t.copies} x {gpus[n]:g}" for n, t in wanted.items() if gpus[n])
+        raise ConfigurationError(
+            f"the teachers' model copies ask for {total:g} GPUs ({asks}) and the cluster has {have}: lower copies or "
+            "gpus_per_copy (a fraction such as 0.5 puts two transformers copies on one GPU), give gpus_per_copy: 0 "
+            "to run the copies on CPU, or add GPU nodes")
+    largest = max(node_gpus, default=0.0)
+    for n, t in wanted.items():
+        if gpus[n] > largest:
+            raise ConfigurationError(
+                f"teacher '{n}': a model copy asks for {gpus[n]:g} GPUs and the largest node has {largest:g}: a copy "
+                "runs on one node; lower gpus_per_copy")
 
 
 class _RayModelCopy(ModelCopy):
@@ -288,61 +316,75 @@ class _RayModelCopy(ModelCopy):
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
 
-async def start_copies(ray, plan, reporter=None) -> dict:
-    """``{teacher name: [actor handle, ...]}``: the model copies of the run's local-model teachers
-    that ask for them, started and loaded (or the job's earlier run's, for the same teacher)."""
+async def _alive(handles: list) -> bool:
+    """Whether every copy answers (quickly: loaded) and has its model."""
+    try:
+        infos = await asyncio.wait_for(asyncio.gather(*(h.info.remote() for h in handles)), 30)
+    except BaseException:
+        return False
+    return not any(i.get("error") for i in infos)
 
+
+async def start_copies(ray, plan, reporter=None, env: dict | None = None) -> dict:
+    """``{teacher name: [actor handle, ...]}``: the model copies of the run's local-model teachers
+    that ask for them, started and loaded (or the same job's earlier ones for the same teacher, when
+    they all still answer). ``env``: variables a copy sets where its node lacks them (API keys)."""
     wanted = copies_wanted(plan)
-    if not wanted:
-        return {}
-    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-    job = ray.get_runtime_context().get_job_id()
-    out, keys, fresh = {}, set(), []
-    for name, t in wanted.items():
-        gpus = _copy_gpus(t, cluster_gpus)
-        if gpus * t.copies > cluster_gpus:
-            have = f"{cluster_gpus:g} GPU" + ("" if cluster_gpus == 1 else "s")
-            raise ConfigurationError(
-                f"teacher '{name}' asks for {t.copies} model copies of {gpus:g} GPU each and the cluster has {have}: "
-                "lower copies or gpus_per_copy (a fraction such as 0.5 shares a GPU), give gpus_per_copy: 0 to "
-                "run the copies on CPU, or add GPU nodes")
-        state = t.model_dump(mode="json")
-        key = (job, json.dumps(state, sort_keys=True), gpus)
-        keys.add(key)
-        if key not in _COPIES:
-            actor = ray.remote(_RayModelCopy).options(
-                num_cpus=0, num_gpus=gpus, max_restarts=COPY_RETRIES, max_task_retries=COPY_RETRIES,
-                scheduling_strategy="SPREAD")
-            _COPIES[key] = [actor.remote(state) for _ in range(t.copies)]
-            fresh.append((name, key))
-        out[name] = _COPIES[key]
-    for key in [k for k in _COPIES if k not in keys]:  # an earlier run's copies of another teacher (or job)
+    rt = ray.get_runtime_context()
+    where = (rt.get_node_id(), rt.get_job_id())
+    keys = {}
+    if wanted:
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+        gpus = {n: _copy_gpus(t, cluster_gpus) for n, t in wanted.items()}
+        node_gpus = [float((nd.get("Resources") or {}).get("GPU", 0)) for nd in ray.nodes() if nd.get("Alive")]
+        check_gpu_fit(wanted, gpus, cluster_gpus, node_gpus)  # (before any copy starts)
+        keys = {n: (*where, json.dumps(t.model_dump(mode="json"), sort_keys=True), gpus[n]) for n, t in wanted.items()}
+    for key in [k for k in _COPIES if k not in keys.values()]:  # other teachers', other jobs' (or none wanted)
         _drop_copies(ray, key)
+    for key in [k for k in keys.values() if k in _COPIES]:  # an earlier run's: kept only if all answer
+        if not await _alive(_COPIES[key]):
+            _drop_copies(ray, key)
     say = reporter.message if reporter is not None else (lambda text: None)
-    for name, key in fresh:  # each copy loads its model once; wait until they all have
-        refs = [h.info.remote() for h in _COPIES[key]]
-        t0 = time.perf_counter()
-        say(f"teacher '{name}': starting {len(refs)} model copies of {wanted[name].model} ({key[2]:g} GPU each)")
-        try:
-            infos = await asyncio.wait_for(asyncio.gather(*refs), COPY_START_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            _drop_copies(ray, key)
-            raise ConfigurationError(
-                f"teacher '{name}': its {len(refs)} model copies did not all start within {COPY_START_TIMEOUT_S:g} s "
-                "(the cluster has no free resources for them, or loading is slow): free GPUs, lower copies, or raise "
-                "DISTILLFLOW_COPY_START_TIMEOUT_S") from None
-        except Exception as exc:
-            _drop_copies(ray, key)
-            raise ConfigurationError(
-                f"teacher '{name}': a model copy did not start: {_last_line(exc)}") from None
-        failed = [i["error"] for i in infos if i.get("error")]
-        if failed:
-            _drop_copies(ray, key)
-            raise ConfigurationError(f"teacher '{name}': its model copies could not load {wanted[name].model!r}: "
-                                     f"{failed[0].strip().splitlines()[-1][:500]} (check the model path or id, "
-                                     "and that every node can read it)")
-        say(f"teacher '{name}': {len(refs)} model copies loaded in {time.perf_counter() - t0:.0f} s")
-    return out
+    fresh = [n for n in wanted if keys[n] not in _COPIES]
+    try:
+        for name in fresh:
+            t, key = wanted[name], keys[name]
+            actor = ray.remote(_RayModelCopy).options(
+                num_cpus=0, num_gpus=key[-1], max_restarts=COPY_RETRIES, max_task_retries=COPY_RETRIES,
+                scheduling_strategy="SPREAD")
+            _COPIES[key] = [actor.remote(t.model_dump(mode="json"), env or {}) for _ in range(t.copies)]
+        for name in fresh:  # each copy loads its model once; wait until they all have
+            await _wait_loaded(name, wanted[name], _COPIES[keys[name]], keys[name][-1], say)
+    except BaseException:  # (Ctrl-C included) copies not known to be loaded are not kept for a later run
+        for name in fresh:
+            _drop_copies(ray, keys[name])
+        raise
+    return {n: _COPIES[keys[n]] for n in wanted}
+
+
+async def _wait_loaded(name: str, teacher, handles: list, gpus: float, say) -> None:
+    t0 = time.perf_counter()
+    say(f"teacher '{name}': starting {len(handles)} model copies of {teacher.model} ({gpus:g} GPU each)")
+    try:
+        infos = await asyncio.wait_for(asyncio.gather(*(h.info.remote() for h in handles)), COPY_START_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise ConfigurationError(
+            f"teacher '{name}': its {len(handles)} model copies did not all start within {COPY_START_TIMEOUT_S:g} s "
+            "(the cluster has no free resources for them, or loading is slow): free GPUs, lower copies, or raise "
+            "DISTILLFLOW_COPY_START_TIMEOUT_S") from None
+    except Exception as exc:
+        raise ConfigurationError(f"teacher '{name}': a model copy did not start: {_last_line(exc)}") from None
+    failed = [i["error"] for i in infos if i.get("error")]
+    if failed:
+        raise ConfigurationError(f"teacher '{name}': its model copies could not load {teacher.model!r}: "
+                                 f"{failed[0].strip().splitlines()[-1][:500]} (check the model path or id, "
+                                 "and that every node can read it)")
+    say(f"teacher '{name}': {len(handles)} model copies loaded in {time.perf_counter() - t0:.0f} s")
+
+
+def forget_copies() -> None:
+    """Forget every copy's handle (the Ray instance they ran in is being shut down)."""
+    _COPIES.clear()
 
 
 def _drop_copies(ray, key) -> None:
@@ -363,16 +405,14 @@ def _last_line(exc: BaseException) -> str:
 
 async def copies_report(ray, copies: dict) -> dict:
     """``{teacher: [{pid, node, gpu_ids, load_s, batches, requests}, ...]}`` (cache/ray-workers.json)."""
-    out = {}
-    for name, handles in sorted(copies.items()):
-        rows = []
-        for h in handles:
-            try:
-                rows.append(await asyncio.wait_for(h.info.remote(), 60))
-            except Exception as exc:  # a copy that died with its node
-                rows.append({"error": _last_line(exc)})
-        out[name] = rows
-    return out
+
+    async def one(h) -> dict:
+        try:
+            return await asyncio.wait_for(h.info.remote(), 60)
+        except Exception as exc:  # a copy that died with its node
+            return {"error": _last_line(exc)}
+
+    return {name: list(await asyncio.gather(*(one(h) for h in handles))) for name, handles in sorted(copies.items())}
 
 
 def _limits(plan) -> dict:
@@ -869,6 +909,7 @@ class RayExecutor(ExecutorBase):
             await self._run(ray)
         finally:
             if connected:
+                forget_copies()
                 ray.shutdown()
 
     async def _run(self, ray) -> None:
@@ -876,8 +917,9 @@ class RayExecutor(ExecutorBase):
 
         plan, out = self.plan, self.ctx.out_dir
         self.run_id = uuid.uuid4().hex
-        self.box_holder = [ray.put(_box(plan))]
-        self.copies = await start_copies(ray, plan, self.ctx.reporter)  # (before the hub: a copy that cannot start stops the run here)
+        box = _box(plan)
+        self.box_holder = [ray.put(box)]
+        self.copies = await start_copies(ray, plan, self.ctx.reporter, box.get("env"))  # (before the hub: a copy that cannot start stops the run here)
         self.hub = permit_hub(ray)
         try:
             hub_pid = await self.hub.open.remote(self.run_id, _limits(plan), plan.spec.budget.max_cost_usd, LEASE_TTL_S)

@@ -194,8 +194,8 @@ class TeacherSpec(Spec):
     )
     gpus_per_copy: float | None = Field(
         None, ge=0, le=64,
-        description="GPUs each copy reserves (fractions share one). Default: 1 where the cluster has GPUs and "
-        "device is not 'cpu', else 0.",
+        description="GPUs each copy reserves (a fraction such as 0.5 shares one, or whole GPUs). Default: 1 where "
+        "the cluster has GPUs and the model runs on one (vllm; transformers with device cuda), else 0.",
     )
 
     @field_validator("api_key_env")
@@ -250,6 +250,9 @@ class TeacherSpec(Spec):
                 f"copies and gpus_per_copy are for local models (provider transformers or vllm), not '{self.provider}': "
                 "an endpoint scales with several base_url replicas and its concurrency"
             )
+        if self.gpus_per_copy is not None and self.gpus_per_copy > 1 and self.gpus_per_copy != int(self.gpus_per_copy):
+            raise ValueError(f"gpus_per_copy {self.gpus_per_copy:g}: Ray places a fraction of one GPU or whole GPUs "
+                             "(e.g. 0.5, 1, 2), not a fraction above one")
         if self.gpus_per_copy is not None and self.copies is None:
             raise ValueError("gpus_per_copy needs copies (how many copies of the model to load), e.g. copies: 2")
         if self.mode == "batch" and isinstance(self.base_url, list):

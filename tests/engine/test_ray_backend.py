@@ -4,6 +4,7 @@ The cluster itself is exercised in tests/integration/test_ray_cluster.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import distillflow
+from distillflow.engine.client import ChatRequest, ChatResult
 from distillflow.errors import ConfigurationError, MissingDependencyError, SpecError
 from tests.support import one_teacher_yaml, pipeline_yaml
 
@@ -421,41 +423,91 @@ def test_model_copy_batches_are_the_ones_the_local_client_forms():
     assert [(len(b), b[0].params["max_tokens"]) for b in got] == [(n, m) for n, m, _ in llm.batches]
 
 
-def test_remote_model_client_spreads_batches_over_copies_and_names_a_dead_one():
-    # the actor handles stand in for Ray's here (their .remote() returns an awaitable as an
-    # ObjectRef is); the real actors are exercised in tests/integration/test_ray_cluster.py
-    import asyncio
+class _FakeCopy:
+    """Stands in for a model copy's Ray actor handle: ``generate.remote(batch)`` returns an awaitable,
+    as an ObjectRef is (the real actors are exercised in tests/integration/test_ray_cluster.py)."""
 
-    from distillflow.engine.client import ChatRequest, ChatResult, run_coroutine_sync
+    def __init__(self, fail: bool = False, drop: int = 0):
+        self.seen, self.fail, self.drop = [], fail, drop
+        outer = self
+
+        class _Generate:
+            async def _go(self, batch):
+                await asyncio.sleep(0.01)
+                outer.seen.append([r.key for r in batch])
+                if outer.fail:
+                    raise RuntimeError("ActorDiedError: the node died")
+                out = [ChatResult(r.key, r.key.upper(), 1, 1, None, "stop", None, 0.0) for r in batch]
+                return out[: len(out) - outer.drop]
+
+            def remote(self, batch):
+                return self._go(batch)
+
+        self.generate = _Generate()
+
+
+def _ask_copies(copies, reqs, concurrency=2):
+    from distillflow.engine.client import run_coroutine_sync
     from distillflow.engine.model_copies import RemoteModelClient
     from distillflow.spec.models import TeacherSpec
 
-    class Copy:
-        def __init__(self, fail=False):
-            self.seen, self.fail = [], fail
-            outer = self
-
-            class _Generate:
-                async def _go(self, batch):
-                    await asyncio.sleep(0.01)
-                    if outer.fail:
-                        raise RuntimeError("ActorDiedError: the node died")
-                    outer.seen.append([r.key for r in batch])
-                    return [ChatResult(r.key, r.key.upper(), 1, 1, None, "stop", None, 0.0) for r in batch]
-
-                def remote(self, batch):
-                    return self._go(batch)
-
-            self.generate = _Generate()
-
-    teacher = TeacherSpec(name="t", provider="transformers", model="m", concurrency=2, copies=2)
-    copies = [Copy(), Copy()]
-    reqs = [ChatRequest(str(i), [{"role": "user", "content": str(i)}], {"max_tokens": 4}) for i in range(8)]
+    teacher = TeacherSpec(name="t", provider="transformers", model="m", concurrency=concurrency, copies=len(copies))
     got: list = []
     run_coroutine_sync(lambda: RemoteModelClient(teacher, copies).arun(reqs, got.append))
-    assert sorted(r.text for r in got) == sorted(str(i) for i in range(8))  # (digits: upper() is the same)
+    return got
+
+
+def _requests(n):
+    return [ChatRequest(str(i), [{"role": "user", "content": str(i)}], {"max_tokens": 4}) for i in range(n)]
+
+
+def test_remote_model_client_spreads_batches_over_copies():
+    copies = [_FakeCopy(), _FakeCopy()]
+    got = _ask_copies(copies, _requests(8))
+    assert sorted(r.key for r in got) == [str(i) for i in range(8)] and all(r.error is None for r in got)
     # four batches of 2, two at a time: the first two go to different copies, the rest to whichever is free
     assert sum(len(c.seen) for c in copies) == 4 and all(c.seen for c in copies), [c.seen for c in copies]
-    got = []
-    run_coroutine_sync(lambda: RemoteModelClient(teacher, [Copy(fail=True)]).arun(reqs[:2], got.append))
+
+
+def test_a_failing_model_copy_gets_no_more_batches_and_its_batch_goes_to_another():
+    dead, live = _FakeCopy(fail=True), _FakeCopy()
+    got = _ask_copies([dead, live], _requests(8))
+    assert sorted(r.key for r in got) == [str(i) for i in range(8)] and all(r.error is None for r in got), got
+    assert len(dead.seen) <= 2 and len(live.seen) == 4  # (two batches may reach it at once before it fails)
+    # with no copy left, the batch's requests get the copy's error
+    got = _ask_copies([_FakeCopy(fail=True)], _requests(2))
     assert [r.key for r in got] == ["0", "1"] and all("model copy 0 of teacher 't' failed" in r.error for r in got)
+
+
+def test_a_request_a_copy_returned_no_answer_for_is_an_error_not_lost():
+    got = _ask_copies([_FakeCopy(drop=1)], _requests(2))
+    assert sorted(r.key for r in got) == ["0", "1"]
+    assert [r.error for r in got if r.key == "1"][0].endswith("returned no answer for this request")
+
+
+def test_gpus_a_copy_reserves_by_default_and_copies_the_cluster_cannot_place_are_refused():
+    from distillflow.engine.ray_executor import _copy_gpus, check_gpu_fit
+    from distillflow.spec.models import TeacherSpec
+
+    def teacher(**kw):
+        return TeacherSpec(**{"name": "t", "provider": "transformers", "model": "m", "copies": 2, **kw})
+
+    # transformers loads on the CPU unless device names cuda (providers.build_distilabel_llm); vLLM needs a GPU
+    assert _copy_gpus(teacher(), 4) == 0 and _copy_gpus(teacher(device="cuda:0"), 4) == 1
+    assert _copy_gpus(teacher(provider="vllm"), 4) == 1 and _copy_gpus(teacher(provider="vllm"), 0) == 0
+    assert _copy_gpus(teacher(device="cuda", gpus_per_copy=0.5), 4) == 0.5
+    a, b = teacher(name="a", provider="vllm", copies=3), teacher(name="b", provider="vllm", copies=2)
+    check_gpu_fit({"a": a}, {"a": 1.0}, 4, [2, 2])
+    with pytest.raises(ConfigurationError) as e:  # 5 GPUs in all, over two teachers, on a 4-GPU cluster
+        check_gpu_fit({"a": a, "b": b}, {"a": 1.0, "b": 1.0}, 4, [2, 2])
+    assert "ask for 5 GPUs ('a' 3 x 1, 'b' 2 x 1) and the cluster has 4 GPUs" in str(e.value)
+    with pytest.raises(ConfigurationError) as e:  # a copy is on one node
+        check_gpu_fit({"a": teacher(name="a", copies=1)}, {"a": 4.0}, 4, [2, 2])
+    assert "asks for 4 GPUs and the largest node has 2" in str(e.value)
+
+
+def test_gpus_per_copy_above_one_must_be_whole(write_yaml):
+    p = write_yaml(_local_teacher_yaml("    copies: 2\n    gpus_per_copy: 1.5"))
+    with pytest.raises(SpecError) as e:
+        distillflow.load(p)
+    assert "not a fraction above one" in str(e.value)

@@ -284,7 +284,7 @@ def test_a_local_model_teacher_runs_in_model_copies_shared_by_every_task(cluster
     assert r["killed"] == again[0]["pid"] and after[0]["pid"] != r["killed"] and after[1]["pid"] == again[1]["pid"], after
     assert r["after_new"] == 12 and r["after_curated"] == r["local"], after
     # more GPUs than the cluster has: refused before any work, with the fix, no traceback
-    assert r["gpu_rc"] == 1 and "asks for 2 model copies of 1 GPU each and the cluster has 0 GPUs" in r["gpu_err"], r["gpu_err"]
+    assert r["gpu_rc"] == 1 and "ask for 2 GPUs ('local' 2 x 1) and the cluster has 0 GPUs" in r["gpu_err"], r["gpu_err"]
     assert "gpus_per_copy" in r["gpu_err"] and "Traceback" not in r["gpu_err"] + r["gpu_out"]
     # a model the copies cannot load is named (the copy's own error, not Ray's traceback)
     assert r["bad_rc"] == 1 and "its model copies could not load" in r["bad_err"] and "no-model" in r["bad_err"], r["bad_err"]
