@@ -137,7 +137,8 @@ class RemoteModelClient:
             async with slots:
                 if should_stop is not None and should_stop():
                     return  # (undispatched: no results, as SyncLLMClient drops a stopped batch)
-                t0, results, error = time.perf_counter(), None, ""
+                t0, results = time.perf_counter(), None
+                error = f"every model copy of teacher '{self.teacher.name}' failed earlier in this run"
                 while results is None:
                     i = self._pick()
                     if i is None:  # every copy failed

@@ -477,6 +477,18 @@ def test_a_failing_model_copy_gets_no_more_batches_and_its_batch_goes_to_another
     # with no copy left, the batch's requests get the copy's error
     got = _ask_copies([_FakeCopy(fail=True)], _requests(2))
     assert [r.key for r in got] == ["0", "1"] and all("model copy 0 of teacher 't' failed" in r.error for r in got)
+    # a later ask of the same client, every copy already failed: errors too, nothing sent
+    from distillflow.engine.client import run_coroutine_sync
+    from distillflow.engine.model_copies import RemoteModelClient
+    from distillflow.spec.models import TeacherSpec
+
+    copy = _FakeCopy(fail=True)
+    client = RemoteModelClient(TeacherSpec(name="t", provider="transformers", model="m", copies=1), [copy])
+    for _ in range(2):
+        got = []
+        run_coroutine_sync(lambda: client.arun(_requests(2), got.append))
+        assert len(got) == 2 and all(r.error for r in got), got
+    assert len(copy.seen) == 1 and "failed earlier in this run" in got[0].error
 
 
 def test_a_request_a_copy_returned_no_answer_for_is_an_error_not_lost():
