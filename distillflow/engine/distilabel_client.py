@@ -18,7 +18,7 @@ import hashlib
 import inspect
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from distillflow.engine.client import ChatRequest, ChatResult, run_coroutine_sync
@@ -31,7 +31,8 @@ from distillflow.engine.scheduler import (
     run_window,
 )
 
-__all__ = ["AsyncLLMClient", "SyncLLMClient", "batch_seed", "classify_exception", "local_top_logprobs", "map_params"]
+__all__ = ["AsyncLLMClient", "SyncLLMClient", "batch_seed", "classify_exception", "local_batches", "local_top_logprobs",
+           "map_params"]
 
 # Our name -> alternatives distilabel LLMs use for the same thing, in order of preference.
 _ALIASES = {
@@ -231,21 +232,29 @@ class SyncLLMClient:
         pipe = getattr(self.llm, "_pipeline", None)
         if pipe is not None and hasattr(pipe, "_batch_size") and not pipe._batch_size:
             pipe._batch_size = self.batch_size
-        batch: list[ChatRequest] = []
-        for req in _stoppable(requests, should_stop):
-            if batch and (len(batch) >= self.batch_size or _batch_params(req) != _batch_params(batch[0])):
-                self._flush(batch, on_result)
-                batch = []
-                if should_stop is not None and should_stop():
-                    return
-            batch.append(req)
-        if batch and not (should_stop is not None and should_stop()):
+        for batch in local_batches(_stoppable(requests, should_stop), self.batch_size):
+            if should_stop is not None and should_stop():
+                return
             self._flush(batch, on_result)
 
     async def arun(self, requests: Iterable[ChatRequest], on_result: Callable[[ChatResult], None],
                    should_stop: Callable[[], bool] | None = None) -> None:
         """:meth:`run` in a worker thread, so an event loop stays responsive meanwhile."""
         await asyncio.to_thread(self.run, requests, on_result, should_stop)
+
+
+def local_batches(requests: Iterable[ChatRequest], size: int) -> Iterator[list[ChatRequest]]:
+    """The batches of a local model's ``generate``: consecutive requests with the same params (the
+    seed aside), at most ``size`` each; each yielded once the next request does not join it (lazily:
+    a stop while pulling requests leaves the last batch yielded as it is)."""
+    batch: list[ChatRequest] = []
+    for req in requests:
+        if batch and (len(batch) >= size or _batch_params(req) != _batch_params(batch[0])):
+            yield batch
+            batch = []
+        batch.append(req)
+    if batch:
+        yield batch
 
 
 def _batch_params(req: ChatRequest) -> dict:

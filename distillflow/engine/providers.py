@@ -155,7 +155,12 @@ def build_client(teacher):
 
     # (loaded above: load=True would load the model a second time on the first batch, a new
     # transformers pipeline or vLLM engine)
-    return SyncLLMClient(llm, batch_size=max(1, min(teacher.concurrency, 32)), load=False)
+    return SyncLLMClient(llm, batch_size=local_batch_size(teacher), load=False)
+
+
+def local_batch_size(teacher) -> int:
+    """Prompts per ``generate`` call of a local-model teacher: its concurrency, at most 32."""
+    return max(1, min(teacher.concurrency, 32))
 
 
 def build_distilabel_llm(teacher, check_key: bool = True):

@@ -332,13 +332,14 @@ async def start_copies(ray, plan, reporter=None, env: dict | None = None) -> dic
     wanted = copies_wanted(plan)
     rt = ray.get_runtime_context()
     where = (rt.get_node_id(), rt.get_job_id())
-    keys = {}
+    keys, states = {}, {}
     if wanted:
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
         gpus = {n: _copy_gpus(t, cluster_gpus) for n, t in wanted.items()}
         node_gpus = [float((nd.get("Resources") or {}).get("GPU", 0)) for nd in ray.nodes() if nd.get("Alive")]
         check_gpu_fit(wanted, gpus, cluster_gpus, node_gpus)  # (before any copy starts)
-        keys = {n: (*where, json.dumps(t.model_dump(mode="json"), sort_keys=True), gpus[n]) for n, t in wanted.items()}
+        states = {n: t.model_dump(mode="json") for n, t in wanted.items()}
+        keys = {n: (*where, json.dumps(states[n], sort_keys=True), gpus[n]) for n in wanted}
     for key in [k for k in _COPIES if k not in keys.values()]:  # other teachers', other jobs' (or none wanted)
         _drop_copies(ray, key)
     for key in [k for k in keys.values() if k in _COPIES]:  # an earlier run's: kept only if all answer
@@ -352,7 +353,7 @@ async def start_copies(ray, plan, reporter=None, env: dict | None = None) -> dic
             actor = ray.remote(_RayModelCopy).options(
                 num_cpus=0, num_gpus=key[-1], max_restarts=COPY_RETRIES, max_task_retries=COPY_RETRIES,
                 scheduling_strategy="SPREAD")
-            _COPIES[key] = [actor.remote(t.model_dump(mode="json"), env or {}) for _ in range(t.copies)]
+            _COPIES[key] = [actor.remote(states[name], env or {}) for _ in range(t.copies)]
         for name in fresh:  # each copy loads its model once; wait until they all have
             await _wait_loaded(name, wanted[name], _COPIES[keys[name]], keys[name][-1], say)
     except BaseException:  # (Ctrl-C included) copies not known to be loaded are not kept for a later run
@@ -377,7 +378,7 @@ async def _wait_loaded(name: str, teacher, handles: list, gpus: float, say) -> N
     failed = [i["error"] for i in infos if i.get("error")]
     if failed:
         raise ConfigurationError(f"teacher '{name}': its model copies could not load {teacher.model!r}: "
-                                 f"{failed[0].strip().splitlines()[-1][:500]} (check the model path or id, "
+                                 f"{_one_line(failed[0])} (check the model path or id, "
                                  "and that every node can read it)")
     say(f"teacher '{name}': {len(handles)} model copies loaded in {time.perf_counter() - t0:.0f} s")
 
@@ -398,9 +399,13 @@ def _drop_copies(ray, key) -> None:
 def _last_line(exc: BaseException) -> str:
     """The root cause of an actor's failure, in one line (Ray wraps it with the actor's traceback)."""
     cause = _cause(exc)
-    text = str(cause).strip().splitlines()
-    tail = [ln for ln in text if ln.strip()][-1:] or [type(cause).__name__]
-    return tail[0].strip()[:500]
+    return _one_line(str(cause)) or type(cause).__name__
+
+
+def _one_line(text: str) -> str:
+    """The last non-empty line of ``text`` (where an error's own message sits), at most 500 characters."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else ""
 
 
 async def copies_report(ray, copies: dict) -> dict:
@@ -459,8 +464,7 @@ class WorkerContext(RunContext):
         if teacher.name in self.copies and teacher.name not in self._clients:  # (no model loaded here)
             from distillflow.engine.model_copies import RemoteModelClient
 
-            self._clients[teacher.name] = RemoteModelClient(teacher, self.copies[teacher.name],
-                                                            getattr(self, "loop", None))
+            self._clients[teacher.name] = RemoteModelClient(teacher, self.copies[teacher.name])
         if teacher.name not in self._clients:  # the hub owns the RPM/TPM buckets: none in the client
             from distillflow.engine.providers import build_client
 

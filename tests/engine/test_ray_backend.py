@@ -410,7 +410,7 @@ def test_model_copy_batches_are_the_ones_the_local_client_forms():
     # same batches as SyncLLMClient.run, so a copy draws what the local backend's client draws
     from distillflow.engine.client import ChatRequest, run_coroutine_sync
     from distillflow.engine.distilabel_client import SyncLLMClient
-    from distillflow.engine.model_copies import copy_batches
+    from distillflow.engine.distilabel_client import local_batches
     from tests.engine.test_client import FakeSyncLLM
 
     reqs = [ChatRequest(str(i), [{"role": "user", "content": f"p{i}"}], {"max_tokens": 9, "seed": i}) for i in range(5)]
@@ -418,7 +418,7 @@ def test_model_copy_batches_are_the_ones_the_local_client_forms():
              ChatRequest("y", [{"role": "user", "content": "py"}], {"max_tokens": 9})]
     llm = FakeSyncLLM()
     run_coroutine_sync(lambda: SyncLLMClient(llm, batch_size=2).arun(reqs, lambda r: None))
-    got = copy_batches(reqs, 2)
+    got = list(local_batches(reqs, 2))
     assert [[r.key for r in b] for b in got] == [["0", "1"], ["2", "3"], ["4"], ["x"], ["y"]]
     assert [(len(b), b[0].params["max_tokens"]) for b in got] == [(n, m) for n, m, _ in llm.batches]
 
