@@ -686,6 +686,22 @@ def _segment_task(box_holder: list, hub, run_id: str, opts: dict, k: int, nids: 
         raise
 
 
+_TASKS: list = []  # the shard task as a Ray remote function, made once per process
+
+
+def _shard_task(ray):
+    """:func:`_segment_task` as a Ray remote function. Made once per process: Ray exports a remote
+    function to the cluster on its first call in each job (it pickles it and disassembles its code
+    for a collision check, ~20 ms of the driver's CPU under a profiler), and a new one made
+    for every run was exported again by every run of the same job.
+    SPREAD: shard tasks go round the nodes. With Ray's default (pack where the arguments are, reuse
+    a finished task's worker for the next) one node of two ran 0-7 of a run's 24 shards in 11 of 40
+    runs; with SPREAD at least 10 in each of 40 (benchmark endpoint)."""
+    if not _TASKS:
+        _TASKS.append(ray.remote(num_cpus=1, max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")(_segment_task))
+    return _TASKS[0]
+
+
 async def _stop_task(ray, ref, mark: Path | None = None) -> None:
     """The run stops (another shard failed, Ctrl-C) while shard task ``ref`` runs. A Ray task goes
     on when the coroutine awaiting it is cancelled, and one left running would send requests beside
@@ -930,10 +946,7 @@ class RayExecutor(ExecutorBase):
         except ray.exceptions.RayActorError:  # the hub died (its node went away): a new one
             self.hub = permit_hub(ray, fresh=True)
             hub_pid = await self.hub.open.remote(self.run_id, _limits(plan), plan.spec.budget.max_cost_usd, LEASE_TTL_S)
-        # SPREAD: shard tasks go round the nodes. With Ray's default (pack where the arguments
-        # are, reuse a finished task's worker for the next) one node of two ran 0-7 of a run's 24
-        # shards in 11 of 40 runs; with SPREAD at least 10 in each of 40 (benchmark endpoint)
-        self.task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")(_segment_task)
+        self.task = _shard_task(ray)
         shutil.rmtree(out / "cache" / "parts", ignore_errors=True)  # a killed run's (its shards are redone)
         self.parts_dir = out / "cache" / "parts" / self.run_id
         self.parts_dir.mkdir(parents=True)
