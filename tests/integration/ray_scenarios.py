@@ -220,12 +220,17 @@ def scenario_kill_worker(tmp: Path, address: str) -> dict:
 
 def _shard_task_processes() -> list[int]:
     """Worker processes running a shard task now (Ray titles them after the task)."""
+    return _processes("ray::_segment_task")
+
+
+def _processes(title: str) -> list[int]:
+    """Processes whose title (Ray's: the task or actor method it runs) starts with ``title``."""
     import psutil
 
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = proc.info.get("cmdline") or []
-        if cmd and cmd[0].startswith("ray::_segment_task"):
+        if cmd and cmd[0].startswith(title):
             found.append(proc.info["pid"])
     return found
 
@@ -547,7 +552,7 @@ def scenario_copies(tmp: Path, address: str) -> dict:
 
     model = build_tiny_chat_model(tmp / "tiny")
 
-    def pipeline(d: Path, n: int, extra: str) -> Path:
+    def pipeline(d: Path, n: int, extra: str, max_tokens: int = 6) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         rows = "".join(f'\n    - {{question: "question {i}: what is {i}+{i}?"}}' for i in range(n))
         (d / "pipeline.yaml").write_text(f"""name: copies
@@ -560,7 +565,7 @@ teachers:
     provider: transformers
     model: {json.dumps(str(model))}
     device: cpu
-    params: {{temperature: 0.0, max_tokens: 6}}
+    params: {{temperature: 0.0, max_tokens: {max_tokens}}}
     concurrency: 4
 {extra}
 steps:
@@ -585,6 +590,32 @@ execution: {{shard_size: 3, shards_in_flight: 4}}
     deadline_poll(lambda: not Path(f"/proc/{killed}").exists(), 60, f"copy process {killed} to end")
     after = distillflow.run(str(p), out=tmp / "two" / "after-kill", progress=False, backend="ray", address=address)
 
+    # a copy killed (-9) in the middle of a batch (Ray titles the process after the method it runs):
+    # Ray starts it again and sends it that batch again; nothing lost, nothing answered twice.
+    # Answers of 256 tokens make a batch take seconds on this CPU (~2.5 s for 4 prompts)
+    slow = pipeline(tmp / "slow", 8, "    copies: 2", max_tokens=256)
+    mid: dict = {}
+
+    def killer() -> None:
+        def generating():
+            pids = _processes("ray::_RayModelCopy.generate")
+            return pids[0] if pids else None
+
+        try:
+            pid = deadline_poll(generating, 300, "a model copy generating a batch", every=0.02)
+            mid["pid"] = pid
+            os.kill(pid, signal.SIGKILL)
+        except (TimeoutError, OSError) as exc:
+            mid["error"] = repr(exc)
+
+    import threading
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    slow_r = distillflow.run(str(slow), out=tmp / "slow" / "ray", progress=False, backend="ray", address=address)
+    t.join(10)
+    slow_l = distillflow.run(str(slow), out=tmp / "slow" / "local", progress=False)
+
     def cli(path: Path, out: Path) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
         env["PYTHONPATH"] = str(ROOT)
@@ -602,6 +633,9 @@ execution: {{shard_size: 3, shards_in_flight: 4}}
             "again_new": again.manifest["teachers"]["local"]["new"],
             "killed": killed, "after": record(tmp / "two" / "after-kill"), "after_new": after.manifest["teachers"]["local"]["new"],
             "after_curated": (tmp / "two" / "after-kill" / "data" / "curated.jsonl").read_text(),
+            "mid_kill": mid, "mid": record(tmp / "slow" / "ray"), "mid_new": slow_r.manifest["teachers"]["local"]["new"],
+            "mid_curated": (tmp / "slow" / "ray" / "data" / "curated.jsonl").read_text(),
+            "mid_local": (tmp / "slow" / "local" / "data" / "curated.jsonl").read_text(),
             "gpu_rc": gpu.returncode, "gpu_err": gpu.stderr[-2000:], "gpu_out": gpu.stdout[-1000:],
             "bad_rc": bad.returncode, "bad_err": bad.stderr[-2000:], "bad_out": bad.stdout[-1000:]}
 

@@ -283,6 +283,14 @@ def test_a_local_model_teacher_runs_in_model_copies_shared_by_every_task(cluster
     after = r["after"]["model_copies"]["local"]
     assert r["killed"] == again[0]["pid"] and after[0]["pid"] != r["killed"] and after[1]["pid"] == again[1]["pid"], after
     assert r["after_new"] == 12 and r["after_curated"] == r["local"], after
+    # a copy killed (-9) in the middle of a batch (its process titled after generate): Ray starts it
+    # again and sends it the batch again; every prompt answered once, the same answers as the local
+    # backend's for that pipeline
+    assert "error" not in r["mid_kill"] and r["mid_kill"]["pid"], r["mid_kill"]
+    mid = r["mid"]["model_copies"]["local"]
+    assert len(mid) == 2 and r["mid_kill"]["pid"] not in {c["pid"] for c in mid}, (r["mid_kill"], mid)
+    assert r["mid_new"] == 8 and len(r["mid_curated"].splitlines()) == 8, r["mid_new"]
+    assert r["mid_curated"] == r["mid_local"]
     # more GPUs than the cluster has: refused before any work, with the fix, no traceback
     assert r["gpu_rc"] == 1 and "ask for 2 GPUs ('local' 2 x 1) and the cluster has 0 GPUs" in r["gpu_err"], r["gpu_err"]
     assert "gpus_per_copy" in r["gpu_err"] and "Traceback" not in r["gpu_err"] + r["gpu_out"]
