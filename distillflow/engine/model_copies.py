@@ -50,7 +50,8 @@ class ModelCopy:
             os.environ.setdefault(var, value)
         t0 = time.perf_counter()
         self.teacher = TeacherSpec.model_validate(teacher_state)
-        self.batches = self.requests = 0
+        self.batches = self.requests = self.skipped = 0
+        self._runs_seen: set[str] = set()  # the runs' folders of the stop marks sent with batches
         self.error: str | None = None
         try:
             self.client = build_client(self.teacher)  # (loads the model)
@@ -58,9 +59,20 @@ class ModelCopy:
             self.client, self.error = None, f"{type(exc).__name__}: {exc}"
         self.load_s = time.perf_counter() - t0
 
-    def generate(self, batch: list[ChatRequest]) -> list[ChatResult]:
-        """Answers of one batch (in the order given); a failure is an error result for each."""
+    def generate(self, batch: list[ChatRequest], stop_mark: str | None = None) -> list[ChatResult] | None:
+        """Answers of one batch (in the order given); a failure is an error result for each.
+        ``stop_mark``: a file in a folder the batch's run keeps while it runs (the run directory,
+        on storage every node sees), created when the run stops. A batch that reaches the front of
+        this copy's queue after the run stopped (the file exists) or ended (the folder this copy saw
+        is gone) is not generated: None. Other workers' batches queue here while one is generated,
+        and when a run stops they would keep the copy busy with answers nobody reads, ahead of a
+        later run's in the same session (Ray's cancel does not take back an actor call already
+        queued: it runs all the same). A folder this copy never saw (its node does not see the run
+        directory) stops nothing: the batch is generated."""
         out: list[ChatResult] = []
+        if stop_mark is not None and self._stopped(stop_mark):
+            self.skipped += 1
+            return None
         if self.client is None:  # (a copy restarted on a node that cannot load the model): the
             # caller sends the batch to another copy
             raise RuntimeError(f"the model did not load: {self.error}")
@@ -69,8 +81,16 @@ class ModelCopy:
         self.requests += len(batch)
         return out
 
+    def _stopped(self, mark: str) -> bool:
+        folder = os.path.dirname(mark)
+        if os.path.isdir(folder):
+            self._runs_seen.add(folder)
+            return os.path.exists(mark)
+        return folder in self._runs_seen
+
     def info(self) -> dict:
-        out = {"pid": os.getpid(), "load_s": round(self.load_s, 2), "batches": self.batches, "requests": self.requests}
+        out = {"pid": os.getpid(), "load_s": round(self.load_s, 2), "batches": self.batches, "requests": self.requests,
+               "skipped_batches": self.skipped}
         if self.error is not None:
             out["error"] = self.error
         return out
@@ -86,7 +106,8 @@ class RemoteModelClient:
 
     streams = False  # (the lane asks it one step's requests at a time, as a local model's client)
 
-    def __init__(self, teacher, copies: list):
+    def __init__(self, teacher, copies: list, stop_mark: str | None = None):
+        """``stop_mark``: the run's, sent with each batch (:meth:`ModelCopy.generate`)."""
         from distillflow.engine.providers import local_batch_size
 
         if not copies:
@@ -98,6 +119,7 @@ class RemoteModelClient:
         # does not change its answer, and workers that all started at copy 0 would crowd it)
         self.concurrency = len(self.copies)
         self.dead: set[int] = set()
+        self.stop_mark = stop_mark
 
     def _pick(self) -> int | None:
         """The live copy with the fewest of this client's batches in flight (ties in turn), or None."""
@@ -121,9 +143,9 @@ class RemoteModelClient:
             async with slots:
                 if should_stop is not None and should_stop():
                     return  # (undispatched: no results, as SyncLLMClient drops a stopped batch)
-                t0, results = time.perf_counter(), None
+                t0 = time.perf_counter()
                 error = f"every model copy of teacher '{self.teacher.name}' failed earlier in this run"
-                while results is None:
+                while True:
                     i = self._pick()
                     if i is None:  # every copy failed
                         results = [ChatResult(r.key, None, 0, 0, None, None, error[:2000], time.perf_counter() - t0,
@@ -131,12 +153,16 @@ class RemoteModelClient:
                         break
                     self._busy[i] += 1
                     try:
-                        results = await self.copies[i].generate.remote(batch)
+                        results = await self.copies[i].generate.remote(batch, self.stop_mark)
                     except Exception as exc:  # dead after Ray's restarts, or its model did not load
                         self.dead.add(i)
                         error = f"model copy {i} of teacher '{self.teacher.name}' failed: {type(exc).__name__}: {exc}"
+                        continue
                     finally:
                         self._busy[i] -= 1
+                    if results is None:  # the run stopped before the copy got to it: no results, as
+                        return  # a batch never sent
+                    break
                 got = {r.key for r in results}
                 missing = [r for r in batch if r.key not in got]  # (not expected: every request gets a result)
                 results = list(results) + [

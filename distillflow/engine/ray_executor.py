@@ -432,11 +432,12 @@ class WorkerContext(RunContext):
     labels), whose lanes send requests from this process and hold a slot of the hub's for each."""
 
     def __init__(self, plan, out_dir: Path, cache, ledger: Ledger, hub, run_id: str, worker: str,
-                 prompts_dir: str | None, shard_size: int, copies: dict | None = None):
+                 prompts_dir: str | None, shard_size: int, copies: dict | None = None, stop_mark: str | None = None):
         # a worker reports nothing: the driver counts progress from each shard's stats
         super().__init__(plan, Path(out_dir), cache, ledger, NullReporter(), None)
         self.hub, self.run_id, self.worker = hub, run_id, worker
         self.copies = dict(copies or {})  # teacher name -> its model copies' actor handles
+        self.stop_mark = stop_mark  # (the run's STOP_MARK: a stopped run's batches queued on a copy are skipped)
         self._prompts_dir, self._shard_size = prompts_dir, shard_size
         self._limits = _limits(plan)
         self._budget = plan.spec.budget.max_cost_usd is not None
@@ -464,7 +465,7 @@ class WorkerContext(RunContext):
         if teacher.name in self.copies and teacher.name not in self._clients:  # (no model loaded here)
             from distillflow.engine.model_copies import RemoteModelClient
 
-            self._clients[teacher.name] = RemoteModelClient(teacher, self.copies[teacher.name])
+            self._clients[teacher.name] = RemoteModelClient(teacher, self.copies[teacher.name], self.stop_mark)
         if teacher.name not in self._clients:  # the hub owns the RPM/TPM buckets: none in the client
             from distillflow.engine.providers import build_client
 
@@ -589,7 +590,7 @@ def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
     main = out / "cache" / "requests.sqlite"
     cache = SharedCache(RequestCache(sibling_path(main, worker)), main)
     ctx = WorkerContext(plan, out, cache, Ledger(None), hub, run_id, worker, opts["prompts_dir"], opts["shard_size"],
-                        opts.get("copies"))
+                        opts.get("copies"), str(Path(opts["parts_dir"]) / STOP_MARK))
     ctx.loop, ctx.attempt = loop, opts["attempt"]
 
     async def make():  # (asyncio locks and lanes belong to the loop)
@@ -702,6 +703,13 @@ def _shard_task(ray):
     return _TASKS[0]
 
 
+def _touch(mark: Path) -> None:
+    try:
+        mark.touch()
+    except OSError:  # (the run's parts folder is gone: it has ended)
+        pass
+
+
 async def _stop_task(ray, ref, mark: Path | None = None) -> None:
     """The run stops (another shard failed, Ctrl-C) while shard task ``ref`` runs. A Ray task goes
     on when the coroutine awaiting it is cancelled, and one left running would send requests beside
@@ -710,10 +718,7 @@ async def _stop_task(ray, ref, mark: Path | None = None) -> None:
     :func:`_segment_task`) and wait until it has (its requests in flight answered), at most
     ``STRAGGLER_WAIT_S``, as the local backend's shards end before its run does."""
     if mark is not None:  # (what a task that Ray's cancel misses finds: _segment_task)
-        try:
-            mark.touch()
-        except OSError:
-            pass
+        _touch(mark)
     try:
         ray.cancel(ref)
     except Exception:  # (it has ended, or the cluster is gone)
@@ -893,6 +898,9 @@ class RayExecutor(ExecutorBase):
             if self.plan.spec.budget.max_cost_usd is not None:  # (spent by any worker: stop sending shards)
                 self.hub_status = await self.hub.status.remote(self.run_id)
             await self._write_parts(k, outputs[sink][0] if self.sink_in_driver else [], rejected, parts)
+        except BaseException:  # the run stops: what its processes still have queued on a model copy is
+            _touch(self.parts_dir / STOP_MARK)  # skipped there (ModelCopy.generate)
+            raise
         finally:
             sem.release()
 
@@ -959,7 +967,7 @@ class RayExecutor(ExecutorBase):
         # global steps run here: teachers through the same hub, answers into the run's own file
         drv = WorkerContext(plan, out, SharedCache(cache, cache.path), self.ctx.ledger, self.hub, self.run_id,
                             f"driver-{os.getpid()}-{self.run_id[:8]}", str(self.prompts.dir), self.prompts.shard_size,
-                            self.copies)
+                            self.copies, str(self.parts_dir / STOP_MARK))
         drv.loop = asyncio.get_running_loop()
         drv.stop_event, drv.attempt = self.ctx.stop_event, self.ctx.attempt
         # the driver's own steps report live, as on the local backend: a batch teacher's pooled

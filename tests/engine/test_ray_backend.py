@@ -427,21 +427,24 @@ class _FakeCopy:
     """Stands in for a model copy's Ray actor handle: ``generate.remote(batch)`` returns an awaitable,
     as an ObjectRef is (the real actors are exercised in tests/integration/test_ray_cluster.py)."""
 
-    def __init__(self, fail: bool = False, drop: int = 0):
-        self.seen, self.fail, self.drop = [], fail, drop
+    def __init__(self, fail: bool = False, drop: int = 0, skip: bool = False):
+        self.seen, self.fail, self.drop, self.skip, self.marks = [], fail, drop, skip, []
         outer = self
 
         class _Generate:
-            async def _go(self, batch):
+            async def _go(self, batch, stop_mark):
                 await asyncio.sleep(0.01)
                 outer.seen.append([r.key for r in batch])
+                outer.marks.append(stop_mark)
                 if outer.fail:
                     raise RuntimeError("ActorDiedError: the node died")
+                if outer.skip:  # (its run stopped: ModelCopy.generate)
+                    return None
                 out = [ChatResult(r.key, r.key.upper(), 1, 1, None, "stop", None, 0.0) for r in batch]
                 return out[: len(out) - outer.drop]
 
-            def remote(self, batch):
-                return self._go(batch)
+            def remote(self, batch, stop_mark=None):
+                return self._go(batch, stop_mark)
 
         self.generate = _Generate()
 
@@ -495,6 +498,53 @@ def test_a_request_a_copy_returned_no_answer_for_is_an_error_not_lost():
     got = _ask_copies([_FakeCopy(drop=1)], _requests(2))
     assert sorted(r.key for r in got) == ["0", "1"]
     assert [r.error for r in got if r.key == "1"][0].endswith("returned no answer for this request")
+
+
+def test_a_model_copy_skips_the_batches_of_a_run_that_stopped_or_ended(tmp_path, monkeypatch):
+    # the model is a stand-in (build_client patched): what is tested is the copy's check before a
+    # batch; real copies generate in tests/integration/test_ray_cluster.py
+    from distillflow.engine import model_copies, providers
+    from distillflow.spec.models import TeacherSpec
+
+    asked = []
+
+    class _Model:
+        def run(self, batch, on_result):
+            asked.append([r.key for r in batch])
+            for r in batch:
+                on_result(ChatResult(r.key, "ok", 1, 1, None, "stop", None, 0.0))
+
+    monkeypatch.setattr(providers, "build_client", lambda teacher: _Model())
+    copy = model_copies.ModelCopy(TeacherSpec(name="t", provider="transformers", model="m", copies=1).model_dump(mode="json"))
+    run_a, run_b = tmp_path / "parts" / "a", tmp_path / "parts" / "b"
+    run_a.mkdir(parents=True)
+    mark_a, mark_b = str(run_a / "STOPPING"), str(run_b / "STOPPING")
+    assert [r.key for r in copy.generate(_requests(2), mark_a)] == ["0", "1"]  # running: generated
+    (run_a / "STOPPING").touch()  # run a stops: its batches still queued here are not generated
+    assert copy.generate(_requests(2), mark_a) is None
+    # a run's folder this copy never saw (its node does not see the run directory): generated
+    assert [r.key for r in copy.generate(_requests(1), mark_b)] == ["0"]
+    # a run that ended (its folder, seen here, removed): not generated
+    (run_a / "STOPPING").unlink()
+    run_a.rmdir()
+    assert copy.generate(_requests(2), mark_a) is None
+    assert asked == [["0", "1"], ["0"]]
+    assert copy.info()["skipped_batches"] == 2 and copy.info()["batches"] == 2
+
+
+def test_a_batch_a_copy_skipped_gets_no_results_and_the_copy_stays_in_use():
+    copy = _FakeCopy(skip=True)
+    got = _ask_copies([copy], _requests(4))
+    assert got == [] and len(copy.seen) == 2  # (nothing quarantined: the stopped run asks them again when rerun)
+    copy.skip = False
+    from distillflow.engine.client import run_coroutine_sync
+    from distillflow.engine.model_copies import RemoteModelClient
+    from distillflow.spec.models import TeacherSpec
+
+    client = RemoteModelClient(TeacherSpec(name="t", provider="transformers", model="m", concurrency=2, copies=1), [copy],
+                               stop_mark="/x/STOPPING")
+    run_coroutine_sync(lambda: client.arun(_requests(2), got.append))
+    assert [r.key for r in got] == ["0", "1"] and not client.dead and copy.marks[-1] == "/x/STOPPING"
 
 
 def test_gpus_a_copy_reserves_by_default_and_copies_the_cluster_cannot_place_are_refused():

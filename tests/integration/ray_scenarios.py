@@ -616,6 +616,28 @@ execution: {{shard_size: 3, shards_in_flight: 4}}
     t.join(10)
     slow_l = distillflow.run(str(slow), out=tmp / "slow" / "local", progress=False)
 
+    # batches queued on a copy when their run stops are not generated (a run's processes send their
+    # batches with its stop mark, created as the run stops: ModelCopy.generate). Here one of the
+    # slow teacher's copies, kept by the driver for a later run, gets three batches at once; while
+    # it generates the first, the "run" stops: the two queued after it are skipped
+    import ray
+
+    from distillflow.engine.client import ChatRequest
+    from distillflow.engine.ray_executor import _COPIES
+
+    copy = next(h for key, h in _COPIES.items() if '"max_tokens": 256' in key[2])[0]
+    run_dir = tmp / "skip" / "parts"
+    run_dir.mkdir(parents=True)
+    mark = run_dir / "STOPPING"
+    asks = [ChatRequest(f"s{i}", [{"role": "user", "content": f"question {i}: what is {i}+{i}?"}],
+                        {"temperature": 0.0, "max_tokens": 256}) for i in range(6)]
+    before = ray.get(copy.info.remote())
+    refs = [copy.generate.remote(asks[j:j + 2], str(mark)) for j in (0, 2, 4)]
+    deadline_poll(lambda: _processes("ray::_RayModelCopy.generate"), 120, "the copy generating the first batch", every=0.01)
+    mark.touch()
+    skip = {"got": [None if r is None else [x.key for x in r] for r in ray.get(refs, timeout=600)],
+            "before": before, "after": ray.get(copy.info.remote())}
+
     def cli(path: Path, out: Path) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
         env["PYTHONPATH"] = str(ROOT)
@@ -633,7 +655,7 @@ execution: {{shard_size: 3, shards_in_flight: 4}}
             "again_new": again.manifest["teachers"]["local"]["new"],
             "killed": killed, "after": record(tmp / "two" / "after-kill"), "after_new": after.manifest["teachers"]["local"]["new"],
             "after_curated": (tmp / "two" / "after-kill" / "data" / "curated.jsonl").read_text(),
-            "mid_kill": mid, "mid": record(tmp / "slow" / "ray"), "mid_new": slow_r.manifest["teachers"]["local"]["new"],
+            "skip": skip, "mid_kill": mid, "mid": record(tmp / "slow" / "ray"), "mid_new": slow_r.manifest["teachers"]["local"]["new"],
             "mid_curated": (tmp / "slow" / "ray" / "data" / "curated.jsonl").read_text(),
             "mid_local": (tmp / "slow" / "local" / "data" / "curated.jsonl").read_text(),
             "gpu_rc": gpu.returncode, "gpu_err": gpu.stderr[-2000:], "gpu_out": gpu.stdout[-1000:],
