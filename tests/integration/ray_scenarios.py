@@ -662,10 +662,45 @@ execution: {{shard_size: 3, shards_in_flight: 4}}
             "bad_rc": bad.returncode, "bad_err": bad.stderr[-2000:], "bad_out": bad.stdout[-1000:]}
 
 
+def scenario_client(tmp: Path, address: str) -> dict:
+    """The same pipeline through Ray Client (``--address ray://HEAD:10001``: the head's client server,
+    which ``ray start --head`` starts), from the CLI in another process; the local backend's output
+    for comparison."""
+    import socket
+
+    import distillflow
+
+    host = address.split(":")[0]
+
+    def client_port_open() -> bool:
+        try:
+            socket.create_connection((host, 10001), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    deadline_poll(client_port_open, 120, "the head's Ray Client server (port 10001)", every=0.5)
+    with EndpointThread(latency=(0.0, 0.01)) as ep:
+        p = write(tmp / "client", ep.base_url, 12, "  - kind: generate\n", "{shard_size: 3}")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        env["PYTHONPATH"] = str(ROOT)
+        cmd = [sys.executable, "-m", "distillflow", "run", str(p), "--out", str(tmp / "client" / "ray"), "--no-progress",
+               "--address", f"ray://{host}:10001"]
+        proc = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+        distillflow.run(str(p), out=tmp / "client" / "local", progress=False)
+        ray_out = tmp / "client" / "ray"
+        return {"rc": proc.returncode, "err": proc.stderr[-2000:], "out": proc.stdout[-1000:],
+                "requests": ep.stats["requests"],
+                "ray": (ray_out / "data" / "curated.jsonl").read_text() if (ray_out / "data" / "curated.jsonl").is_file() else None,
+                "local": (tmp / "client" / "local" / "data" / "curated.jsonl").read_text(),
+                "workers": json.loads((ray_out / "cache" / "ray-workers.json").read_text())
+                if (ray_out / "cache" / "ray-workers.json").is_file() else None}
+
+
 SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
              "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage,
              "retry_downstream": scenario_retry_downstream, "batch_judge": scenario_batch_judge, "stop": scenario_stop,
-             "token": scenario_token, "copies": scenario_copies}
+             "token": scenario_token, "copies": scenario_copies, "client": scenario_client}
 
 
 def main() -> None:

@@ -303,3 +303,12 @@ def test_a_local_model_teacher_runs_in_model_copies_shared_by_every_task(cluster
     # a model the copies cannot load is named (the copy's own error, not Ray's traceback)
     assert r["bad_rc"] == 1 and "its model copies could not load" in r["bad_err"] and "no-model" in r["bad_err"], r["bad_err"]
     assert "Traceback" not in r["bad_err"] + r["bad_out"], r["bad_out"]
+
+
+def test_the_cli_runs_the_pipeline_through_ray_client(cluster_results):
+    # `--address ray://HEAD:10001`: the driver's calls go through the head's client server
+    r = _scenario(cluster_results, "client")
+    assert r["rc"] == 0, r["err"]
+    assert r["ray"] is not None and len(r["ray"].splitlines()) == 12 and r["ray"] == r["local"], r["err"]
+    assert len(r["workers"]["nodes"]) == 2, r["workers"]  # (shards on both nodes, as with HOST:PORT)
+    assert r["requests"] == 24  # 12 through Ray Client, 12 by the local run: nothing asked twice
