@@ -82,11 +82,18 @@ class ModelCopy:
         return out
 
     def _stopped(self, mark: str) -> bool:
+        """Whether the run of ``mark`` stopped (the mark exists) or ended (its folder, seen here
+        before, no longer exists). Any other trouble reading the folder (a network filesystem's
+        hiccup) is not a stop: the batch is generated."""
         folder = os.path.dirname(mark)
-        if os.path.isdir(folder):
-            self._runs_seen.add(folder)
-            return os.path.exists(mark)
-        return folder in self._runs_seen
+        try:
+            os.stat(folder)
+        except FileNotFoundError:
+            return folder in self._runs_seen
+        except OSError:
+            return False
+        self._runs_seen.add(folder)
+        return os.path.exists(mark)
 
     def info(self) -> dict:
         out = {"pid": os.getpid(), "load_s": round(self.load_s, 2), "batches": self.batches, "requests": self.requests,
@@ -143,7 +150,7 @@ class RemoteModelClient:
             async with slots:
                 if should_stop is not None and should_stop():
                     return  # (undispatched: no results, as SyncLLMClient drops a stopped batch)
-                t0 = time.perf_counter()
+                t0, mark = time.perf_counter(), self.stop_mark
                 error = f"every model copy of teacher '{self.teacher.name}' failed earlier in this run"
                 while True:
                     i = self._pick()
@@ -153,15 +160,18 @@ class RemoteModelClient:
                         break
                     self._busy[i] += 1
                     try:
-                        results = await self.copies[i].generate.remote(batch, self.stop_mark)
+                        results = await self.copies[i].generate.remote(batch, mark)
                     except Exception as exc:  # dead after Ray's restarts, or its model did not load
                         self.dead.add(i)
                         error = f"model copy {i} of teacher '{self.teacher.name}' failed: {type(exc).__name__}: {exc}"
                         continue
                     finally:
                         self._busy[i] -= 1
-                    if results is None:  # the run stopped before the copy got to it: no results, as
-                        return  # a batch never sent
+                    if results is None:  # the copy skipped it: the run stopped before the copy got to it
+                        if self._stopping(should_stop):
+                            return  # no results, as a batch never sent
+                        mark = None  # (the copy's node sees the run directory otherwise than this one:
+                        continue  # asked again, unconditionally, rather than lost)
                     break
                 got = {r.key for r in results}
                 missing = [r for r in batch if r.key not in got]  # (not expected: every request gets a result)
@@ -172,3 +182,12 @@ class RemoteModelClient:
                     on_result(res)
 
         await asyncio.gather(*(one(b) for b in local_batches(reqs, self.batch_size)))
+
+    def _stopping(self, should_stop: Callable[[], bool] | None) -> bool:
+        """Whether this process sees its run stopping (its own stop, or the run's stop mark)."""
+        if should_stop is not None and should_stop():
+            return True
+        try:
+            return self.stop_mark is not None and os.path.exists(self.stop_mark)
+        except OSError:
+            return False

@@ -438,7 +438,7 @@ class _FakeCopy:
                 outer.marks.append(stop_mark)
                 if outer.fail:
                     raise RuntimeError("ActorDiedError: the node died")
-                if outer.skip:  # (its run stopped: ModelCopy.generate)
+                if outer.skip and stop_mark is not None:  # (it sees its run stopped: ModelCopy.generate)
                     return None
                 out = [ChatResult(r.key, r.key.upper(), 1, 1, None, "stop", None, 0.0) for r in batch]
                 return out[: len(out) - outer.drop]
@@ -528,23 +528,76 @@ def test_a_model_copy_skips_the_batches_of_a_run_that_stopped_or_ended(tmp_path,
     (run_a / "STOPPING").unlink()
     run_a.rmdir()
     assert copy.generate(_requests(2), mark_a) is None
-    assert asked == [["0", "1"], ["0"]]
-    assert copy.info()["skipped_batches"] == 2 and copy.info()["batches"] == 2
+    # trouble reading a folder (a network filesystem's hiccup) is not a stop: generated
+    run_c = tmp_path / "parts" / "c"
+    run_c.mkdir()
+    (run_c / "STOPPING").touch()
+
+    def unreadable(path, *a, **kw):
+        raise OSError(116, "Stale file handle")
+
+    with monkeypatch.context() as m:
+        m.setattr(model_copies.os, "stat", unreadable)
+        answered = copy.generate(_requests(1), str(run_c / "STOPPING"))
+    assert [r.key for r in answered] == ["0"]
+    assert asked == [["0", "1"], ["0"], ["0"]]
+    assert copy.info()["skipped_batches"] == 2 and copy.info()["batches"] == 3
 
 
-def test_a_batch_a_copy_skipped_gets_no_results_and_the_copy_stays_in_use():
-    copy = _FakeCopy(skip=True)
-    got = _ask_copies([copy], _requests(4))
-    assert got == [] and len(copy.seen) == 2  # (nothing quarantined: the stopped run asks them again when rerun)
-    copy.skip = False
+def test_a_batch_a_copy_skipped_is_dropped_only_where_the_run_is_seen_stopping(tmp_path):
     from distillflow.engine.client import run_coroutine_sync
     from distillflow.engine.model_copies import RemoteModelClient
     from distillflow.spec.models import TeacherSpec
 
-    client = RemoteModelClient(TeacherSpec(name="t", provider="transformers", model="m", concurrency=2, copies=1), [copy],
-                               stop_mark="/x/STOPPING")
-    run_coroutine_sync(lambda: client.arun(_requests(2), got.append))
-    assert [r.key for r in got] == ["0", "1"] and not client.dead and copy.marks[-1] == "/x/STOPPING"
+    teacher = TeacherSpec(name="t", provider="transformers", model="m", concurrency=2, copies=1)
+    mark = tmp_path / "STOPPING"
+
+    def ask(copy):
+        got: list = []
+        client = RemoteModelClient(teacher, [copy], stop_mark=str(mark))
+        run_coroutine_sync(lambda: client.arun(_requests(4), got.append))
+        return got, client
+
+    # the run stopped (its mark is here too): the skipped batches get no results (nothing
+    # quarantined: the stopped run's rerun asks them), and the copy stays in use
+    mark.touch()
+    copy = _FakeCopy(skip=True)
+    got, client = ask(copy)
+    assert got == [] and len(copy.seen) == 2 and not client.dead and copy.marks == [str(mark)] * 2
+    # the copy skipped while this process sees no stop (the copy's node sees the run directory
+    # otherwise): each batch is asked again without the mark, and answered, not lost
+    mark.unlink()
+    copy = _FakeCopy(skip=True)
+    got, client = ask(copy)
+    assert sorted(r.key for r in got) == ["0", "1", "2", "3"] and all(r.error is None for r in got), got
+    assert sorted(copy.marks, key=str) == sorted([str(mark), str(mark), None, None], key=str) and not client.dead
+
+
+def test_a_stopping_shard_makes_the_runs_stop_mark(tmp_path):
+    # what a model copy checks before a queued batch: any shard that fails or is cancelled makes the
+    # mark (RayExecutor._shard, here with only the attributes that path reads: no Ray)
+    from types import SimpleNamespace
+
+    from distillflow.engine.ray_executor import STOP_MARK, RayExecutor
+
+    class _Prompts:
+        def shard(self, k):
+            raise RuntimeError("the source is unreadable")
+
+    ex = RayExecutor.__new__(RayExecutor)
+    ex.ray, ex.plan, ex.driver_reads_source = None, SimpleNamespace(graph=SimpleNamespace(sink="s")), True
+    ex.prompts, ex.parts_dir = _Prompts(), tmp_path
+
+    async def go():
+        sem = asyncio.Semaphore(1)
+        await sem.acquire()
+        with pytest.raises(RuntimeError, match="unreadable"):
+            await ex._shard(0, sem)
+        return sem.locked()
+
+    assert not (tmp_path / STOP_MARK).exists()
+    assert asyncio.run(go()) is False  # (its slot given back)
+    assert (tmp_path / STOP_MARK).exists()
 
 
 def test_gpus_a_copy_reserves_by_default_and_copies_the_cluster_cannot_place_are_refused():

@@ -1,6 +1,6 @@
 """``backend: ray`` without an address: each run starts a Ray instance on this machine and stops it
-when it ends. Two such runs in one Python process, the first with an HTTP teacher, the second with a
-local transformers teacher in a model copy; then the first again. Run inside ``unshare -n`` with
+when it ends. Four such runs in one Python process: one with an HTTP teacher, two with a local
+transformers teacher in a model copy, then the first again. Run inside ``unshare -n`` with
 ``HOME`` and ``RAY_TMPDIR`` in a temporary folder (what Ray writes there stays out of this
 machine's own), by tests/integration/test_ray_local_instance.py, which asserts on OUT.json.
 

@@ -593,8 +593,11 @@ execution: {{shard_size: 3, shards_in_flight: 4}}
     # a copy killed (-9) in the middle of a batch (Ray titles the process after the method it runs):
     # Ray starts it again and sends it that batch again; nothing lost, nothing answered twice.
     # Answers of 256 tokens make a batch take seconds on this CPU (~2.5 s for 4 prompts)
+    import threading
+
     slow = pipeline(tmp / "slow", 8, "    copies: 2", max_tokens=256)
     mid: dict = {}
+    run_over = threading.Event()
 
     def killer() -> None:
         def generating():
@@ -602,38 +605,46 @@ execution: {{shard_size: 3, shards_in_flight: 4}}
             return pids[0] if pids else None
 
         try:
-            pid = deadline_poll(generating, 300, "a model copy generating a batch", every=0.02)
+            pid = deadline_poll(lambda: run_over.is_set() or generating(), 300, "a model copy generating a batch", every=0.02)
+            if pid is True:  # (the run ended first: no kill, and the test says so)
+                mid["error"] = "the run ended before a copy was seen generating"
+                return
             mid["pid"] = pid
             os.kill(pid, signal.SIGKILL)
         except (TimeoutError, OSError) as exc:
             mid["error"] = repr(exc)
 
-    import threading
-
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    slow_r = distillflow.run(str(slow), out=tmp / "slow" / "ray", progress=False, backend="ray", address=address)
-    t.join(10)
+    try:
+        slow_r = distillflow.run(str(slow), out=tmp / "slow" / "ray", progress=False, backend="ray", address=address)
+    finally:
+        run_over.set()  # (a killer still looking stops: it must not kill a copy the next part uses)
+        t.join(30)
     slow_l = distillflow.run(str(slow), out=tmp / "slow" / "local", progress=False)
 
     # batches queued on a copy when their run stops are not generated (a run's processes send their
     # batches with its stop mark, created as the run stops: ModelCopy.generate). Here one of the
-    # slow teacher's copies, kept by the driver for a later run, gets three batches at once; while
-    # it generates the first, the "run" stops: the two queued after it are skipped
+    # slow teacher's copies, kept by the driver for a later run, generates a long batch (6 answers
+    # of 256 tokens, seconds; sent with the mark of another run that does not stop); two more
+    # batches of a "run" are queued behind it, and that run stops while the first is generated:
+    # the two queued are skipped
     import ray
 
     from distillflow.engine.client import ChatRequest
     from distillflow.engine.ray_executor import _COPIES
 
     copy = next(h for key, h in _COPIES.items() if '"max_tokens": 256' in key[2])[0]
-    run_dir = tmp / "skip" / "parts"
+    run_dir, other = tmp / "skip" / "parts", tmp / "skip" / "other"
     run_dir.mkdir(parents=True)
+    other.mkdir()
     mark = run_dir / "STOPPING"
     asks = [ChatRequest(f"s{i}", [{"role": "user", "content": f"question {i}: what is {i}+{i}?"}],
-                        {"temperature": 0.0, "max_tokens": 256}) for i in range(6)]
+                        {"temperature": 0.0, "max_tokens": 256}) for i in range(10)]
     before = ray.get(copy.info.remote())
-    refs = [copy.generate.remote(asks[j:j + 2], str(mark)) for j in (0, 2, 4)]
+    refs = [copy.generate.remote(asks[:6], str(other / "STOPPING"))]
     deadline_poll(lambda: _processes("ray::_RayModelCopy.generate"), 120, "the copy generating the first batch", every=0.01)
+    refs += [copy.generate.remote(asks[j:j + 2], str(mark)) for j in (6, 8)]
     mark.touch()
     skip = {"got": [None if r is None else [x.key for x in r] for r in ray.get(refs, timeout=600)],
             "before": before, "after": ray.get(copy.info.remote())}

@@ -1,5 +1,5 @@
 """``backend: ray`` with no address (``pipe.run(backend="ray")`` in a notebook, no cluster started):
-each run starts a REAL Ray instance on this machine and stops it when it ends. Three runs in one
+each run starts a REAL Ray instance on this machine and stops it when it ends. Four runs in one
 Python process (tests/integration/ray_local_instance.py, inside ``unshare -n`` as every Ray test
 here, with ``HOME`` and ``RAY_TMPDIR`` in a temporary folder: a plain local ``ray.init`` writes
 ``~/.ray/auth_token``). Skipped, with the reason, only where Ray cannot start (no Ray, no root for
@@ -29,8 +29,6 @@ def results():
         if os.environ.get("CI") == "true":
             pytest.fail(f"Ray cannot start here: {problem}")
         pytest.skip(f"Ray cannot start here: {problem}")
-    home_token = Path.home() / ".ray" / "auth_token"
-    had_token = home_token.exists()
     # (short: Ray's socket paths live under RAY_TMPDIR and must stay under 107 characters)
     tmp = Path(tempfile.mkdtemp(prefix="dfrl-", dir="/tmp"))
     try:
@@ -39,7 +37,7 @@ def results():
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH_", "RAY_ADDRESS"))}
         env.update(PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp / "home"), RAY_TMPDIR=str(tmp / "rt"))
         proc = subprocess.run(namespaced([sys.executable, "-m", "tests.integration.ray_local_instance", str(tmp / "out.json")]),
-                              cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=1200)
+                              cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
         out = tmp / "out.json"
         assert out.is_file(), f"the runs wrote nothing (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         got = json.loads(out.read_text())
@@ -47,7 +45,6 @@ def results():
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-    got["home_token_written"] = home_token.exists() and not had_token
     return got
 
 
@@ -57,7 +54,6 @@ def test_a_run_without_an_address_starts_ray_here_and_stops_it(results):
     w = first["workers"]
     assert len(w["nodes"]) == 1 and sum(w["shards_per_node"].values()) == 4, w
     assert results["first_left_ray_running"] is False  # (the instance distillflow started is stopped)
-    assert results["home_token_written"] is False
 
 
 def test_local_model_copies_start_anew_with_each_fresh_instance(results):
