@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.fake_endpoint import EndpointThread  # noqa: E402
 from tests.integration.ray_scenarios import rows  # noqa: E402
-from tests.support import pipeline_yaml  # noqa: E402
+from tests.support import local_model_yaml, pipeline_yaml  # noqa: E402
 
 
 def main() -> None:
@@ -54,24 +54,8 @@ def main() -> None:
         model = build_tiny_chat_model(tmp / "tiny")
         mc = tmp / "copies"
         mc.mkdir()
-        row_text = "".join(f'\n    - {{question: "question {i}: what is {i}+{i}?"}}' for i in range(6))
-        (mc / "pipeline.yaml").write_text(f"""name: local-copies
-source:
-  kind: inline
-  columns: {{prompt: question}}
-  rows:{row_text}
-teachers:
-  - name: local
-    provider: transformers
-    model: {json.dumps(str(model))}
-    device: cpu
-    params: {{temperature: 0.0, max_tokens: 6}}
-    concurrency: 2
-    copies: 1
-steps:
-  - kind: generate
-execution: {{backend: ray, shard_size: 2}}
-""")
+        (mc / "pipeline.yaml").write_text(local_model_yaml(model, 6, "    copies: 1", "backend: ray, shard_size: 2",
+                                                           concurrency=2, name="local-copies"))
         runs = []
         for i in range(2):  # (two fresh Ray instances: the first's copy is gone with it)
             r = distillflow.run(str(mc / "pipeline.yaml"), out=mc / f"ray{i}", progress=False)

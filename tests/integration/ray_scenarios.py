@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.fake_endpoint import EndpointThread  # noqa: E402
 from benchmarks.ray_cluster import LocalRayCluster  # noqa: E402
 from distillflow.engine.progress import NullReporter  # noqa: E402
-from tests.support import pipeline_yaml  # noqa: E402
+from tests.support import local_model_yaml, pipeline_yaml  # noqa: E402
 
 
 def rows(n: int, tag: str = "") -> str:
@@ -554,24 +554,7 @@ def scenario_copies(tmp: Path, address: str) -> dict:
 
     def pipeline(d: Path, n: int, extra: str, max_tokens: int = 6) -> Path:
         d.mkdir(parents=True, exist_ok=True)
-        rows = "".join(f'\n    - {{question: "question {i}: what is {i}+{i}?"}}' for i in range(n))
-        (d / "pipeline.yaml").write_text(f"""name: copies
-source:
-  kind: inline
-  columns: {{prompt: question}}
-  rows:{rows}
-teachers:
-  - name: local
-    provider: transformers
-    model: {json.dumps(str(model))}
-    device: cpu
-    params: {{temperature: 0.0, max_tokens: {max_tokens}}}
-    concurrency: 4
-{extra}
-steps:
-  - kind: generate
-execution: {{shard_size: 3, shards_in_flight: 4}}
-""")
+        (d / "pipeline.yaml").write_text(local_model_yaml(model, n, extra, "shard_size: 3, shards_in_flight: 4", max_tokens))
         return d / "pipeline.yaml"
 
     p = pipeline(tmp / "two", 12, "    copies: 2")

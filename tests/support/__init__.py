@@ -58,6 +58,33 @@ steps:
 """
 
 
+def local_model_yaml(model: Path, n: int, teacher_extra: str, execution: str, max_tokens: int = 6,
+                     concurrency: int = 4, name: str = "copies") -> str:
+    """A pipeline of ``n`` arithmetic questions answered greedily by a local transformers teacher
+    (``model``: a tiny model's folder, tests/support/tiny.py) on CPU; ``teacher_extra``: more lines of
+    the teacher (``    copies: 2``), ``execution``: the flow mapping's contents."""
+    import json
+
+    rows = "".join(f'\n    - {{question: "question {i}: what is {i}+{i}?"}}' for i in range(n))
+    return f"""name: {name}
+source:
+  kind: inline
+  columns: {{prompt: question}}
+  rows:{rows}
+teachers:
+  - name: local
+    provider: transformers
+    model: {json.dumps(str(model))}
+    device: cpu
+    params: {{temperature: 0.0, max_tokens: {max_tokens}}}
+    concurrency: {concurrency}
+{teacher_extra}
+steps:
+  - kind: generate
+execution: {{{execution}}}
+"""
+
+
 def cached_answers(db: Path) -> int:
     """How many answers a run's request cache holds (0 while it is absent or busy: poll again)."""
     import sqlite3
