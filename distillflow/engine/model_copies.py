@@ -23,20 +23,14 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from distillflow.engine.client import ChatRequest, ChatResult
 from distillflow.engine.distilabel_client import local_batches
 
-__all__ = ["COPY_PROVIDERS", "ModelCopy", "RemoteModelClient", "copies_wanted"]
-
-COPY_PROVIDERS = ("transformers", "vllm")  # in-process models (an HTTP server scales with base_url replicas)
+__all__ = ["ModelCopy", "RemoteModelClient", "copies_wanted"]
 
 
 def copies_wanted(plan) -> dict:
-    """``{teacher name: TeacherSpec}`` of the run's teachers that ask for model copies."""
+    """``{teacher name: TeacherSpec}`` of the run's teachers that ask for model copies (the spec
+    allows ``copies`` only on in-process providers, which have no batch mode)."""
     spec = plan.spec
-    out = {}
-    for name in sorted(plan.teachers_used()):
-        t = spec.teacher(name)
-        if t.provider in COPY_PROVIDERS and t.copies and t.mode == "online":
-            out[name] = t
-    return out
+    return {name: spec.teacher(name) for name in sorted(plan.teachers_used()) if spec.teacher(name).copies}
 
 
 class ModelCopy:
@@ -187,7 +181,4 @@ class RemoteModelClient:
         """Whether this process sees its run stopping (its own stop, or the run's stop mark)."""
         if should_stop is not None and should_stop():
             return True
-        try:
-            return self.stop_mark is not None and os.path.exists(self.stop_mark)
-        except OSError:
-            return False
+        return self.stop_mark is not None and os.path.exists(self.stop_mark)  # (False where it cannot look)

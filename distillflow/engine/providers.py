@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from distillflow.errors import ConfigurationError, MissingDependencyError
-from distillflow.spec.models import OPENAI_COMPATIBLE
+from distillflow.spec.models import IN_PROCESS_PROVIDERS, OPENAI_COMPATIBLE
 from distillflow.steps.base import effective_params  # noqa: F401 - part of this module's surface
 
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
@@ -228,7 +228,7 @@ def preflight_teacher(teacher) -> tuple[bool, str]:
             "A run sends nothing to a down replica except a probe now and then, and uses it again once it "
             "answers; start it, or remove it from base_url."
         )
-    if teacher.provider in ("transformers", "vllm"):
+    if teacher.provider in IN_PROCESS_PROVIDERS:
         from pathlib import Path
 
         if Path(teacher.model).exists():

@@ -111,6 +111,7 @@ class PriceSpec(Spec):
 
 # "openai" also covers any OpenAI-compatible server implementing /v1/files + /v1/batches (base_url).
 BATCH_PROVIDERS = ("openai", "anthropic")
+IN_PROCESS_PROVIDERS = ("transformers", "vllm")  # the model runs in the client's own process (copies: on Ray)
 
 
 class BatchSpec(Spec):
@@ -245,7 +246,7 @@ class TeacherSpec(Spec):
                 f"mode: batch needs a provider with a batch API ({', '.join(BATCH_PROVIDERS)}); "
                 f"'{self.provider}' has none — use mode: online"
             )
-        if (self.copies is not None or self.gpus_per_copy is not None) and self.provider not in ("transformers", "vllm"):
+        if (self.copies is not None or self.gpus_per_copy is not None) and self.provider not in IN_PROCESS_PROVIDERS:
             raise ValueError(
                 f"copies and gpus_per_copy are for local models (provider transformers or vllm), not '{self.provider}': "
                 "an endpoint scales with several base_url replicas and its concurrency"
