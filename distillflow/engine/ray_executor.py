@@ -306,18 +306,29 @@ def check_gpu_fit(wanted: dict, gpus: dict, cluster_gpus: float, node_gpus: list
                 "runs on one node; lower gpus_per_copy")
 
 
-class _RayModelCopy(ModelCopy):
-    """The actor: a model copy that also says where it runs."""
+_COPY_ACTORS: list = []  # the model copy's Ray actor class, made once per process
 
-    def info(self) -> dict:
-        import ray
 
-        return {**super().info(), "node": ray.get_runtime_context().get_node_id(),
-                "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+def _copy_actor(ray):
+    """The model copy as a Ray actor class that also says where it runs. Its ``info`` runs in a
+    concurrency group of its own (one thread beside the batches' one), so a copy answers it at once
+    even while it generates a long batch: a later run checking the copies it reuses (:func:`_alive`)
+    does not take a busy copy for a dead one. Its batches still run one at a time, in the order sent.
+    Made once per process, as :func:`_shard_task` (Ray exports it again when the cluster or job changes)."""
+    if not _COPY_ACTORS:
+        class _RayModelCopy(ModelCopy):
+            @ray.method(concurrency_group="status")
+            def info(self) -> dict:
+                return {**super().info(), "node": ray.get_runtime_context().get_node_id(),
+                        "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+        _COPY_ACTORS.append(ray.remote(concurrency_groups={"status": 1})(_RayModelCopy))
+    return _COPY_ACTORS[0]
 
 
 async def _alive(handles: list) -> bool:
-    """Whether every copy answers (quickly: loaded) and has its model."""
+    """Whether every copy answers and has its model (a copy answers while it generates a batch:
+    :func:`_copy_actor`; the limit is for a copy that cannot answer at all)."""
     try:
         infos = await asyncio.wait_for(asyncio.gather(*(h.info.remote() for h in handles)), 30)
     except BaseException:
@@ -350,7 +361,7 @@ async def start_copies(ray, plan, reporter=None, env: dict | None = None) -> dic
     try:
         for name in fresh:
             t, key = wanted[name], keys[name]
-            actor = ray.remote(_RayModelCopy).options(
+            actor = _copy_actor(ray).options(
                 num_cpus=0, num_gpus=key[-1], max_restarts=COPY_RETRIES, max_task_retries=COPY_RETRIES,
                 scheduling_strategy="SPREAD")
             _COPIES[key] = [actor.remote(states[name], env or {}) for _ in range(t.copies)]

@@ -627,10 +627,14 @@ def scenario_copies(tmp: Path, address: str) -> dict:
     before = ray.get(copy.info.remote())
     refs = [copy.generate.remote(asks[:6], str(other / "STOPPING"))]
     deadline_poll(lambda: _processes("ray::_RayModelCopy.generate"), 120, "the copy generating the first batch", every=0.01)
+    # the copy answers info() while it generates (a concurrency group of its own): its count of
+    # batches is still the one before the long batch (answered after it, it would be one more)
+    during = ray.get(copy.info.remote(), timeout=120)
+    first_done = bool(ray.wait(refs[:1], timeout=0)[0])
     refs += [copy.generate.remote(asks[j:j + 2], str(mark)) for j in (6, 8)]
     mark.touch()
     skip = {"got": [None if r is None else [x.key for x in r] for r in ray.get(refs, timeout=600)],
-            "before": before, "after": ray.get(copy.info.remote())}
+            "before": before, "during": during, "first_done_at_info": first_done, "after": ray.get(copy.info.remote())}
 
     def cli(path: Path, out: Path) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}

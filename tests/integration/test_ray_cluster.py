@@ -284,8 +284,7 @@ def test_a_local_model_teacher_runs_in_model_copies_shared_by_every_task(cluster
     assert r["killed"] == again[0]["pid"] and after[0]["pid"] != r["killed"] and after[1]["pid"] == again[1]["pid"], after
     assert r["after_new"] == 12 and r["after_curated"] == r["local"], after
     # a copy killed (-9) in the middle of a batch (its process titled after generate): Ray starts it
-    # again and sends it the batch again; every prompt answered once, the same answers as the local
-    # backend's for that pipeline
+    # again and the run completes, with the local backend's answers for that pipeline
     assert "error" not in r["mid_kill"] and r["mid_kill"]["pid"], r["mid_kill"]
     mid = r["mid"]["model_copies"]["local"]
     assert len(mid) == 2 and r["mid_kill"]["pid"] not in {c["pid"] for c in mid}, (r["mid_kill"], mid)
@@ -295,6 +294,9 @@ def test_a_local_model_teacher_runs_in_model_copies_shared_by_every_task(cluster
     # generated the long one: that one is answered, the two queued are skipped there, not generated
     skip = r["skip"]
     assert skip["got"] == [[f"s{i}" for i in range(6)], None, None], skip
+    # asked while it generated the long batch, the copy answered info() at once (its own thread),
+    # not after the batch: the count of batches then was the one before it
+    assert skip["during"]["batches"] == skip["before"]["batches"] and not skip["first_done_at_info"], skip
     assert skip["after"]["batches"] - skip["before"]["batches"] == 1, skip
     assert skip["after"]["skipped_batches"] - skip["before"]["skipped_batches"] == 2, skip
     # more GPUs than the cluster has: refused before any work, with the fix, no traceback
