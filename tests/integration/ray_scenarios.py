@@ -686,13 +686,33 @@ def scenario_client(tmp: Path, address: str) -> dict:
                "--address", f"ray://{host}:10001"]
         proc = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600)
         distillflow.run(str(p), out=tmp / "client" / "local", progress=False)
-        ray_out = tmp / "client" / "ray"
-        return {"rc": proc.returncode, "err": proc.stderr[-2000:], "out": proc.stdout[-1000:],
-                "requests": ep.stats["requests"],
-                "ray": (ray_out / "data" / "curated.jsonl").read_text() if (ray_out / "data" / "curated.jsonl").is_file() else None,
-                "local": (tmp / "client" / "local" / "data" / "curated.jsonl").read_text(),
-                "workers": json.loads((ray_out / "cache" / "ray-workers.json").read_text())
-                if (ray_out / "cache" / "ray-workers.json").is_file() else None}
+        requests = ep.stats["requests"]
+
+    # a local-model teacher in model copies, through Ray Client too (the copies' actor class and its
+    # concurrency group go through the client server)
+    from tests.support.tiny import build_tiny_chat_model
+
+    model = build_tiny_chat_model(tmp / "tiny")
+    (tmp / "copies").mkdir()
+    cp = tmp / "copies" / "pipeline.yaml"
+    cp.write_text(local_model_yaml(model, 8, "    copies: 2", "shard_size: 2, shards_in_flight: 4"))
+    ccmd = [sys.executable, "-m", "distillflow", "run", str(cp), "--out", str(tmp / "copies" / "ray"), "--no-progress",
+            "--address", f"ray://{host}:10001"]
+    cproc = subprocess.run(ccmd, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+    distillflow.run(str(cp), out=tmp / "copies" / "local", progress=False)
+
+    def read(out: Path, name: str, parse=False):
+        f = out / name
+        return (json.loads(f.read_text()) if parse else f.read_text()) if f.is_file() else None
+
+    ray_out, copies_out = tmp / "client" / "ray", tmp / "copies" / "ray"
+    return {"rc": proc.returncode, "err": proc.stderr[-2000:], "out": proc.stdout[-1000:], "requests": requests,
+            "ray": read(ray_out, "data/curated.jsonl"), "local": read(tmp / "client" / "local", "data/curated.jsonl"),
+            "workers": read(ray_out, "cache/ray-workers.json", parse=True),
+            "copies_rc": cproc.returncode, "copies_err": cproc.stderr[-2000:],
+            "copies_ray": read(copies_out, "data/curated.jsonl"),
+            "copies_local": read(tmp / "copies" / "local", "data/curated.jsonl"),
+            "copies_workers": read(copies_out, "cache/ray-workers.json", parse=True)}
 
 
 SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
