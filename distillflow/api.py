@@ -75,11 +75,19 @@ def with_execution(plan, backend: str | None = None, address: str | None = None)
     """``plan`` with its ``execution.backend`` / ``address`` replaced (None keeps the pipeline's)."""
     import dataclasses
 
-    from distillflow.errors import ConfigurationError
-    from distillflow.spec.models import ExecutionSpec
+    from distillflow.errors import UsageError
+    from distillflow.spec.models import ExecutionSpec, address_problem
 
     if backend is None and address is None:
         return plan
+    if backend is not None and backend not in ("local", "ray"):
+        hint = f" (did you mean {backend.strip().lower()!r}?)" if backend.strip().lower() in ("local", "ray") else ""
+        raise UsageError(f"backend {backend!r} is not one of: local, ray{hint}")
+    if address is not None and address_problem(address):
+        raise UsageError(address_problem(address))
+    if backend == "local" and address is not None:
+        raise UsageError(f"address {address!r} is for the Ray backend; backend local runs in this process: "
+                         "drop the address, or use backend ray")
     current = plan.spec.execution
     fields = current.model_dump()
     if backend is not None:
@@ -91,9 +99,10 @@ def with_execution(plan, backend: str | None = None, address: str | None = None)
         fields["address"] = address
     try:
         execution = ExecutionSpec.model_validate(fields)
-    except ValueError as e:  # pydantic's ValidationError: name the option and the choices
+    except ValueError as e:  # pydantic's ValidationError (the checks above name the fix first)
         first = e.errors()[0] if hasattr(e, "errors") else {"msg": str(e)}
-        raise ConfigurationError(f"backend={backend!r}, address={address!r}: {first['msg']} (backend is local or ray)") from None
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"backend={backend!r}, address={address!r}: {msg}") from None
     return dataclasses.replace(plan, spec=plan.spec.model_copy(update={"execution": execution}))
 
 

@@ -58,7 +58,10 @@ import json
 import logging
 import os
 import shutil
+import signal
+import socket
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -70,7 +73,7 @@ from distillflow.engine.permits import Gate, Limits, PermitHub, outage_of
 from distillflow.engine.progress import NullReporter
 from distillflow.engine.replicas import replica_manifest
 from distillflow.engine.runner import _SHARD, ExecutorBase, NodeRunner, RunContext, _batch, _open_breaker, _ShardState
-from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError
+from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError, UsageError
 from distillflow.graph import SOURCE
 from distillflow.plan import Plan
 from distillflow.steps import registry
@@ -78,6 +81,7 @@ from distillflow.steps import registry
 __all__ = ["INSTALL_HINT", "RayExecutor", "WorkerContext", "connect", "import_ray", "permit_hub"]
 
 INSTALL_HINT = "pip install 'distillflow[ray]'"
+CONNECT_CHECK_S = 10.0  # seconds for HOST:PORT to accept a connection before ray.init is tried
 TASK_RETRIES = 3  # a task whose worker process or node dies is run again this many times
 STOP_MARK = "STOPPING"  # in the run's parts folder: the run is stopping (see _segment_task)
 STRAGGLER_WAIT_S = 30.0  # how long a stopping run waits for its shard tasks still running
@@ -102,10 +106,20 @@ def connect(address: str | None):
     if ray.is_initialized():
         return ray, False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is not None:
+        _check_reachable(address)
+    main = threading.current_thread() is threading.main_thread()
+    on_sigterm = signal.getsignal(signal.SIGTERM) if main else None
 
     def join():
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
-                 include_dashboard=False if address is None else None)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                     include_dashboard=False if address is None else None)
+        finally:
+            # ray.init puts its own SIGTERM handler in (exit at once, with a stack dump): the one
+            # there before (the CLI's: stop like Ctrl-C, exit 143 with the resume hint) comes back
+            if on_sigterm is not None and signal.getsignal(signal.SIGTERM) is not on_sigterm:
+                signal.signal(signal.SIGTERM, on_sigterm)
 
     # (Ray's AuthenticationError is none of the others: raised at once with RAY_AUTH_MODE=token and no token)
     failures = (ConnectionError, RuntimeError, ValueError, *_ray_auth_error(ray))
@@ -140,6 +154,30 @@ def connect(address: str | None):
             "or fix execution.address / --address."
         ) from None
     return ray, True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds where nothing answers at ``address`` (HOST:PORT), rather than after Ray's own
+    retries (20 tries of ~40 s each, ~14 minutes of warnings); ``auto`` and ``ray://`` fail fast in Ray."""
+    from distillflow.spec.models import address_problem
+
+    problem = address_problem(address)
+    if problem:  # (the spec checks it too)
+        raise UsageError(problem)
+    if address.strip() == "auto" or "://" in address:
+        return
+    host, _, port = address.strip().rpartition(":")
+    host = host.strip("[]")  # ([::1]:6379)
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_CHECK_S).close()
+    except OSError as e:
+        reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
+        raise ConfigurationError(
+            f"cannot connect to the Ray cluster at {address}: nothing answers there ({reason}). Check the host and "
+            "port (the head's address that `ray start --head` printed, port 6379 unless --port said otherwise; "
+            "`ray status` on the head shows it) and that this machine can reach it, or start a cluster with "
+            "`ray start --head`."
+        ) from None
 
 
 def _token_mode_on() -> bool:
@@ -203,6 +241,16 @@ def _not_shared(what: str) -> ConfigurationError:
         f"{what}. The run directory must be on storage every node sees: pass --out (or output.dir) on a "
         "shared filesystem mounted at the same path on every node."
     )
+
+
+def _on_worker(err: OSError, wrapper) -> OSError:
+    """A shard task's OSError (a full disk, a read-only path...) saying it happened on a Ray worker
+    and where: the driver's machine may be able to write the path that a node cannot."""
+    if err.errno is None:
+        return err
+    where = f"on a Ray worker: pid {getattr(wrapper, 'pid', '?')} at {getattr(wrapper, 'ip', '?')}"
+    note = f"{err.strerror or err} ({where}; every node must be able to write the run directory, at the same path)"
+    return type(err)(err.errno, note, err.filename)
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -564,8 +612,6 @@ def _freeze_imports() -> None:
 
 def _worker_loop() -> asyncio.AbstractEventLoop:
     if _WORKER["loop"] is None:
-        import threading
-
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="distillflow-ray-loop", daemon=True).start()
         _WORKER["loop"] = loop
@@ -883,7 +929,9 @@ class RayExecutor(ExecutorBase):
                         raise
                     except ray.exceptions.RayError as e:
                         cause = _cause(e)
-                        if isinstance(cause, (DistillflowError, OSError)) or not isinstance(cause, ray.exceptions.RayError):
+                        if isinstance(cause, OSError):
+                            raise _on_worker(cause, e) from None
+                        if isinstance(cause, DistillflowError) or not isinstance(cause, ray.exceptions.RayError):
                             raise cause from None
                         raise DistillflowError(
                             f"shard {k} failed on the Ray cluster after {TASK_RETRIES} retries: {str(cause).splitlines()[0]}. "
@@ -954,7 +1002,9 @@ class RayExecutor(ExecutorBase):
     async def _run(self, ray) -> None:
         from distillflow.engine.cache import SharedCache
 
-        plan, out = self.plan, self.ctx.out_dir
+        # absolute: the workers' processes run elsewhere (a relative path would be read from their
+        # own working directory, which is where `ray start` ran)
+        plan, out = self.plan, Path(os.path.abspath(self.ctx.out_dir))
         self.run_id = uuid.uuid4().hex
         box = _box(plan)
         self.box_holder = [ray.put(box)]
@@ -969,7 +1019,7 @@ class RayExecutor(ExecutorBase):
         shutil.rmtree(out / "cache" / "parts", ignore_errors=True)  # a killed run's (its shards are redone)
         self.parts_dir = out / "cache" / "parts" / self.run_id
         self.parts_dir.mkdir(parents=True)
-        self.opts = {"out_dir": str(out), "prompts_dir": str(self.prompts.dir), "shard_size": self.prompts.shard_size,
+        self.opts = {"out_dir": str(out), "prompts_dir": os.path.abspath(self.prompts.dir), "shard_size": self.prompts.shard_size,
                      "hashes": dict(self.hashes), "retry_errors": self.retry_errors,
                      "retry_transient": self.retry_transient, "parts_dir": str(self.parts_dir),
                      "attempt": self.ctx.attempt, "copies": self.copies}

@@ -38,8 +38,9 @@ from distillflow.engine.outputs import Rows
 from distillflow.engine.session import TeacherClients
 from distillflow.engine.progress import NullReporter
 from distillflow.engine.providers import missing_env
-from distillflow.errors import ConfigurationError, TeacherOutageError
+from distillflow.errors import ConfigurationError, TeacherOutageError, UsageError
 from distillflow.graph import SOURCE
+from distillflow.spec.models import not_a_url_message, url_scheme
 from distillflow.steps import registry
 from distillflow.steps.quarantine import count_quarantined, has_quarantined
 
@@ -526,6 +527,8 @@ def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_error
     from distillflow.engine.lock import RunLock
 
     spec = plan.spec
+    if out_dir and url_scheme(str(out_dir)):  # (before anything is made: Path would make s3:/bucket/run here)
+        raise UsageError(not_a_url_message("the run directory", str(out_dir)))
     problems = missing_env(spec, plan.teachers_used())
     if problems:
         raise ConfigurationError("\n".join(problems))

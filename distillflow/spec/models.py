@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, create_model, field_validator, model_validator
@@ -285,9 +286,42 @@ class HubPushSpec(Spec):
     token_env: str = Field("HF_TOKEN", description="Env var holding the Hub token.")
 
 
+def url_scheme(path: str) -> str | None:
+    """The scheme of ``path`` when it is a URL (``s3://bucket/run``; also ``s3:/bucket/run``, what
+    ``pathlib.Path`` makes of one), else None. A one-letter scheme is a Windows drive, not a URL."""
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/", str(path))
+    return m.group(1) if m else None
+
+
+def not_a_url_message(what: str, path: str) -> str:
+    return (f"{what} {str(path)!r} is a URL: a run directory is a path on a filesystem ({url_scheme(path)}:// "
+            "and other URLs are not supported). Mount the bucket or share (s3fs, NFS...) and give its path")
+
+
+def address_problem(address: str) -> str | None:
+    """What is wrong with a Ray address (None: nothing): auto, HOST:PORT or ray://HOST:PORT."""
+    a = address.strip()
+    if not a:
+        return ("the Ray address is empty: give auto, HOST:PORT or ray://HOST:10001, or leave it out "
+                "(backend ray then starts Ray on this machine)")
+    if a == "auto" or a.startswith("ray://"):
+        return None
+    host, _, port = a.rpartition(":")
+    if "://" in a or not host.strip("[]") or not port.isdigit():
+        return f"the Ray address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379), auto or ray://HOST:10001"
+    return None
+
+
 class OutputSpec(Spec):
     dir: str | None = Field(None, description="Run directory (default: runs/<name>), relative to the YAML file.")
     push_to_hub: HubPushSpec | None = None
+
+    @field_validator("dir")
+    @classmethod
+    def _a_path(cls, v):
+        if v is not None and url_scheme(v):
+            raise ValueError(not_a_url_message("output.dir", v))
+        return v
 
 
 class ExecutionSpec(Spec):
@@ -304,6 +338,9 @@ class ExecutionSpec(Spec):
 
     @model_validator(mode="after")
     def _address_needs_ray(self):
+        problem = address_problem(self.address) if self.address is not None else None
+        if problem:
+            raise ValueError(problem)
         if self.address is not None and self.backend != "ray":
             raise ValueError("address is only used by backend: ray — add `backend: ray`, or remove address")
         return self

@@ -15,7 +15,7 @@ import pytest
 
 import distillflow
 from distillflow.engine.client import ChatRequest, ChatResult
-from distillflow.errors import ConfigurationError, MissingDependencyError, SpecError
+from distillflow.errors import ConfigurationError, MissingDependencyError, SpecError, UsageError
 from tests.support import one_teacher_yaml, pipeline_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,9 +38,76 @@ def test_address_without_ray_backend_is_an_error_naming_the_fix(write_yaml):
 
 def test_unknown_backend_override_names_the_choices(write_yaml):
     p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS))
-    with pytest.raises(ConfigurationError) as e:
+    with pytest.raises(UsageError) as e:
         distillflow.run(p, backend="spark", progress=False)
-    assert "backend='spark'" in str(e.value) and "local or ray" in str(e.value)
+    assert str(e.value) == "backend 'spark' is not one of: local, ray"
+    with pytest.raises(UsageError, match=r"backend 'RAY' is not one of: local, ray \(did you mean 'ray'\?\)"):
+        distillflow.run(p, backend="RAY", progress=False)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--backend", "spark"], "error: backend 'spark' is not one of: local, ray\n"),
+    (["--backend", "local", "--address", "10.0.0.5:6379"],
+     "error: address '10.0.0.5:6379' is for the Ray backend; backend local runs in this process: drop the address, "
+     "or use backend ray\n"),
+    (["--address", ""], "error: the Ray address is empty: give auto, HOST:PORT or ray://HOST:10001, or leave it out "
+                        "(backend ray then starts Ray on this machine)\n"),
+    (["--address", "10.0.0.5"], "error: the Ray address '10.0.0.5' is not HOST:PORT (e.g. 10.0.0.5:6379), auto or "
+                                "ray://HOST:10001\n"),
+])
+def test_cli_execution_flags_that_make_no_sense_are_usage_errors(write_yaml, tmp_path, args, expected):
+    # exit 2 (usage), one line naming the fix, before anything is made
+    p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS))
+    r = _cli(["run", str(p), "--out", str(tmp_path / "run"), "--no-progress", *args])
+    assert (r.returncode, r.stderr) == (2, expected), r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_address_in_yaml_is_refused(write_yaml):
+    p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS, extra="execution: {backend: ray, address: ''}"))
+    with pytest.raises(SpecError, match="address is empty"):
+        distillflow.load(p)
+
+
+def test_an_address_where_nothing_answers_fails_in_seconds_naming_the_fix(write_yaml, tmp_path):
+    """Ray itself retries such an address ~14 minutes (20 tries of ~40 s) before it gives up; the
+    driver checks that HOST:PORT accepts a connection first. A port nothing listens on: a real
+    socket, bound to take a free port, closed again."""
+    import socket
+    import time
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS))
+    t0 = time.monotonic()
+    r = _cli(["run", str(p), "--out", str(tmp_path / "run"), "--no-progress", "--address", f"127.0.0.1:{port}"])
+    took = time.monotonic() - t0
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith(f"error: cannot connect to the Ray cluster at 127.0.0.1:{port}: nothing answers there "
+                               "(Connection refused). Check the host and port"), r.stderr
+    assert "ray start --head" in r.stderr and "Traceback" not in r.stderr
+    assert took < 120, took  # (a Python start and an import of Ray; Ray's own retries take ~14 minutes)
+
+
+def test_a_url_run_directory_is_refused_before_anything_is_made(write_yaml, tmp_path):
+    # s3:// and the like are not supported (README): a clear usage error, not pyarrow's traceback
+    # and a folder named "s3:" in the working directory
+    p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS))
+    r = _cli(["run", str(p), "--out", "s3://bucket/run", "--no-progress"], cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: the run directory 's3:/bucket/run' is a URL: a run directory is a path on a "
+                               "filesystem (s3:// and other URLs are not supported). Mount the bucket"), r.stderr
+    assert list(tmp_path.iterdir()) == [] or not (tmp_path / "s3:").exists()
+    q = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS, extra="output: {dir: 'gs://bucket/runs/x'}"))
+    with pytest.raises(SpecError, match=r"output.dir 'gs://bucket/runs/x' is a URL"):
+        distillflow.load(q)
+
+
+def _cli(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distillflow", *args], capture_output=True, text=True, cwd=str(cwd),
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
 
 
 def test_overrides_replace_execution_only():
@@ -332,6 +399,7 @@ def test_connect_joins_again_with_the_token_only_after_a_refusal_for_want_of_one
     monkeypatch.delenv("RAY_AUTH_MODE")
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(rx, "_check_reachable", lambda address: None)  # (nothing listens: ray.init is stubbed)
     calls: list = []
 
     def token_on():
@@ -626,3 +694,26 @@ def test_gpus_per_copy_above_one_must_be_whole(write_yaml):
     with pytest.raises(SpecError) as e:
         distillflow.load(p)
     assert "not a fraction above one" in str(e.value)
+
+
+def test_a_write_error_in_a_shard_task_says_it_happened_on_a_ray_worker(tmp_path):
+    # the driver's machine may write the run directory where a node cannot: the CLI's message for a
+    # full disk or read-only path names the worker. (Ray's own error class, built here as Ray builds
+    # it around a task's exception; a node that cannot write a path the driver can is not set up here.)
+    import errno
+
+    ray = pytest.importorskip("ray")
+    from distillflow.cli._common import disk_error
+    from distillflow.engine.ray_executor import _cause, _on_worker
+
+    err = PermissionError(errno.EROFS, "Read-only file system", "/shared/run/cache/requests-1a2b.sqlite")
+    wrapped = ray.exceptions.RayTaskError("_segment_task", "Traceback ...", err, proctitle="ray::_segment_task",
+                                          pid=4321, ip="10.0.0.7")
+    got = _on_worker(_cause(wrapped), wrapped)
+    assert type(got) is PermissionError and got.errno == errno.EROFS and got.filename == err.filename
+    assert got.strerror == ("Read-only file system (on a Ray worker: pid 4321 at 10.0.0.7; every node must be able "
+                            "to write the run directory, at the same path)")
+    message = str(disk_error(got, tmp_path / "run"))
+    assert message.startswith("cannot write /shared/run/cache/requests-1a2b.sqlite: Read-only file system (on a Ray "
+                              "worker: pid 4321 at 10.0.0.7;"), message
+    assert _on_worker(OSError("no errno"), wrapped).args == ("no errno",)  # (nothing to rebuild it from: as it was)

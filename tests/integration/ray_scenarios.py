@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,6 +271,52 @@ def scenario_kill_driver(tmp: Path, address: str) -> dict:
                 "second_out": (second.stdout + second.stderr)[-2000:], "curated_ids": [g["id"] for g in got],
                 "prompts": sorted(g["prompt"] for g in got), "teachers": manifest.get("teachers"),
                 "shards": manifest.get("execution", {}).get("shards")}
+
+
+def scenario_cli(tmp: Path, address: str) -> dict:
+    """The CLI on the cluster as people type it: SIGTERM in the middle of a run (Slurm, Kubernetes,
+    systemd stopping the job) stops it as on the local backend (exit 143, the resume hint; ray.init
+    had put Ray's own handler in: exit 15 with a stack dump) and the same command resumes; a relative
+    ``--out`` from a working directory other than the one the nodes were started in (the workers get
+    the absolute path: they used to read it from their own)."""
+    n = 40
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["PYTHONPATH"] = str(ROOT)
+    with EndpointThread(latency=(0.15, 0.25)) as ep:
+        p = write(tmp / "term", ep.base_url, n, "  - kind: generate\n", "{shard_size: 4, shards_in_flight: 2}",
+                  teacher_extra="    concurrency: 2")
+        run_dir = tmp / "term" / "run"
+        cmd = [sys.executable, "-m", "distillflow", "run", str(p), "--out", str(run_dir), "--no-progress",
+               "--address", address]
+        first = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline_poll(lambda: ep.stats["completions"] >= 4 or first.poll() is not None, 300, "four answers")
+        finally:
+            if first.poll() is None:
+                first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=120)
+        requests_first = ep.stats["requests"]
+        second = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+        requests_total = ep.stats["requests"]
+        got = curated(run_dir) if (run_dir / "data" / "curated.jsonl").is_file() else []
+
+        elsewhere = tmp / "elsewhere"
+        (elsewhere / "pipelines").mkdir(parents=True)
+        rel = write(elsewhere / "pipelines", ep.base_url, 12, "  - kind: generate\n", "{shard_size: 3}")
+        name = f"runs/ray-rel-{os.getpid()}"  # (a name of its own: what a regression strays into is removed)
+        rel_run = subprocess.run([*cmd[:4], str(rel.relative_to(elsewhere)), "--out", name, *cmd[7:]], env=env,
+                                 cwd=str(elsewhere), capture_output=True, text=True, timeout=600)
+        rel_out, stray_dir = elsewhere / name, ROOT / name
+        stray = sorted(str(q.relative_to(ROOT)) for q in stray_dir.rglob("*")) if stray_dir.exists() else []
+        shutil.rmtree(stray_dir, ignore_errors=True)
+        return {"n": n, "first_rc": first.returncode, "first_err": err[-3000:], "requests_first": requests_first,
+                "second_rc": second.returncode, "second_err": second.stderr[-2000:], "requests_total": requests_total,
+                "curated_ids": [g["id"] for g in got],
+                "rel_rc": rel_run.returncode, "rel_err": rel_run.stderr[-2000:],
+                "rel_curated": len(curated(rel_out)) if (rel_out / "data" / "curated.jsonl").is_file() else None,
+                "rel_nodes": json.loads((rel_out / "cache" / "ray-workers.json").read_text())["nodes"]
+                if (rel_out / "cache" / "ray-workers.json").is_file() else None,
+                "stray": stray}
 
 
 def scenario_outage(tmp: Path, address: str) -> dict:
@@ -718,7 +765,7 @@ def scenario_client(tmp: Path, address: str) -> dict:
 SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
              "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage,
              "retry_downstream": scenario_retry_downstream, "batch_judge": scenario_batch_judge, "stop": scenario_stop,
-             "token": scenario_token, "copies": scenario_copies, "client": scenario_client}
+             "token": scenario_token, "copies": scenario_copies, "client": scenario_client, "cli": scenario_cli}
 
 
 def main() -> None:

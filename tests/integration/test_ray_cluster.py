@@ -154,6 +154,25 @@ def test_killed_driver_resumes_from_committed_shards(cluster_results):
     assert r["n"] <= r["requests_total"] <= r["n"] + 4
 
 
+def test_sigterm_stops_a_ray_run_as_on_the_local_backend_and_a_relative_out_works(cluster_results):
+    r = _scenario(cluster_results, "cli")
+    # SIGTERM: exit 143 with the resume hint (Ray's own handler would exit 15 with a stack dump)
+    assert r["first_rc"] == 143, r["first_err"]
+    assert "terminated (SIGTERM)" in r["first_err"] and "run the same command again to resume" in r["first_err"], r["first_err"]
+    assert "Traceback" not in r["first_err"] and "SIGTERM received" not in r["first_err"], r["first_err"]
+    assert r["requests_first"] < r["n"], r  # (it stopped mid-run)
+    # the same command resumes and completes; answers received before the signal are not asked again
+    # (at most the two in flight when it came are asked twice, and the cache's last 20 ms batch)
+    assert r["second_rc"] == 0, r["second_err"]
+    assert sorted(r["curated_ids"]) == sorted(set(r["curated_ids"])) and len(r["curated_ids"]) == r["n"]
+    assert r["n"] <= r["requests_total"] <= r["n"] + 4, r
+    # `--out runs/rel` typed in another folder than the one the nodes started in: the run is whole,
+    # on both nodes, and nothing is written under the nodes' own working directory
+    assert r["rel_rc"] == 0, r["rel_err"]
+    assert r["rel_curated"] == 12 and len(r["rel_nodes"]) == 2, r
+    assert r["stray"] == [], r["stray"]
+
+
 def test_an_outage_seen_by_one_worker_stops_them_all_and_the_same_command_resumes(cluster_results):
     r = _scenario(cluster_results, "outage")
     # every counted value, in each failure's message (a failure on the loaded CI machine is read from its log)
