@@ -110,6 +110,8 @@ def connect(address: str | None):
         _check_reachable(address)
     main = threading.current_thread() is threading.main_thread()
     on_sigterm = signal.getsignal(signal.SIGTERM) if main else None
+    if not callable(on_sigterm):  # (Python's default: Ray's handler, which exits through ray.shutdown, stays)
+        on_sigterm = None
 
     def join():
         try:
@@ -250,7 +252,10 @@ def _on_worker(err: OSError, wrapper) -> OSError:
         return err
     where = f"on a Ray worker: pid {getattr(wrapper, 'pid', '?')} at {getattr(wrapper, 'ip', '?')}"
     note = f"{err.strerror or err} ({where}; every node must be able to write the run directory, at the same path)"
-    return type(err)(err.errno, note, err.filename)
+    try:
+        return type(err)(err.errno, note, err.filename)
+    except Exception:  # (a subclass built otherwise)
+        return err
 
 
 def _cause(exc: BaseException) -> BaseException:

@@ -717,3 +717,31 @@ def test_a_write_error_in_a_shard_task_says_it_happened_on_a_ray_worker(tmp_path
     assert message.startswith("cannot write /shared/run/cache/requests-1a2b.sqlite: Read-only file system (on a Ray "
                               "worker: pid 4321 at 10.0.0.7;"), message
     assert _on_worker(OSError("no errno"), wrapped).args == ("no errno",)  # (nothing to rebuild it from: as it was)
+
+
+@pytest.mark.parametrize("before_is_ours", [True, False])
+def test_connect_puts_back_a_sigterm_handler_that_ray_init_replaced(monkeypatch, before_is_ours):
+    """ray.init stubbed with what the real one does to SIGTERM (installs Ray's handler; the real one,
+    with the CLI, is tested on the cluster: scenario 'cli'). A handler of the process's own comes
+    back; Python's default does not (Ray's handler, which exits through ray.shutdown, is better)."""
+    import signal
+
+    import ray
+
+    from distillflow.engine import ray_executor as rx
+
+    def ours(signum, frame):
+        pass
+
+    def rays(signum, frame):
+        pass
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: signal.signal(signal.SIGTERM, rays))
+    monkeypatch.setattr(rx, "_check_reachable", lambda address: None)
+    previous = signal.signal(signal.SIGTERM, ours if before_is_ours else signal.SIG_DFL)
+    try:
+        assert rx.connect("127.0.0.1:6399") == (ray, True)
+        assert signal.getsignal(signal.SIGTERM) is (ours if before_is_ours else rays)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
