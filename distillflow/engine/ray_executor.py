@@ -166,7 +166,7 @@ def _check_reachable(address: str) -> None:
     problem = address_problem(address)
     if problem:  # (the spec checks it too)
         raise UsageError(problem)
-    if address.strip() == "auto" or "://" in address:
+    if address.strip() in ("auto", "local") or "://" in address:
         return
     host, _, port = address.strip().rpartition(":")
     host = host.strip("[]")  # ([::1]:6379)

@@ -304,7 +304,7 @@ def address_problem(address: str) -> str | None:
     if not a:
         return ("the Ray address is empty: give auto, HOST:PORT or ray://HOST:10001, or leave it out "
                 "(backend ray then starts Ray on this machine)")
-    if a == "auto" or a.startswith("ray://"):
+    if a in ("auto", "local") or a.startswith("ray://"):  # (Ray's "local": a new instance here, as no address)
         return None
     host, _, port = a.rpartition(":")
     if "://" in a or not host.strip("[]") or not port.isdigit():
