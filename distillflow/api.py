@@ -80,6 +80,7 @@ def with_execution(plan, backend: str | None = None, address: str | None = None)
 
     if backend is None and address is None:
         return plan
+    address = address.strip() if address is not None else None
     if backend is not None and backend not in ("local", "ray"):
         hint = f" (did you mean {backend.strip().lower()!r}?)" if backend.strip().lower() in ("local", "ray") else ""
         raise UsageError(f"backend {backend!r} is not one of: local, ray{hint}")

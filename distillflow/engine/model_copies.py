@@ -45,6 +45,7 @@ class ModelCopy:
         t0 = time.perf_counter()
         self.teacher = TeacherSpec.model_validate(teacher_state)
         self.batches = self.requests = self.skipped = 0
+        self._busy_since: float | None = None  # (monotonic) when the batch being generated began
         self._runs_seen: set[str] = set()  # the runs' folders of the stop marks sent with batches
         self.error: str | None = None
         try:
@@ -70,7 +71,11 @@ class ModelCopy:
         if self.client is None:  # (a copy restarted on a node that cannot load the model): the
             # caller sends the batch to another copy
             raise RuntimeError(f"the model did not load: {self.error}")
-        self.client.run(batch, out.append)
+        self._busy_since = time.monotonic()
+        try:
+            self.client.run(batch, out.append)
+        finally:
+            self._busy_since = None
         self.batches += 1
         self.requests += len(batch)
         return out
@@ -90,8 +95,9 @@ class ModelCopy:
         return os.path.exists(mark)
 
     def info(self) -> dict:
+        since = self._busy_since
         out = {"pid": os.getpid(), "load_s": round(self.load_s, 2), "batches": self.batches, "requests": self.requests,
-               "skipped_batches": self.skipped}
+               "skipped_batches": self.skipped, "busy_s": round(time.monotonic() - since, 1) if since is not None else 0.0}
         if self.error is not None:
             out["error"] = self.error
         return out

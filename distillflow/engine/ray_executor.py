@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import gc
 import json
 import logging
@@ -116,7 +117,7 @@ def connect(address: str | None):
     def join():
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
-                     include_dashboard=False if address is None else None)
+                     include_dashboard=False if address in (None, "local") else None)
         finally:
             # ray.init puts its own SIGTERM handler in (exit at once, with a stack dump): the one
             # there before (the CLI's: stop like Ctrl-C, exit 143 with the resume hint) comes back
@@ -159,21 +160,35 @@ def connect(address: str | None):
 
 
 def _check_reachable(address: str) -> None:
-    """Fail in seconds where nothing answers at ``address`` (HOST:PORT), rather than after Ray's own
-    retries (20 tries of ~40 s each, ~14 minutes of warnings); ``auto`` and ``ray://`` fail fast in Ray."""
-    from distillflow.spec.models import address_problem
+    """Fail within a short wait where nothing answers at ``address`` (HOST:PORT), rather than after
+    Ray's own retries (20 tries of ~40 s each, ~14 minutes of warnings). A refused connection is tried
+    again for ``DISTILLFLOW_RAY_CONNECT_WAIT_S`` (default 30 s: a head started alongside the driver,
+    as launchers do, is up by then). ``auto``, ``local`` and ``ray://`` are Ray's to check."""
+    from distillflow.spec.models import address_problem, split_address
 
     problem = address_problem(address)
     if problem:  # (the spec checks it too)
         raise UsageError(problem)
-    if address.strip() in ("auto", "local") or "://" in address:
+    hp = split_address(address)
+    if hp is None:  # auto, local, ray://...
         return
-    host, _, port = address.strip().rpartition(":")
-    host = host.strip("[]")  # ([::1]:6379)
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_CHECK_S).close()
-    except OSError as e:
-        reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
+    wait = float(os.environ.get("DISTILLFLOW_RAY_CONNECT_WAIT_S", "30"))
+    deadline, told = time.monotonic() + wait, False
+    while True:
+        try:
+            socket.create_connection(hp, timeout=CONNECT_CHECK_S).close()
+            return
+        except socket.gaierror as e:
+            reason = f"the host name {hp[0]!r} does not resolve: {e.strerror or e}"
+        except OSError as e:
+            reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
+            if isinstance(e, ConnectionRefusedError) and time.monotonic() < deadline:
+                if not told:
+                    print(f"distillflow: nothing answers at {address} yet: waiting up to {wait:g} s for the Ray "
+                          "head to start", file=sys.stderr, flush=True)
+                    told = True
+                time.sleep(1.0)
+                continue
         raise ConfigurationError(
             f"cannot connect to the Ray cluster at {address}: nothing answers there ({reason}). Check the host and "
             "port (the head's address that `ray start --head` printed, port 6379 unless --port said otherwise; "
@@ -245,17 +260,27 @@ def _not_shared(what: str) -> ConfigurationError:
     )
 
 
-def _on_worker(err: OSError, wrapper) -> OSError:
-    """A shard task's OSError (a full disk, a read-only path...) saying it happened on a Ray worker
-    and where: the driver's machine may be able to write the path that a node cannot."""
+def _on_worker(err: OSError, wrapper, out_dir=None) -> OSError:
+    """A shard task's OSError saying that it happened on a Ray worker, and where; a write error (a full
+    disk, a read-only path, no permission inside the run directory) also says that every node must be
+    able to write the run directory: the driver's machine may write a path that a node cannot."""
     if err.errno is None:
         return err
     where = f"on a Ray worker: pid {getattr(wrapper, 'pid', '?')} at {getattr(wrapper, 'ip', '?')}"
-    note = f"{err.strerror or err} ({where}; every node must be able to write the run directory, at the same path)"
+    if _write_error(err, out_dir):
+        where += "; every node must be able to write the run directory, at the same path"
     try:
-        return type(err)(err.errno, note, err.filename)
+        return type(err)(err.errno, f"{err.strerror or err} ({where})", err.filename, None, err.filename2)
     except Exception:  # (a subclass built otherwise)
         return err
+
+
+def _write_error(err: OSError, out_dir) -> bool:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        return True
+    if err.errno not in (errno.EACCES, errno.EPERM) or not err.filename or out_dir is None:
+        return False
+    return os.path.abspath(str(err.filename)).startswith(os.path.abspath(str(out_dir)) + os.sep)
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -326,6 +351,9 @@ def permit_hub(ray, fresh: bool = False):
 _COPIES: dict = {}
 COPY_RETRIES = 2  # a copy whose process or node dies is started again (and its call sent again) this often
 COPY_START_TIMEOUT_S = float(os.environ.get("DISTILLFLOW_COPY_START_TIMEOUT_S", "1800"))
+# a copy kept from an earlier run that has been generating one batch longer than this is taken for
+# stuck (a hung GPU call): the next run drops it and starts a new one
+COPY_STUCK_S = float(os.environ.get("DISTILLFLOW_COPY_STUCK_S", "1800"))
 
 
 def _copy_gpus(teacher, cluster_gpus: float) -> float:
@@ -380,13 +408,14 @@ def _copy_actor(ray):
 
 
 async def _alive(handles: list) -> bool:
-    """Whether every copy answers and has its model (a copy answers while it generates a batch:
-    :func:`_copy_actor`; the limit is for a copy that cannot answer at all)."""
+    """Whether every copy answers, has its model and is not stuck in one batch for longer than
+    ``COPY_STUCK_S`` (a copy answers while it generates a batch: :func:`_copy_actor`; the 30 s limit
+    is for a copy that cannot answer at all)."""
     try:
         infos = await asyncio.wait_for(asyncio.gather(*(h.info.remote() for h in handles)), 30)
     except BaseException:
         return False
-    return not any(i.get("error") for i in infos)
+    return not any(i.get("error") or i.get("busy_s", 0.0) > COPY_STUCK_S for i in infos)
 
 
 async def start_copies(ray, plan, reporter=None, env: dict | None = None) -> dict:
@@ -935,7 +964,7 @@ class RayExecutor(ExecutorBase):
                     except ray.exceptions.RayError as e:
                         cause = _cause(e)
                         if isinstance(cause, OSError):
-                            raise _on_worker(cause, e) from None
+                            raise _on_worker(cause, e, self.opts["out_dir"]) from None
                         if isinstance(cause, DistillflowError) or not isinstance(cause, ray.exceptions.RayError):
                             raise cause from None
                         raise DistillflowError(

@@ -294,21 +294,35 @@ def url_scheme(path: str) -> str | None:
 
 
 def not_a_url_message(what: str, path: str) -> str:
-    return (f"{what} {str(path)!r} is a URL: a run directory is a path on a filesystem ({url_scheme(path)}:// "
+    typed = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)", r"\1://", str(path))  # (as typed, before Path made it s3:/)
+    return (f"{what} {typed!r} is a URL: a run directory is a path on a filesystem ({url_scheme(path)}:// "
             "and other URLs are not supported). Mount the bucket or share (s3fs, NFS...) and give its path")
 
 
+def split_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray ``HOST:PORT`` address (an IPv6 host in brackets: ``[::1]:6379``), else None."""
+    host, _, port = address.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:  # (an IPv6 host without its brackets: Ray refuses it too)
+        return None
+    if not host or not port.isdecimal() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
 def address_problem(address: str) -> str | None:
-    """What is wrong with a Ray address (None: nothing): auto, HOST:PORT or ray://HOST:PORT."""
+    """What is wrong with a Ray address (None: nothing): auto, local, HOST:PORT, ray://HOST:PORT (or
+    another ``module://`` address, which Ray hands to that module)."""
     a = address.strip()
     if not a:
         return ("the Ray address is empty: give auto, HOST:PORT or ray://HOST:10001, or leave it out "
                 "(backend ray then starts Ray on this machine)")
-    if a in ("auto", "local") or a.startswith("ray://"):  # (Ray's "local": a new instance here, as no address)
+    if a in ("auto", "local") or "://" in a:  # (Ray's "local": a new instance here, as no address)
         return None
-    host, _, port = a.rpartition(":")
-    if "://" in a or not host.strip("[]") or not port.isdigit():
-        return f"the Ray address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379), auto or ray://HOST:10001"
+    if split_address(a) is None:
+        return (f"the Ray address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379 or [fd00::5]:6379), auto or "
+                "ray://HOST:10001")
     return None
 
 
@@ -335,6 +349,11 @@ class ExecutionSpec(Spec):
     )
     shard_size: int = Field(1000, ge=1, le=1_000_000, description="Prompts per shard (the unit of streaming, commit and resume).")
     shards_in_flight: int = Field(4, ge=1, le=256, description="Shards being processed at once (memory ~ shard_size x this).")
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _stripped(cls, v):
+        return v.strip() if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _address_needs_ray(self):

@@ -52,8 +52,8 @@ def test_unknown_backend_override_names_the_choices(write_yaml):
      "or use backend ray\n"),
     (["--address", ""], "error: the Ray address is empty: give auto, HOST:PORT or ray://HOST:10001, or leave it out "
                         "(backend ray then starts Ray on this machine)\n"),
-    (["--address", "10.0.0.5"], "error: the Ray address '10.0.0.5' is not HOST:PORT (e.g. 10.0.0.5:6379), auto or "
-                                "ray://HOST:10001\n"),
+    (["--address", "10.0.0.5"], "error: the Ray address '10.0.0.5' is not HOST:PORT (e.g. 10.0.0.5:6379 or "
+                                "[fd00::5]:6379), auto or ray://HOST:10001\n"),
 ])
 def test_cli_execution_flags_that_make_no_sense_are_usage_errors(write_yaml, tmp_path, args, expected):
     # exit 2 (usage), one line naming the fix, before anything is made
@@ -82,13 +82,18 @@ def test_an_address_where_nothing_answers_fails_in_seconds_naming_the_fix(write_
     s.close()
     p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS))
     t0 = time.monotonic()
-    r = _cli(["run", str(p), "--out", str(tmp_path / "run"), "--no-progress", "--address", f"127.0.0.1:{port}"])
+    r = _cli(["run", str(p), "--out", str(tmp_path / "run"), "--no-progress", "--address", f"127.0.0.1:{port}"],
+             env={"DISTILLFLOW_RAY_CONNECT_WAIT_S": "2"})
     took = time.monotonic() - t0
     assert r.returncode == 1, r.stderr
-    assert r.stderr.startswith(f"error: cannot connect to the Ray cluster at 127.0.0.1:{port}: nothing answers there "
-                               "(Connection refused). Check the host and port"), r.stderr
+    assert r.stderr.startswith(f"distillflow: nothing answers at 127.0.0.1:{port} yet: waiting up to 2 s for the Ray head "
+                               "to start\n"), r.stderr
+    assert (f"error: cannot connect to the Ray cluster at 127.0.0.1:{port}: nothing answers there (Connection refused). "
+            "Check the host and port") in r.stderr, r.stderr
     assert "ray start --head" in r.stderr and "Traceback" not in r.stderr
-    assert took < 120, took  # (a Python start and an import of Ray; Ray's own retries take ~14 minutes)
+    assert took < 120, took  # (a Python start, an import of Ray, 2 s; Ray's own retries take ~14 minutes)
+    r = _cli(["run", str(p), "--out", str(tmp_path / "run"), "--no-progress", "--address", "no-such-host.invalid:6379"])
+    assert r.returncode == 1 and "the host name 'no-such-host.invalid' does not resolve" in r.stderr, r.stderr
 
 
 def test_a_url_run_directory_is_refused_before_anything_is_made(write_yaml, tmp_path):
@@ -97,7 +102,7 @@ def test_a_url_run_directory_is_refused_before_anything_is_made(write_yaml, tmp_
     p = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS))
     r = _cli(["run", str(p), "--out", "s3://bucket/run", "--no-progress"], cwd=tmp_path)
     assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("error: the run directory 's3:/bucket/run' is a URL: a run directory is a path on a "
+    assert r.stderr.startswith("error: the run directory 's3://bucket/run' is a URL: a run directory is a path on a "
                                "filesystem (s3:// and other URLs are not supported). Mount the bucket"), r.stderr
     assert list(tmp_path.iterdir()) == [] or not (tmp_path / "s3:").exists()
     q = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS, extra="output: {dir: 'gs://bucket/runs/x'}"))
@@ -105,9 +110,9 @@ def test_a_url_run_directory_is_refused_before_anything_is_made(write_yaml, tmp_
         distillflow.load(q)
 
 
-def _cli(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def _cli(args: list[str], cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "distillflow", *args], capture_output=True, text=True, cwd=str(cwd),
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})), timeout=300)
 
 
 def test_overrides_replace_execution_only():
@@ -610,6 +615,29 @@ def test_a_model_copy_skips_the_batches_of_a_run_that_stopped_or_ended(tmp_path,
     assert [r.key for r in answered] == ["0"]
     assert asked == [["0", "1"], ["0"], ["0"]]
     assert copy.info()["skipped_batches"] == 2 and copy.info()["batches"] == 3
+    assert copy.info()["busy_s"] == 0.0  # (no batch being generated)
+
+
+def test_a_model_copy_says_how_long_its_current_batch_has_run(monkeypatch):
+    # the model is a stand-in that asks the copy's info() in the middle of its batch
+    import time
+
+    from distillflow.engine import model_copies, providers
+    from distillflow.spec.models import TeacherSpec
+
+    seen = []
+
+    class _Model:
+        def run(self, batch, on_result):
+            time.sleep(0.25)
+            seen.append(copy.info()["busy_s"])
+            for r in batch:
+                on_result(ChatResult(r.key, "ok", 1, 1, None, "stop", None, 0.0))
+
+    monkeypatch.setattr(providers, "build_client", lambda teacher: _Model())
+    copy = model_copies.ModelCopy(TeacherSpec(name="t", provider="transformers", model="m", copies=1).model_dump(mode="json"))
+    copy.generate(_requests(1))
+    assert seen[0] >= 0.2 and copy.info()["busy_s"] == 0.0, seen
 
 
 def test_a_batch_a_copy_skipped_is_dropped_only_where_the_run_is_seen_stopping(tmp_path):
@@ -709,7 +737,7 @@ def test_a_write_error_in_a_shard_task_says_it_happened_on_a_ray_worker(tmp_path
     err = PermissionError(errno.EROFS, "Read-only file system", "/shared/run/cache/requests-1a2b.sqlite")
     wrapped = ray.exceptions.RayTaskError("_segment_task", "Traceback ...", err, proctitle="ray::_segment_task",
                                           pid=4321, ip="10.0.0.7")
-    got = _on_worker(_cause(wrapped), wrapped)
+    got = _on_worker(_cause(wrapped), wrapped, "/shared/run")
     assert type(got) is PermissionError and got.errno == errno.EROFS and got.filename == err.filename
     assert got.strerror == ("Read-only file system (on a Ray worker: pid 4321 at 10.0.0.7; every node must be able "
                             "to write the run directory, at the same path)")
@@ -717,6 +745,78 @@ def test_a_write_error_in_a_shard_task_says_it_happened_on_a_ray_worker(tmp_path
     assert message.startswith("cannot write /shared/run/cache/requests-1a2b.sqlite: Read-only file system (on a Ray "
                               "worker: pid 4321 at 10.0.0.7;"), message
     assert _on_worker(OSError("no errno"), wrapped).args == ("no errno",)  # (nothing to rebuild it from: as it was)
+    # other errors say where they happened, not that storage is to blame; both file names are kept
+    refused = _on_worker(ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), wrapped, "/shared/run")
+    assert str(refused) == "[Errno 111] Connection refused (on a Ray worker: pid 4321 at 10.0.0.7)"
+    moved = _on_worker(OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b"), wrapped, "/shared/run")
+    assert str(moved) == "[Errno 18] Invalid cross-device link (on a Ray worker: pid 4321 at 10.0.0.7): '/a' -> '/b'"
+    # no permission: the run directory's concern inside it, not elsewhere
+    inside = _on_worker(PermissionError(errno.EACCES, "Permission denied", "/shared/run/cache/x"), wrapped, "/shared/run")
+    outside = _on_worker(PermissionError(errno.EACCES, "Permission denied", "/models/m"), wrapped, "/shared/run")
+    assert "every node must be able to write" in inside.strerror and "every node" not in outside.strerror
+
+
+def test_address_forms(monkeypatch):
+    from distillflow.spec.models import address_problem, split_address
+
+    for ok in ("auto", "local", "ray://10.0.0.5:10001", "anyscale://cluster", "10.0.0.5:6379", "head.example:6379",
+               "[fd00::5]:6379"):
+        assert address_problem(ok) is None, ok
+    assert split_address("[fd00::5]:6379") == ("fd00::5", 6379) and split_address(" h:1 ") == ("h", 1)
+    for bad in ("10.0.0.5", "h:port", "h:\u00b2", "h:0", "h:65536", "::1:6379", "fd00::5", ":6379"):
+        assert address_problem(bad).startswith(f"the Ray address {bad!r} is not HOST:PORT"), bad
+
+
+def test_a_head_that_starts_within_the_wait_is_joined(monkeypatch, capsys):
+    # a launcher that starts the head and the driver together: connection refused for a while, then
+    # the port answers (a real socket that starts listening 1.5 s later)
+    import socket
+    import threading
+    import time
+
+    from distillflow.engine import ray_executor as rx
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+    def listen_later():
+        time.sleep(1.5)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+
+    monkeypatch.setenv("DISTILLFLOW_RAY_CONNECT_WAIT_S", "60")
+    t = threading.Thread(target=listen_later)
+    t.start()
+    try:
+        rx._check_reachable(f"127.0.0.1:{port}")  # returns once the port answers
+        t.join()
+        assert f"nothing answers at 127.0.0.1:{port} yet: waiting up to 60 s" in capsys.readouterr().err
+    finally:
+        t.join()
+        server.close()
+
+
+def test_reused_copies_stuck_in_one_batch_are_not_kept(monkeypatch):
+    """_alive's decision from what the copies' info() says. The handles are stand-ins that answer
+    info() as a copy does (a real copy answering mid-batch is tested on the cluster: scenario copies)."""
+    from distillflow.engine import ray_executor as rx
+
+    class _Handle:
+        def __init__(self, info):
+            self.info = type("M", (), {"remote": lambda _self: _answer(info)})()
+
+    async def _answer(info):
+        return info
+
+    monkeypatch.setattr(rx, "COPY_STUCK_S", 600.0)
+    fine = {"pid": 1, "busy_s": 0.0}
+    assert asyncio.run(rx._alive([_Handle(fine), _Handle({"pid": 2, "busy_s": 599.0})]))
+    assert not asyncio.run(rx._alive([_Handle(fine), _Handle({"pid": 2, "busy_s": 601.0})]))
+    assert not asyncio.run(rx._alive([_Handle(fine), _Handle({"pid": 2, "error": "OSError: no model"})]))
 
 
 @pytest.mark.parametrize("before_is_ours", [True, False])

@@ -236,15 +236,21 @@ def _processes(title: str) -> list[int]:
     return found
 
 
+def _two_at_a_time(d: Path, base_url: str, n: int, address: str) -> tuple[Path, list[str]]:
+    """A pipeline of ``n`` prompts in shards of 4, answered two at a time, and the CLI command that
+    runs it on the cluster: (its run directory, the command)."""
+    p = write(d, base_url, n, "  - kind: generate\n", "{shard_size: 4, shards_in_flight: 2}",
+              teacher_extra="    concurrency: 2")
+    run_dir = d / "run"
+    return run_dir, [sys.executable, "-m", "distillflow", "run", str(p), "--out", str(run_dir), "--no-progress",
+                     "--address", address]
+
+
 def scenario_kill_driver(tmp: Path, address: str) -> dict:
     """SIGKILL the driver (the `distillflow run` CLI) after some shards committed; rerun resumes."""
     n = 40
     with EndpointThread(latency=(0.15, 0.25)) as ep:
-        p = write(tmp / "killd", ep.base_url, n, "  - kind: generate\n", "{shard_size: 4, shards_in_flight: 2}",
-                  teacher_extra="    concurrency: 2")
-        run_dir = tmp / "killd" / "run"
-        cmd = [sys.executable, "-m", "distillflow", "run", str(p), "--out", str(run_dir), "--no-progress",
-               "--address", address]
+        run_dir, cmd = _two_at_a_time(tmp / "killd", ep.base_url, n, address)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         first = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         shards = run_dir / "cache" / "shards" / "generate"
@@ -283,11 +289,7 @@ def scenario_cli(tmp: Path, address: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     env["PYTHONPATH"] = str(ROOT)
     with EndpointThread(latency=(0.15, 0.25)) as ep:
-        p = write(tmp / "term", ep.base_url, n, "  - kind: generate\n", "{shard_size: 4, shards_in_flight: 2}",
-                  teacher_extra="    concurrency: 2")
-        run_dir = tmp / "term" / "run"
-        cmd = [sys.executable, "-m", "distillflow", "run", str(p), "--out", str(run_dir), "--no-progress",
-               "--address", address]
+        run_dir, cmd = _two_at_a_time(tmp / "term", ep.base_url, n, address)
         first = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             deadline_poll(lambda: ep.stats["completions"] >= 4 or first.poll() is not None, 300, "four answers")
