@@ -84,8 +84,9 @@ def with_execution(plan, backend: str | None = None, address: str | None = None)
     if backend is not None and backend not in ("local", "ray"):
         hint = f" (did you mean {backend.strip().lower()!r}?)" if backend.strip().lower() in ("local", "ray") else ""
         raise UsageError(f"backend {backend!r} is not one of: local, ray{hint}")
-    if address is not None and address_problem(address):
-        raise UsageError(address_problem(address))
+    problem = address_problem(address) if address is not None else None
+    if problem:
+        raise UsageError(problem)
     if backend == "local" and address is not None:
         raise UsageError(f"address {address!r} is for the Ray backend; backend local runs in this process: "
                          "drop the address, or use backend ray")

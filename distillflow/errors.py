@@ -6,6 +6,7 @@ User mistakes (invalid YAML, missing env vars, unreachable endpoints) raise a su
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -104,3 +105,21 @@ def did_you_mean(word: str, choices) -> str | None:
 
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"did you mean '{match[0]}'?" if match else None
+
+
+# A full disk, a quota, a read-only filesystem, a file-size limit: the place, not the program, is wrong.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def is_write_error(exc: OSError, out_dir=None) -> bool:
+    """A full disk / read-only filesystem anywhere, or a permission error inside ``out_dir``."""
+    if exc.errno in DISK_ERRNOS:
+        return True
+    if out_dir is None or exc.errno not in (errno.EACCES, errno.EPERM) or not exc.filename:
+        return False
+    from pathlib import Path
+
+    try:
+        return Path(str(exc.filename)).resolve().is_relative_to(Path(out_dir).resolve())
+    except (OSError, ValueError):
+        return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import functools
 import signal
 import sys
@@ -12,26 +11,10 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 
+from distillflow.errors import DISK_ERRNOS, is_write_error  # noqa: F401 - part of this module's surface
+
 err_console = Console(stderr=True, soft_wrap=True)
 console = Console(soft_wrap=True)
-
-
-# A full disk, a quota, a read-only filesystem, a file-size limit: the place, not the program, is wrong.
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
-
-
-def is_write_error(exc: OSError, out_dir=None) -> bool:
-    """A full disk / read-only filesystem anywhere, or a permission error inside ``out_dir``."""
-    if exc.errno in DISK_ERRNOS:
-        return True
-    if out_dir is None or exc.errno not in (errno.EACCES, errno.EPERM) or not exc.filename:
-        return False
-    from pathlib import Path
-
-    try:
-        return Path(str(exc.filename)).resolve().is_relative_to(Path(out_dir).resolve())
-    except (OSError, ValueError):
-        return False
 
 
 class Terminated(KeyboardInterrupt):

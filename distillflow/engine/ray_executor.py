@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import gc
 import json
 import logging
@@ -74,7 +73,7 @@ from distillflow.engine.permits import Gate, Limits, PermitHub, outage_of
 from distillflow.engine.progress import NullReporter
 from distillflow.engine.replicas import replica_manifest
 from distillflow.engine.runner import _SHARD, ExecutorBase, NodeRunner, RunContext, _batch, _open_breaker, _ShardState
-from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError, UsageError
+from distillflow.errors import ConfigurationError, DistillflowError, MissingDependencyError, UsageError, is_write_error
 from distillflow.graph import SOURCE
 from distillflow.plan import Plan
 from distillflow.steps import registry
@@ -267,20 +266,12 @@ def _on_worker(err: OSError, wrapper, out_dir=None) -> OSError:
     if err.errno is None:
         return err
     where = f"on a Ray worker: pid {getattr(wrapper, 'pid', '?')} at {getattr(wrapper, 'ip', '?')}"
-    if _write_error(err, out_dir):
+    if is_write_error(err, out_dir):
         where += "; every node must be able to write the run directory, at the same path"
     try:
         return type(err)(err.errno, f"{err.strerror or err} ({where})", err.filename, None, err.filename2)
     except Exception:  # (a subclass built otherwise)
         return err
-
-
-def _write_error(err: OSError, out_dir) -> bool:
-    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
-        return True
-    if err.errno not in (errno.EACCES, errno.EPERM) or not err.filename or out_dir is None:
-        return False
-    return os.path.abspath(str(err.filename)).startswith(os.path.abspath(str(out_dir)) + os.sep)
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -1039,6 +1030,7 @@ class RayExecutor(ExecutorBase):
         # absolute: the workers' processes run elsewhere (a relative path would be read from their
         # own working directory, which is where `ray start` ran)
         plan, out = self.plan, Path(os.path.abspath(self.ctx.out_dir))
+        prompts_dir = os.path.abspath(self.prompts.dir)
         self.run_id = uuid.uuid4().hex
         box = _box(plan)
         self.box_holder = [ray.put(box)]
@@ -1053,7 +1045,7 @@ class RayExecutor(ExecutorBase):
         shutil.rmtree(out / "cache" / "parts", ignore_errors=True)  # a killed run's (its shards are redone)
         self.parts_dir = out / "cache" / "parts" / self.run_id
         self.parts_dir.mkdir(parents=True)
-        self.opts = {"out_dir": str(out), "prompts_dir": os.path.abspath(self.prompts.dir), "shard_size": self.prompts.shard_size,
+        self.opts = {"out_dir": str(out), "prompts_dir": prompts_dir, "shard_size": self.prompts.shard_size,
                      "hashes": dict(self.hashes), "retry_errors": self.retry_errors,
                      "retry_transient": self.retry_transient, "parts_dir": str(self.parts_dir),
                      "attempt": self.ctx.attempt, "copies": self.copies}
@@ -1061,7 +1053,7 @@ class RayExecutor(ExecutorBase):
         await asyncio.to_thread(cache.absorb)  # answers a killed run's workers left in their own files
         # global steps run here: teachers through the same hub, answers into the run's own file
         drv = WorkerContext(plan, out, SharedCache(cache, cache.path), self.ctx.ledger, self.hub, self.run_id,
-                            f"driver-{os.getpid()}-{self.run_id[:8]}", str(self.prompts.dir), self.prompts.shard_size,
+                            f"driver-{os.getpid()}-{self.run_id[:8]}", prompts_dir, self.prompts.shard_size,
                             self.copies, str(self.parts_dir / STOP_MARK))
         drv.loop = asyncio.get_running_loop()
         drv.stop_event, drv.attempt = self.ctx.stop_event, self.ctx.attempt

@@ -286,15 +286,20 @@ class HubPushSpec(Spec):
     token_env: str = Field("HF_TOKEN", description="Env var holding the Hub token.")
 
 
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/")  # a scheme of 2+ characters (one letter: a Windows drive)
+
+
 def url_scheme(path: str) -> str | None:
     """The scheme of ``path`` when it is a URL (``s3://bucket/run``; also ``s3:/bucket/run``, what
-    ``pathlib.Path`` makes of one), else None. A one-letter scheme is a Windows drive, not a URL."""
-    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/", str(path))
+    ``pathlib.Path`` makes of one), else None."""
+    m = _URL.match(str(path))
     return m.group(1) if m else None
 
 
 def not_a_url_message(what: str, path: str) -> str:
-    typed = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)", r"\1://", str(path))  # (as typed, before Path made it s3:/)
+    m = _URL.match(str(path))  # quoted as typed: s3://, where Path made it s3:/
+    rest = str(path)[m.end():] if m else ""
+    typed = f"{m.group(1)}://{rest}" if m and not rest.startswith("/") else str(path)
     return (f"{what} {typed!r} is a URL: a run directory is a path on a filesystem ({url_scheme(path)}:// "
             "and other URLs are not supported). Mount the bucket or share (s3fs, NFS...) and give its path")
 
