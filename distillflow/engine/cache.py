@@ -13,6 +13,12 @@ reserve file (``requests.sqlite.reserve``, made while there is space) is deleted
 failed commit so that the answers already received still fit before the run stops. A commit
 that fails in the background timer raises nothing there (no traceback from a callback): its
 error is raised by the next ``put``/``flush``/``close``.
+
+WAL needs every process that opens the file to be on one machine (its index lives in shared
+memory), which holds for the local backend and for a Ray cluster on one machine. A Ray run whose
+directory is on a network filesystem (NFS, CephFS, Lustre, SMB, a FUSE mount...) has readers on
+other hosts, so its files use a rollback journal (``journal_mode=TRUNCATE``) instead:
+:func:`cache_journal` decides, ``DISTILLFLOW_CACHE_JOURNAL=wal|truncate`` overrides.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -31,12 +38,74 @@ from distillflow.engine.client import ChatResult
 from distillflow.engine.outputs import dumps as _dump_value, loads as _load_value
 from distillflow.errors import OutputWriteError
 
-__all__ = ["RequestCache", "SharedCache", "request_key", "sibling_path"]
+__all__ = ["RequestCache", "SharedCache", "cache_journal", "filesystem_type", "request_key", "sibling_path"]
 
 # Stored as a JSON list: text, input_tokens, output_tokens, token_logprobs, finish_reason,
 # latency_s[, top_logprobs]. `cached` and `meta` are not stored (meta belongs to the caller's rows).
 # The 7th item is only written when present, so caches written before it read back unchanged.
 _CHUNK = 500  # keys per SELECT: SQLite's default variable limit is far above it
+
+JOURNALS = ("wal", "truncate")
+JOURNAL_ENV = "DISTILLFLOW_CACHE_JOURNAL"
+# filesystems whose files other hosts may open too: SQLite's WAL does not work across hosts there
+_NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "ceph", "glusterfs", "lustre", "gpfs",
+               "beegfs", "ocfs2", "gfs2", "9p", "virtiofs", "panfs", "orangefs", "pvfs2", "wekafs", "quobyte", "davfs"}
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes a space, tab, newline or backslash in a path as an octal escape (\040)
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def filesystem_type(path: str | Path, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem ``path`` is on ("ext4", "nfs4", "fuse.sshfs"...), from Linux's
+    /proc/self/mountinfo (the mount with the longest matching mount point); None where that cannot
+    be read (another OS)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(os.path.abspath(path))  # (symbolic links followed as far as they exist)
+    best, fstype = -1, None
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or not right.split():
+            continue
+        point = _unescape(fields[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:  # (a later mount over the same point hides the earlier)
+            best, fstype = len(point), right.split()[0]
+    return fstype
+
+
+def is_network_fs(fstype: str | None) -> bool:
+    """Whether files on a filesystem of this type may be opened from other hosts too (unknown: yes)."""
+    return fstype is None or fstype in _NETWORK_FS or fstype == "fuse" or fstype.startswith(("fuse.", "fuseblk"))
+
+
+def cache_journal(run_dir: str | Path) -> str:
+    """The journal for a Ray run's answer caches in ``run_dir``: WAL on a local filesystem (every
+    process that opens them is on this machine), a rollback journal ("truncate") on a network one,
+    where workers on other hosts read them. ``DISTILLFLOW_CACHE_JOURNAL`` (wal or truncate) overrides."""
+    chosen = os.environ.get(JOURNAL_ENV, "").strip().lower()
+    if chosen:
+        if chosen not in JOURNALS:
+            from distillflow.errors import ConfigurationError
+
+            raise ConfigurationError(f"{JOURNAL_ENV}={chosen!r}: it takes 'wal' or 'truncate' (or unset it to let "
+                                     "distillflow choose by the run directory's filesystem)")
+        return chosen
+    return "truncate" if is_network_fs(filesystem_type(run_dir)) else "wal"
 
 
 def request_key(provider: str, model: str, base_url: str | None, params: dict,
@@ -66,7 +135,9 @@ class RequestCache:
     """
 
     def __init__(self, path: str | Path, flush_every: int = 50, flush_interval_s: float = 0.02,
-                 reserve_bytes: int = 1 << 20):
+                 reserve_bytes: int = 1 << 20, journal: str = "wal"):
+        if journal not in JOURNALS:
+            raise ValueError(f"journal must be one of {JOURNALS}, not {journal!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.reserve_bytes = reserve_bytes
@@ -84,9 +155,10 @@ class RequestCache:
         self._reported = False  # whether a caller was told of _failure
         # isolation_level=None: we issue BEGIN/COMMIT ourselves around each batch.
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
+        # (a file another connection has open stays in the mode it is in: SQLite answers that mode)
+        self.journal = self._db.execute(f"PRAGMA journal_mode={journal.upper()}").fetchone()[0].lower()
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
     # -- writes ---------------------------------------------------------------------------
@@ -275,7 +347,7 @@ class RequestCache:
                     pass
                 finally:
                     self._db.execute("DETACH DATABASE sibling")
-                for q in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm"), p.with_name(p.name + ".reserve")):
+                for q in (p, *(p.with_name(p.name + x) for x in ("-wal", "-shm", "-journal", ".reserve"))):
                     q.unlink(missing_ok=True)
         return n
 

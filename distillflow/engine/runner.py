@@ -559,7 +559,7 @@ def _settled_heap():
 def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait: bool = True) -> RunResult:
     import shutil
 
-    from distillflow.engine.cache import RequestCache
+    from distillflow.engine.cache import RequestCache, cache_journal
     from distillflow.engine.prompts import PromptStore
     from distillflow.engine.shards import ShardStore
     from distillflow.engine.write import OutputWriter
@@ -576,7 +576,10 @@ def _run_locked(plan, out: Path, reporter, fresh: bool, retry_errors: bool, wait
                          "transient errors are asked again")
     started = time.time()
     attempt = uuid.uuid4().hex[:12]  # this invocation's id (engine/shards.py commits name it)
-    cache = RequestCache(out / "cache" / "requests.sqlite")  # first: it keeps a reserve for a full disk
+    # first: it keeps a reserve for a full disk. A Ray run on a network filesystem has readers on
+    # other hosts: a rollback journal there (engine/cache.py)
+    journal = cache_journal(out) if spec.execution.backend == "ray" else "wal"
+    cache = RequestCache(out / "cache" / "requests.sqlite", journal=journal)
     cache.absorb()  # answers a killed Ray run's workers left in their own files (cache/requests-*.sqlite)
     reporter.step_start(SOURCE, "source", 0)
     ex = spec.execution

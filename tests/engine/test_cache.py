@@ -164,3 +164,118 @@ def test_kill_9_loses_nothing_older_than_the_flush_interval(tmp_path, use_loop):
             proc.kill()
     with RequestCache(path) as cache:
         assert cache.count() == 230
+
+
+# -- the journal: WAL on one machine, a rollback journal where other hosts read the files ---------------
+_MOUNTS = textwrap.dedent(
+    r"""
+    21 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+    30 21 0:40 / /mnt/shared\040runs rw,relatime shared:5 - nfs4 fs:/export rw,vers=4.2
+    31 30 0:41 / /mnt/shared\040runs/bucket rw - fuse.gcsfuse bucket rw
+    32 21 0:42 / /scratch rw - xfs /dev/vdb rw
+    33 21 0:43 / /mnt/shared rw - tmpfs tmpfs rw
+    """
+)
+
+
+@pytest.mark.parametrize("path,fstype", [
+    ("/mnt/shared runs/qa/cache", "nfs4"),           # an escaped space in the mount point
+    ("/mnt/shared runs/bucket/x", "fuse.gcsfuse"),    # the deeper mount wins
+    ("/mnt/shared/x", "tmpfs"),                      # not the NFS mount: a prefix of the name only
+    ("/scratch", "xfs"), ("/home/me/runs", "ext4"),
+])
+def test_filesystem_type_from_mountinfo(path, fstype):
+    from distillflow.engine.cache import filesystem_type
+
+    assert filesystem_type(path, _MOUNTS) == fstype
+
+
+def test_this_machines_filesystem_is_known_and_local(tmp_path):
+    from distillflow.engine.cache import filesystem_type, is_network_fs
+
+    fstype = filesystem_type(tmp_path)
+    assert fstype and not is_network_fs(fstype), fstype
+    assert all(is_network_fs(t) for t in ("nfs", "nfs4", "cifs", "ceph", "lustre", "fuse.sshfs", "fuse", None))
+
+
+def test_cache_journal_by_filesystem_and_the_override(tmp_path, monkeypatch):
+    from distillflow.engine import cache as cache_mod
+    from distillflow.errors import ConfigurationError
+
+    monkeypatch.delenv(cache_mod.JOURNAL_ENV, raising=False)
+    assert cache_mod.cache_journal(tmp_path) == "wal"  # (a local disk: every reader is on this machine)
+    monkeypatch.setattr(cache_mod, "filesystem_type", lambda p: "nfs4")
+    assert cache_mod.cache_journal(tmp_path) == "truncate"
+    monkeypatch.setenv(cache_mod.JOURNAL_ENV, " WAL ")
+    assert cache_mod.cache_journal(tmp_path) == "wal"
+    monkeypatch.setenv(cache_mod.JOURNAL_ENV, "delete")
+    with pytest.raises(ConfigurationError, match="DISTILLFLOW_CACHE_JOURNAL='delete'.*'wal' or 'truncate'"):
+        cache_mod.cache_journal(tmp_path)
+
+
+_TRUNCATE_WRITER = textwrap.dedent(
+    """
+    import sys, time, types
+    pkg = types.ModuleType("distillflow")
+    pkg.__path__ = [{pkg_dir!r}]
+    sys.modules["distillflow"] = pkg
+    from distillflow.engine.cache import RequestCache
+    from distillflow.engine.client import ChatResult
+
+    cache = RequestCache({path!r}, journal="truncate")
+    print(cache.journal, flush=True)
+    for i in range(120):
+        cache.put(ChatResult(f"k{{i}}", f"t{{i}}", 1, 1, None, "stop", None, 0.1))
+    cache.flush()
+    print("FLUSHED", flush=True)
+    time.sleep(60)  # killed, never closed
+    """
+)
+
+
+def test_a_rollback_journal_sibling_is_read_while_its_writer_lives_and_after_it_is_killed(tmp_path):
+    """A worker's file in the mode used on network filesystems: another process (the retried
+    shard, the driver) reads its answers while it writes, and after a SIGKILL; the driver's absorb
+    folds them in and leaves no journal behind."""
+    from distillflow.engine.cache import SharedCache, sibling_path
+
+    main = tmp_path / "requests.sqlite"
+    theirs = sibling_path(main, "nodeA-1")
+    code = _TRUNCATE_WRITER.format(pkg_dir=str(ROOT / "distillflow"), path=str(theirs))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "truncate"
+        assert proc.stdout.readline().strip() == "FLUSHED"
+        assert not theirs.with_name(theirs.name + "-wal").exists()  # no WAL (its index is shared memory)
+        mine = SharedCache(RequestCache(sibling_path(main, "nodeB-2"), journal="truncate"), main)
+        got = mine.get_many([f"k{i}" for i in range(125)])  # the writer is alive, its file open
+        assert len(got) == 120 and got["k7"].text == "t7" and got["k7"].cached
+        mine.put(ok("mine"))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        assert len(mine.get_many([f"k{i}" for i in range(120)])) == 120
+        mine.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with RequestCache(main, journal="truncate") as driver:
+        assert driver.journal == "truncate"
+        assert driver.absorb() == 121
+        assert driver.count() == 121
+    # the siblings are gone with their journals; the main file keeps its own (empty: TRUNCATE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "requests.sqlite", "requests.sqlite-journal", "requests.sqlite.reserve"]
+    assert (tmp_path / "requests.sqlite-journal").stat().st_size == 0
+
+
+def test_a_wal_file_switches_to_a_rollback_journal_and_back(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with RequestCache(path) as c:
+        assert c.journal == "wal"
+        c.put(ok("a"))
+    with RequestCache(path, journal="truncate") as c:
+        assert c.journal == "truncate" and c.count() == 1
+    with RequestCache(path) as c:
+        assert c.journal == "wal" and c.count() == 1
+    with pytest.raises(ValueError, match="journal"):
+        RequestCache(path, journal="memory")

@@ -210,7 +210,13 @@ def scenario_kill_worker(tmp: Path, address: str) -> dict:
 
         t = threading.Thread(target=killer, daemon=True)
         t.start()
-        r = distillflow.run(str(p), out=tmp / "killw" / "run", progress=False, backend="ray", address=address)
+        # the caches as on a network filesystem (a rollback journal, not WAL): the retried shard
+        # reads the killed worker's file through it
+        os.environ["DISTILLFLOW_CACHE_JOURNAL"] = "truncate"
+        try:
+            r = distillflow.run(str(p), out=tmp / "killw" / "run", progress=False, backend="ray", address=address)
+        finally:
+            del os.environ["DISTILLFLOW_CACHE_JOURNAL"]
         t.join(5)
         got = curated(tmp / "killw" / "run")
         return {"killed": killed, "n": n, "curated_ids": [g["id"] for g in got],
@@ -309,6 +315,12 @@ def scenario_cli(tmp: Path, address: str) -> dict:
         rel_run = subprocess.run([*cmd[:4], str(rel.relative_to(elsewhere)), "--out", name, *cmd[7:]], env=env,
                                  cwd=str(elsewhere), capture_output=True, text=True, timeout=600)
         rel_out, stray_dir = elsewhere / name, ROOT / name
+        # no --address, RAY_ADDRESS set (as a job submitted to the cluster finds it): Ray's rule joins
+        # that cluster, with both its nodes, instead of starting an instance of one node here
+        joined = subprocess.run([*cmd[:4], str(rel), "--out", str(tmp / "joined"), "--no-progress", "--backend", "ray"],
+                                env=dict(env, RAY_ADDRESS=address), cwd=str(ROOT), capture_output=True, text=True,
+                                timeout=600)
+        joined_record = tmp / "joined" / "cache" / "ray-workers.json"
         stray = sorted(str(q.relative_to(ROOT)) for q in stray_dir.rglob("*")) if stray_dir.exists() else []
         shutil.rmtree(stray_dir, ignore_errors=True)
         return {"n": n, "first_rc": first.returncode, "first_err": err[-3000:], "requests_first": requests_first,
@@ -318,7 +330,9 @@ def scenario_cli(tmp: Path, address: str) -> dict:
                 "rel_curated": len(curated(rel_out)) if (rel_out / "data" / "curated.jsonl").is_file() else None,
                 "rel_nodes": json.loads((rel_out / "cache" / "ray-workers.json").read_text())["nodes"]
                 if (rel_out / "cache" / "ray-workers.json").is_file() else None,
-                "stray": stray}
+                "stray": stray, "joined_rc": joined.returncode, "joined_err": joined.stderr[-2000:],
+                "joined_curated": len(curated(tmp / "joined")) if (tmp / "joined" / "data" / "curated.jsonl").is_file() else None,
+                "joined_nodes": json.loads(joined_record.read_text())["nodes"] if joined_record.is_file() else None}
 
 
 def scenario_outage(tmp: Path, address: str) -> dict:

@@ -138,6 +138,7 @@ def test_killed_worker_shard_is_retried_exactly_once(cluster_results):
     # the answers it had received were in its own cache file, where the retried shard found them
     # (but for those of its last 20 ms, which the cache batches before a write: at most 2 more)
     assert r["n"] <= r["requests"] <= r["n"] + 4
+    assert r["workers"]["cache_journal"] == "truncate"  # (as on a network filesystem: engine/cache.py)
 
 
 def test_killed_driver_resumes_from_committed_shards(cluster_results):
@@ -154,7 +155,7 @@ def test_killed_driver_resumes_from_committed_shards(cluster_results):
     assert r["n"] <= r["requests_total"] <= r["n"] + 4
 
 
-def test_sigterm_stops_a_ray_run_as_on_the_local_backend_and_a_relative_out_works(cluster_results):
+def test_sigterm_stops_a_ray_run_as_on_the_local_backend_a_relative_out_works_and_ray_address_is_joined(cluster_results):
     r = _scenario(cluster_results, "cli")
     # SIGTERM: exit 143 with the resume hint (Ray's own handler would exit 15 with a stack dump)
     assert r["first_rc"] == 143, r["first_err"]
@@ -171,6 +172,9 @@ def test_sigterm_stops_a_ray_run_as_on_the_local_backend_and_a_relative_out_work
     assert r["rel_rc"] == 0, r["rel_err"]
     assert r["rel_curated"] == 12 and len(r["rel_nodes"]) == 2, r
     assert r["stray"] == [], r["stray"]
+    # `--backend ray` without an address, RAY_ADDRESS set: the run joins that cluster (both nodes)
+    assert r["joined_rc"] == 0, r["joined_err"]
+    assert r["joined_curated"] == 12 and len(r["joined_nodes"]) == 2, r
 
 
 def test_an_outage_seen_by_one_worker_stops_them_all_and_the_same_command_resumes(cluster_results):
