@@ -104,6 +104,7 @@ def connect(address: str | None):
     Ray instance on this machine. Returns (ray, whether this call connected)."""
     ray = import_ray()
     if ray.is_initialized():
+        _say_if_elsewhere(ray, address)
         return ray, False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is not None:
@@ -156,6 +157,41 @@ def connect(address: str | None):
             "or fix execution.address / --address."
         ) from None
     return ray, True
+
+
+def _host_key(host: str) -> str:
+    """``host`` as an IP address, "local" for any address of this machine (loopback included)."""
+    try:
+        ip = socket.gethostbyname(host)
+    except OSError:
+        return host.lower()
+    if ip.startswith("127."):
+        return "local"
+    try:
+        mine = set(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        mine = set()
+    return "local" if ip in mine else ip
+
+
+def _say_if_elsewhere(ray, address: str | None) -> None:
+    """This process is connected to Ray already (a notebook's ``ray.init()``, an earlier run): runs
+    go there. An explicit HOST:PORT naming another cluster is not joined; say so instead of
+    running on the connected one without a word."""
+    from distillflow.spec.models import split_address
+
+    wanted = split_address(address) if address else None
+    if wanted is None:  # (auto, local, ray://...: nothing to compare with)
+        return
+    try:
+        current = ray.get_runtime_context().gcs_address
+    except Exception:  # (a Ray Client connection has none to show)
+        return
+    have = split_address(current or "")
+    if have is None or (have[1] == wanted[1] and _host_key(have[0]) == _host_key(wanted[0])):
+        return
+    print(f"distillflow: this process is connected to the Ray cluster at {current} already; the run goes there, "
+          f"not to {address} (call ray.shutdown() first to join that one)", file=sys.stderr, flush=True)
 
 
 def _check_reachable(address: str) -> None:

@@ -322,7 +322,7 @@ def address_problem(address: str) -> str | None:
     a = address.strip()
     if not a:
         return ("the Ray address is empty: give auto, HOST:PORT or ray://HOST:10001, or leave it out "
-                "(backend ray then starts Ray on this machine)")
+                "(backend ray then joins RAY_ADDRESS or the cluster started on this machine, or starts one)")
     if a in ("auto", "local") or "://" in a:  # (Ray's "local": a new instance here, as no address)
         return None
     if split_address(a) is None:
@@ -350,7 +350,7 @@ class ExecutionSpec(Spec):
         "local", description="Executor: local (one process) or ray (shards as Ray tasks on a cluster; `pip install 'distillflow[ray]'`)."
     )
     address: str | None = Field(
-        None, description="Ray cluster to join (backend ray): `auto`, `HOST:PORT` or `ray://HOST:10001`; unset starts Ray on this machine."
+        None, description="Ray cluster to join (backend ray): `auto`, `HOST:PORT` or `ray://HOST:10001`; unset: `RAY_ADDRESS`, else the cluster last started on this machine with `ray start`, else a new Ray instance here (`local`: always a new one)."
     )
     shard_size: int = Field(1000, ge=1, le=1_000_000, description="Prompts per shard (the unit of streaming, commit and resume).")
     shards_in_flight: int = Field(4, ge=1, le=256, description="Shards being processed at once (memory ~ shard_size x this).")

@@ -51,7 +51,7 @@ def test_unknown_backend_override_names_the_choices(write_yaml):
      "error: address '10.0.0.5:6379' is for the Ray backend; backend local runs in this process: drop the address, "
      "or use backend ray\n"),
     (["--address", ""], "error: the Ray address is empty: give auto, HOST:PORT or ray://HOST:10001, or leave it out "
-                        "(backend ray then starts Ray on this machine)\n"),
+                        "(backend ray then joins RAY_ADDRESS or the cluster started on this machine, or starts one)\n"),
     (["--address", "10.0.0.5"], "error: the Ray address '10.0.0.5' is not HOST:PORT (e.g. 10.0.0.5:6379 or "
                                 "[fd00::5]:6379), auto or ray://HOST:10001\n"),
 ])
@@ -845,3 +845,26 @@ def test_connect_puts_back_a_sigterm_handler_that_ray_init_replaced(monkeypatch,
         assert signal.getsignal(signal.SIGTERM) is (ours if before_is_ours else rays)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_explicit_address_other_than_the_connected_cluster_is_said(monkeypatch, capsys):
+    """A process already connected to Ray (a notebook's ray.init()) runs there; an explicit
+    HOST:PORT of another cluster used to be ignored without a word. ray is stubbed: which
+    cluster the process is connected to is all that is read."""
+    import types
+
+    import ray
+
+    from distillflow.engine import ray_executor as rx
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: types.SimpleNamespace(gcs_address="127.0.0.1:6379"))
+    monkeypatch.setattr(rx, "_check_reachable", lambda a: pytest.fail("an address already joined is not checked"))
+    for same in (None, "auto", "local", "ray://10.9.9.9:10001", "127.0.0.1:6379", "localhost:6379"):
+        assert rx.connect(same) == (ray, False)
+        assert capsys.readouterr().err == "", same
+    for other in ("127.0.0.1:6380", "10.255.0.7:6379"):
+        assert rx.connect(other) == (ray, False)
+        err = capsys.readouterr().err
+        assert f"connected to the Ray cluster at 127.0.0.1:6379 already; the run goes there, not to {other}" in err
+        assert "ray.shutdown()" in err
