@@ -155,10 +155,14 @@ def probe_worker_heaps() -> list:
 
 
 def scenario_same_as_local(tmp: Path, address: str) -> dict:
-    """The same pipeline (generate ▸ judge-free filter ▸ dedup, a global step in the middle) on both backends."""
+    """The same pipeline (generate two answers per prompt ▸ best_of, grouped by prompt ▸ dedup, a
+    global step in the middle ▸ filter) on both backends."""
     import distillflow
 
     steps = """  - kind: generate
+    num_generations: 2
+  - kind: best_of
+    by: logprob_mean
   - kind: dedup
     columns: [reference]
   - kind: filter

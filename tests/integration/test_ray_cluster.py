@@ -123,9 +123,13 @@ def test_same_curated_output_as_local_backend(cluster_results):
     assert r["ray_counts"]["dedup"]["rejected"] == 1
     rejected = [json.loads(x) for x in r["ray"]["rejected.jsonl"].splitlines()]
     assert [x["prompt"] for x in rejected if x.get("rejected_by") == "dedup"] == ["twin b"]
-    # separate run directories: each backend asked the endpoint for every prompt once
-    assert r["requests"] == 64
-    assert r["local_teachers"]["teacher"]["requests"] == r["ray_teachers"]["teacher"]["requests"] == 32
+    # best_of (grouped by prompt, in the tasks) kept one of each prompt's two answers, as locally
+    assert r["ray_counts"]["best_of"]["rejected"] == 32
+    curated = [json.loads(x) for x in r["ray"]["curated.jsonl"].splitlines()]
+    assert len({x["prompt"] for x in curated}) == len(curated) == 31, len(curated)
+    # separate run directories: each backend asked the endpoint for every answer once
+    assert r["requests"] == 128
+    assert r["local_teachers"]["teacher"]["requests"] == r["ray_teachers"]["teacher"]["requests"] == 64
 
 
 def test_killed_worker_shard_is_retried_exactly_once(cluster_results):
