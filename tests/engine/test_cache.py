@@ -182,7 +182,7 @@ _MOUNTS = textwrap.dedent(
     ("/mnt/shared runs/qa/cache", "nfs4"),           # an escaped space in the mount point
     ("/mnt/shared runs/bucket/x", "fuse.gcsfuse"),    # the deeper mount wins
     ("/mnt/shared/x", "tmpfs"),                      # not the NFS mount: a prefix of the name only
-    ("/scratch", "xfs"), ("/home/me/runs", "ext4"),
+    ("/scratch", "xfs"), ("/srv/runs", "ext4"),
 ])
 def test_filesystem_type_from_mountinfo(path, fstype):
     from distillflow.engine.cache import filesystem_type
