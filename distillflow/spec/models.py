@@ -301,7 +301,8 @@ def not_a_url_message(what: str, path: str) -> str:
     rest = str(path)[m.end():] if m else ""
     typed = f"{m.group(1)}://{rest}" if m and not rest.startswith("/") else str(path)
     return (f"{what} {typed!r} is a URL: a run directory is a path on a filesystem ({url_scheme(path)}:// "
-            "and other URLs are not supported). Mount the bucket or share (s3fs, NFS...) and give its path")
+            "and other URLs are not supported). Give a path on this machine's disk or, for a Ray cluster, on a "
+            "shared filesystem (NFS...), and copy the results to the bucket afterwards")
 
 
 def split_address(address: str) -> tuple[str, int] | None:

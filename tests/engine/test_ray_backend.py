@@ -103,7 +103,7 @@ def test_a_url_run_directory_is_refused_before_anything_is_made(write_yaml, tmp_
     r = _cli(["run", str(p), "--out", "s3://bucket/run", "--no-progress"], cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: the run directory 's3://bucket/run' is a URL: a run directory is a path on a "
-                               "filesystem (s3:// and other URLs are not supported). Mount the bucket"), r.stderr
+                               "filesystem (s3:// and other URLs are not supported). Give a path on this machine's disk"), r.stderr
     assert list(tmp_path.iterdir()) == [] or not (tmp_path / "s3:").exists()
     q = write_yaml(pipeline_yaml("http://127.0.0.1:9/v1", STEPS, extra="output: {dir: 'gs://bucket/runs/x'}"))
     with pytest.raises(SpecError, match=r"output.dir 'gs://bucket/runs/x' is a URL"):
