@@ -36,7 +36,7 @@ from pathlib import Path
 from distillflow.engine.client import ChatResult
 # stored values only (keys always use stdlib json, so they never change with installs)
 from distillflow.engine.outputs import dumps as _dump_value, loads as _load_value
-from distillflow.errors import OutputWriteError
+from distillflow.errors import ConfigurationError, OutputWriteError
 
 __all__ = ["RequestCache", "SharedCache", "cache_journal", "filesystem_type", "request_key", "sibling_path"]
 
@@ -90,7 +90,7 @@ def filesystem_type(path: str | Path, mountinfo: str | None = None) -> str | Non
 
 def is_network_fs(fstype: str | None) -> bool:
     """Whether files on a filesystem of this type may be opened from other hosts too (unknown: yes)."""
-    return fstype is None or fstype in _NETWORK_FS or fstype == "fuse" or fstype.startswith(("fuse.", "fuseblk"))
+    return fstype is None or fstype in _NETWORK_FS or fstype.startswith("fuse")  # (fuse, fuse.*, fuseblk)
 
 
 def cache_journal(run_dir: str | Path) -> str:
@@ -100,8 +100,6 @@ def cache_journal(run_dir: str | Path) -> str:
     chosen = os.environ.get(JOURNAL_ENV, "").strip().lower()
     if chosen:
         if chosen not in JOURNALS:
-            from distillflow.errors import ConfigurationError
-
             raise ConfigurationError(f"{JOURNAL_ENV}={chosen!r}: it takes 'wal' or 'truncate' (or unset it to let "
                                      "distillflow choose by the run directory's filesystem)")
         return chosen

@@ -706,7 +706,7 @@ def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
     out = Path(opts["out_dir"])
     worker = f"{ray.get_runtime_context().get_node_id()[:8]}-{os.getpid()}-{run_id[:8]}"
     main = out / "cache" / "requests.sqlite"
-    cache = SharedCache(RequestCache(sibling_path(main, worker), journal=opts.get("journal", "wal")), main)
+    cache = SharedCache(RequestCache(sibling_path(main, worker), journal=opts["journal"]), main)
     ctx = WorkerContext(plan, out, cache, Ledger(None), hub, run_id, worker, opts["prompts_dir"], opts["shard_size"],
                         opts.get("copies"), str(Path(opts["parts_dir"]) / STOP_MARK))
     ctx.loop, ctx.attempt = loop, opts["attempt"]
@@ -1085,7 +1085,7 @@ class RayExecutor(ExecutorBase):
                      "hashes": dict(self.hashes), "retry_errors": self.retry_errors,
                      "retry_transient": self.retry_transient, "parts_dir": str(self.parts_dir),
                      "attempt": self.ctx.attempt, "copies": self.copies,
-                     "journal": getattr(self.ctx.cache, "journal", "wal")}  # (the main file's: engine/cache.py)
+                     "journal": self.ctx.cache.journal}  # (the main file's: engine/cache.py)
         cache = self.ctx.cache
         await asyncio.to_thread(cache.absorb)  # answers a killed run's workers left in their own files
         # global steps run here: teachers through the same hub, answers into the run's own file
