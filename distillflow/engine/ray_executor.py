@@ -698,6 +698,11 @@ def _worker_env(box_holder: list, hub, run_id: str, opts: dict, loop):
         old[0].cache.close()
         if old[0].prompts is not None:  # (the prompt store's SQLite connection: one per run otherwise)
             old[0].prompts.close()
+    # the driver made this run's parts folder before its first task: a node that does not see it
+    # does not see the run directory, and would otherwise make a cache folder of its own at that path
+    if not Path(opts["parts_dir"]).is_dir():
+        raise _not_shared(f"the run directory ({opts['out_dir']}) is not visible to the Ray worker with pid "
+                          f"{os.getpid()} on {socket.gethostname()}")
     _freeze_imports()
     box = ray.get(box_holder[0])
     for var, value in box.get("env", {}).items():

@@ -356,6 +356,29 @@ def test_a_prompt_store_a_worker_cannot_see_names_shared_storage(tmp_path):
         ctx.source_shard(0)
 
 
+def test_a_worker_that_cannot_see_the_run_directory_says_so_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A node without the shared filesystem: the worker refuses before it opens its request cache,
+    which would otherwise make ``cache/`` at the run directory's path on that node's own disk.
+    (No cluster needed: the check comes before the worker's first call into Ray, which is stubbed
+    to fail here: a real ``ray.get`` outside a cluster would start a Ray instance of its own.)"""
+    ray = pytest.importorskip("ray")
+    from distillflow.engine.ray_executor import _WORKER, _worker_env
+
+    def no_ray(*a, **k):
+        raise AssertionError("the worker went on to Ray without checking the run directory")
+
+    monkeypatch.setattr(ray, "get", no_ray)
+    monkeypatch.setattr(ray, "get_runtime_context", no_ray)
+
+    out = tmp_path / "run"  # as on a node that does not see it: nothing at that path
+    opts = {"out_dir": str(out), "parts_dir": str(out / "cache" / "parts" / "r1"), "journal": "wal"}
+    assert _WORKER["env"] is None
+    with pytest.raises(ConfigurationError, match=r"run directory \(.*run\) is not visible to the Ray worker with pid "
+                                                 r"\d+ on .*storage every node sees"):
+        _worker_env([None], None, "r1", opts, None)
+    assert not out.exists()
+
+
 def test_a_refusal_for_want_of_a_token_is_told_apart_from_a_cluster_that_is_not_there():
     """connect() retries with the token (and otherwise names the fix) only when Ray's refusal is an
     authentication error, which Ray wraps: ConnectionError <- RuntimeError <- AuthenticationError."""
