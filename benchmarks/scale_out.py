@@ -2,6 +2,7 @@
 
     python -m benchmarks.scale_out --prompts 2000          # re-executes itself inside `unshare -n`
     python -m benchmarks.scale_out --prompts 2000 --repeat 1 --breakdown   # one run each, CPU per process
+    python -m benchmarks.scale_out --prompts 8000 --shard-size 1000 --repeat 3   # the engine's default shard size
 
 Same zero-latency endpoint (its own process: its CPU is not counted) for every backend, same
 pipeline (generate, shards of 250). The local backend runs in a process of its own, which never
@@ -184,7 +185,8 @@ def _measure(args, n: int, reps: int, tmp: Path) -> None:
 
     workers = args.workers
     # in flight: enough shards for every worker (the default's 4 for one and two workers)
-    shape = {"concurrency": args.concurrency, "in_flight": max(4, 2 * max(workers)), "source": args.source}
+    shape = {"concurrency": args.concurrency, "in_flight": max(4, 2 * max(workers)), "source": args.source,
+             "shard_size": args.shard_size}
     runs: dict[str, list[tuple[float, float, float, int]]] = {"local": []}  # (s, cpu, job cpu, records)
     runs.update({f"ray{w}": [] for w in workers})
     # each endpoint process takes the whole limit: the teacher's concurrency bounds the total
@@ -210,7 +212,7 @@ def _measure(args, n: int, reps: int, tmp: Path) -> None:
                 ray = cluster.connect()
                 # workers started on every node, modules imported: shards of 50, at least one per node
                 warm = max(200, 100 * w)
-                _run(_pipeline(tmp / f"{name}-warm", url, warm, f"{name}-warm", shard_size=50, **shape),
+                _run(_pipeline(tmp / f"{name}-warm", url, warm, f"{name}-warm", **dict(shape, shard_size=50)),
                      tmp / f"{name}-warm" / "run", backend="ray", address=cluster.address)
                 time.sleep(1.0)
                 for r in range(reps):  # alternated with local runs: both see the same machine
@@ -259,6 +261,7 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=1,
                     help="endpoint processes serving the port (default 1; give a many-worker run enough of them)")
     ap.add_argument("--concurrency", type=int, default=64, help="the teacher's concurrency (default 64)")
+    ap.add_argument("--shard-size", type=int, default=250, help="prompts per shard (default 250)")
     ap.add_argument("--source", choices=("jsonl", "inline"), default="jsonl",
                     help="prompts in a JSONL file beside the pipeline (default), or inline in its YAML, as "
                          "figures before 2026-12-04 were measured (the driver then parses and re-emits every row)")
@@ -270,8 +273,8 @@ def main() -> None:
         args.workers = sorted({int(w) for w in args.workers.split(",")})
     except ValueError:
         ap.error(f"--workers takes worker counts such as 1,4,8, not {args.workers!r}")
-    if args.workers[0] < 1 or args.endpoints < 1 or args.concurrency < 1:
-        ap.error("--workers, --endpoints and --concurrency take positive numbers")
+    if args.workers[0] < 1 or args.endpoints < 1 or args.concurrency < 1 or args.shard_size < 1:
+        ap.error("--workers, --endpoints, --concurrency and --shard-size take positive numbers")
     if args.latency < 0:
         ap.error(f"--latency takes seconds >= 0, not {args.latency}")
     from benchmarks.ray_cluster import run_namespaced
