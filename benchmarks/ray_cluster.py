@@ -71,9 +71,11 @@ class LocalRayCluster:
     """Head (``node_cpus[0]`` CPUs) + one worker node per further entry; ``address`` is HOST:PORT."""
 
     def __init__(self, node_cpus: list[int] = (1, 1), port: int = 6390, ready_timeout_s: float = 240.0,
-                 env: dict[str, str | None] | None = None):
+                 env: dict[str, str | None] | None = None, wrap: dict[int, list[str]] | None = None):
         self.node_cpus = list(node_cpus)
         self.extra_env = dict(env or {})  # for the nodes; None removes a variable
+        # node index (0: the head) -> a command that runs its `ray start` (e.g. in a mount namespace)
+        self.wrap = dict(wrap or {})
         self.port = port
         self.address = f"127.0.0.1:{port}"
         self.ready_timeout_s = ready_timeout_s
@@ -94,9 +96,10 @@ class LocalRayCluster:
                 env[k] = v
         return env
 
-    def _start(self, args: list[str], log: str) -> None:
+    def _start(self, args: list[str], log: str, node: int = 0) -> None:
         with open(self.tmp / log, "wb") as fh:
-            self.procs.append(subprocess.Popen([ray_bin(), "start", *args, "--block"], stdout=fh, stderr=subprocess.STDOUT,
+            cmd = [*self.wrap.get(node, []), ray_bin(), "start", *args, "--block"]
+            self.procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
                                                env=self._env(), start_new_session=True, cwd=str(ROOT)))
 
     def start(self) -> "LocalRayCluster":
@@ -109,18 +112,19 @@ class LocalRayCluster:
             # ("bind: Address already in use"; the driver then waits 60 s for a node that died and
             # aborts) — seen with three nodes or more, in about half the clusters started.
             self._start([f"--address={self.address}", f"--num-cpus={cpus}", "--num-gpus=0",
-                         "--node-ip-address=127.0.0.1", f"--temp-dir={self.tmp / f'n{i + 1}'}"], f"node{i + 1}.log")
+                         "--node-ip-address=127.0.0.1", f"--temp-dir={self.tmp / f'n{i + 1}'}"], f"node{i + 1}.log", i + 1)
         return self
 
-    def wait_head_started(self) -> None:
-        """Wait, without joining, until the head says its runtime started (for a driver in another process)."""
+    def wait_head_started(self, node: int = 0) -> None:
+        """Wait, without joining, until the head (or node ``node``) says its runtime started (for a
+        driver in another process)."""
         deadline = time.monotonic() + self.ready_timeout_s
-        log = self.tmp / "head.log"
+        log = self.tmp / ("head.log" if node == 0 else f"node{node}.log")
         while "Ray runtime started" not in (log.read_text(errors="replace") if log.is_file() else ""):
-            if self.procs and self.procs[0].poll() is not None:
-                raise RuntimeError(f"the ray head exited ({self.procs[0].returncode}): see {log}")
+            if len(self.procs) > node and self.procs[node].poll() is not None:
+                raise RuntimeError(f"ray node {node} exited ({self.procs[node].returncode}): see {log}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the ray head did not start in {self.ready_timeout_s}s: see {log}")
+                raise RuntimeError(f"ray node {node} did not start in {self.ready_timeout_s}s: see {log}")
             time.sleep(0.2)
 
     def wait_ready(self, ray) -> None:

@@ -609,6 +609,31 @@ def scenario_token(tmp: Path, address: str) -> dict:
                 "token_in_run_dir": [str(f) for f in (tmp / "tok").rglob("*") if f.is_file() and token in f.read_text(errors="replace")]}
 
 
+def scenario_blind_node(tmp: Path, address: str) -> dict:
+    """A node that does not see the run directory (the shared storage not mounted there): a cluster
+    of its own (port 6397) whose head has no CPU and whose one worker node runs in a mount namespace
+    where the run directory's parent is an empty folder (``view``). The CLI, on this machine, runs
+    a pipeline there: it must stop with the message that names the cause and the fix, and the node
+    must not have written anything at that path (what it writes lands in ``view``)."""
+    shown, view = tmp / "shared", tmp / "view"
+    shown.mkdir(parents=True)
+    view.mkdir()
+    blind = ["unshare", "-m", "sh", "-c", f'mount --bind "{view}" "{shown}" && exec "$0" "$@"']
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["PYTHONPATH"] = str(ROOT)
+    with EndpointThread(latency=(0.0, 0.01)) as ep, \
+            LocalRayCluster(node_cpus=[0, 1], port=6397, wrap={1: blind}) as cluster:
+        p = write(tmp / "pipe", ep.base_url, 6, "  - kind: generate\n", "{shard_size: 3}")
+        cluster.wait_head_started()
+        cluster.wait_head_started(node=1)
+        cmd = [sys.executable, "-m", "distillflow", "run", str(p), "--out", str(shown / "run"), "--no-progress",
+               "--address", cluster.address]
+        run = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+        return {"rc": run.returncode, "err": run.stderr[-3000:], "requests": ep.stats["requests"],
+                "in_view": sorted(str(q.relative_to(view)) for q in view.rglob("*")),
+                "run_dir": (shown / "run").is_dir()}
+
+
 def scenario_copies(tmp: Path, address: str) -> dict:
     """A local transformers teacher with ``copies: 2`` (tiny model, CPU): two actors load it, the
     shard tasks send them their batches, the curated output is the local backend's; a second run of
@@ -785,7 +810,7 @@ def scenario_client(tmp: Path, address: str) -> dict:
 SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
              "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage,
              "retry_downstream": scenario_retry_downstream, "batch_judge": scenario_batch_judge, "stop": scenario_stop,
-             "token": scenario_token, "copies": scenario_copies, "client": scenario_client, "cli": scenario_cli}
+             "token": scenario_token, "blind_node": scenario_blind_node, "copies": scenario_copies, "client": scenario_client, "cli": scenario_cli}
 
 
 def main() -> None:

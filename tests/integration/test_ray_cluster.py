@@ -349,3 +349,15 @@ def test_the_cli_runs_the_pipeline_through_ray_client(cluster_results):
     assert r["copies_ray"] == r["copies_local"]
     copies = r["copies_workers"]["model_copies"]["local"]
     assert len(copies) == 2 and sum(c["requests"] for c in copies) == 8, copies
+
+
+def test_a_node_that_cannot_see_the_run_directory_stops_the_run_and_writes_nothing_there(cluster_results):
+    """The only node with a CPU runs in a mount namespace where the run directory's parent is an
+    empty folder: the run stops with the cause and the fix, no answer is asked for, and the node
+    made nothing at that path (it used to make a cache folder there, on its own disk)."""
+    r = _scenario(cluster_results, "blind_node")
+    assert r["rc"] == 1, r["err"]
+    assert "is not visible to the Ray worker with pid" in r["err"], r["err"]
+    assert "storage every node sees" in r["err"] and "Traceback" not in r["err"], r["err"]
+    assert r["requests"] == 0 and r["run_dir"], r
+    assert r["in_view"] == [], r["in_view"]
