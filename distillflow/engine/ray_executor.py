@@ -118,6 +118,15 @@ def connect(address: str | None):
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
                      include_dashboard=False if address in (None, "local") else None)
+        except SystemExit as e:
+            # a SIGTERM while ray.init runs meets the handler Ray put in first, which exits with the
+            # signal's number and no word (15): the one there before stops the run as elsewhere
+            # (the CLI's: exit 143, the resume hint)
+            if on_sigterm is None or e.code != signal.SIGTERM:
+                raise
+            signal.signal(signal.SIGTERM, on_sigterm)
+            on_sigterm(signal.SIGTERM, None)
+            raise
         finally:
             # ray.init puts its own SIGTERM handler in (exit at once, with a stack dump): the one
             # there before (the CLI's: stop like Ctrl-C, exit 143 with the resume hint) comes back
