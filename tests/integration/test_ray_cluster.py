@@ -17,18 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.ray_cluster import namespace_problem, namespaced
+from benchmarks.ray_cluster import namespaced
+from tests.support import need_ray_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def cluster_results(tmp_path_factory):
-    problem = namespace_problem()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"a local Ray cluster cannot start here: {problem}")
-        pytest.skip(f"a local Ray cluster cannot start here: {problem}")
+    need_ray_namespace()
     out = tmp_path_factory.mktemp("ray") / "results.json"
     # the cluster runs without authentication (LocalRayCluster), so its drivers must not be in token mode
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_")}

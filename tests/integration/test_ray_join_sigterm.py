@@ -12,19 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from benchmarks.ray_cluster import namespace_problem, namespaced
+from benchmarks.ray_cluster import namespaced
+from tests.support import need_ray_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sigterm_while_joining_a_cluster_stops_the_run_with_exit_143_and_the_resume_hint(tmp_path):
-    problem = namespace_problem()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Ray cannot run here: {problem}")
-        pytest.skip(f"Ray cannot run here: {problem}")
+    need_ray_namespace()
     (tmp_path / "home").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH_", "RAY_ADDRESS"))}
     env.update(PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp_path / "home"))

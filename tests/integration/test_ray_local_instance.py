@@ -17,18 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.ray_cluster import namespace_problem, namespaced
+from benchmarks.ray_cluster import namespaced
+from tests.support import need_ray_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def results():
-    problem = namespace_problem()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Ray cannot start here: {problem}")
-        pytest.skip(f"Ray cannot start here: {problem}")
+    need_ray_namespace()
     # (short: Ray's socket paths live under RAY_TMPDIR and must stay under 107 characters)
     tmp = Path(tempfile.mkdtemp(prefix="dfrl-", dir="/tmp"))
     try:

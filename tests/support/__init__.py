@@ -147,3 +147,18 @@ def need_binary(name: str, fix: str) -> str:
     path = shutil.which(name)
     require(path is not None, f"'{name}'", fix)
     return path
+
+
+def need_ray_namespace() -> None:
+    """Skip a Ray test naming why Ray cannot run here (no Ray, no root for ``unshare -n``), or fail
+    under CI=true (every Ray test runs in a private network namespace: benchmarks/ray_cluster.py)."""
+    import pytest
+
+    from benchmarks.ray_cluster import namespace_problem
+
+    problem = namespace_problem()
+    if problem is None:
+        return
+    if in_ci():
+        pytest.fail(f"Ray cannot run here: {problem}", pytrace=False)
+    pytest.skip(f"Ray cannot run here: {problem}")
