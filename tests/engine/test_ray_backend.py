@@ -372,7 +372,8 @@ def test_a_worker_that_cannot_see_the_run_directory_says_so_and_leaves_nothing_b
 
     out = tmp_path / "run"  # as on a node that does not see it: nothing at that path
     opts = {"out_dir": str(out), "parts_dir": str(out / "cache" / "parts" / "r1"), "journal": "wal"}
-    assert _WORKER["env"] is None
+    monkeypatch.setitem(_WORKER, "run", None)  # (no earlier run's env in this process to close)
+    monkeypatch.setitem(_WORKER, "env", None)
     with pytest.raises(ConfigurationError, match=r"run directory \(.*run\) is not visible to the Ray worker with pid "
                                                  r"\d+ on .*storage every node sees"):
         _worker_env([None], None, "r1", opts, None)
