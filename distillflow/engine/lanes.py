@@ -46,7 +46,7 @@ class _Feed:
             gate = lane.gate
             if gate is not None:  # limits shared with other processes (engine/permits.py)
                 tokens = estimate_tokens(req.messages, req.params) if gate.limits.tpm else 0
-                if not await gate.acquire(lane.queue.qsize() + 1, lane.est, tokens):
+                if not gate.try_acquire(tokens) and not await gate.acquire(lane.queue.qsize() + 1, lane.est, tokens):
                     # the budget is spent across the cluster, or the teacher's circuit breaker opened
                     # here or in another worker (then the request fails with the outage: undispatched)
                     lane.undispatched(req)
