@@ -644,8 +644,9 @@ class Gate:
 
     def _wake_free(self) -> None:
         self._waking = None
-        if self.free > 0:
-            self._wake(self.free)
+        if self.free > 0:  # a waiter per slot it can take; with RPM/TPM limits, per rate token too (one
+            # at least: with no token here, that one asks the owner for more)
+            self._wake(max(1, min(self.free, self.rate)) if self.rate_limited else self.free)
 
     def _schedule_payback(self) -> None:
         """Give back the slots above the cap soon (one call for all that finish within 5 ms)."""

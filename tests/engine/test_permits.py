@@ -518,7 +518,7 @@ def test_requests_beyond_a_gates_share_are_not_woken_for_every_answer():
     fair share of 4 and 4 requesters wait. A finished request's requester takes its next request
     and the slot it freed in the same step of the loop; the gate used to wake a waiting requester
     for that slot too, which found it gone and waited again: a wake-up, a future and a timer for
-    every answer (397 and 92 parks of the two workers here, against 12 and 8 now)."""
+    every answer (397 and 92–116 parks of the two workers here, against about 10 each now)."""
     book = PermitBook({"t": Limits(concurrency=8)}, ttl_s=6.0)
     state: dict = {"in_flight": 0, "max": 0}
 
