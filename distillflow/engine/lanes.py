@@ -46,14 +46,19 @@ class _Feed:
             gate = lane.gate
             if gate is not None:  # limits shared with other processes (engine/permits.py)
                 tokens = estimate_tokens(req.messages, req.params) if gate.limits.tpm else 0
-                if not gate.try_acquire(tokens) and not await gate.acquire(lane.queue.qsize() + 1, lane.est, tokens):
-                    # the budget is spent across the cluster, or the teacher's circuit breaker opened
-                    # here or in another worker (then the request fails with the outage: undispatched)
-                    lane.undispatched(req)
-                    if not gate.tripped:
-                        lane.run.ledger.budget_hit = True
-                    lane._stop()
-                    raise StopAsyncIteration
+                if not gate.try_acquire(tokens):
+                    if not await gate.acquire(lane.queue.qsize() + 1, lane.est, tokens):
+                        # the budget is spent across the cluster, or the teacher's circuit breaker opened
+                        # here or in another worker (then the request fails with the outage: undispatched)
+                        lane.undispatched(req)
+                        if not gate.tripped:
+                            lane.run.ledger.budget_hit = True
+                        lane._stop()
+                        raise StopAsyncIteration
+                    if lane.should_stop():  # the run stopped while this request waited for a slot
+                        gate.unacquire()
+                        lane.undispatched(req)
+                        raise StopAsyncIteration
             lane.dispatched += 1
             return req
 

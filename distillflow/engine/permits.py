@@ -615,7 +615,25 @@ class Gate:
         if self.budget:  # a slot carries one request: back with its cost, at the next call
             self.back += 1
             self.cost += cost
-        elif self.cap is not None and self.held >= self.cap:  # above a fair share: back, now
+        else:
+            self._slot_back()
+        if self.waiting == 0:
+            self._schedule_flush()
+
+    def unacquire(self) -> None:
+        """A request took a slot (and a rate token) and is not sent after all (the run stopped while
+        it waited for them): both come back unused."""
+        self.busy = max(0, self.busy - 1)
+        if self.rate_limited:
+            self.rate += 1
+        self._slot_back()
+        if self.waiting == 0:
+            self._schedule_flush()
+
+    def _slot_back(self) -> None:
+        """A slot no request carries any more: back to the owner now if this gate holds more than its
+        fair share, else free here for a waiting request."""
+        if self.cap is not None and self.held >= self.cap:  # above a fair share: back, now
             self.back += 1
             self._schedule_payback()
             if self.held == 0:  # nothing of ours comes back now: waiting requests ask the owner
@@ -623,8 +641,6 @@ class Gate:
         else:
             self.free += 1
             self._wake_later()
-        if self.waiting == 0:
-            self._schedule_flush()
 
     def _wake_later(self) -> None:
         """A slot was freed: wake a waiting request for it, unless the requester that freed it takes it
@@ -673,15 +689,18 @@ class Gate:
         if self._flush is None:
             self._flush = loop.call_later(self.linger_s, lambda: loop.create_task(self.flush()))
 
-    async def flush(self) -> None:
-        """Give back what no waiting request needs (free slots, used slots with their cost, rate tokens)."""
+    async def flush(self, closing: bool = False) -> None:
+        """Give back what no waiting request needs (free slots, used slots with their cost, rate tokens);
+        ``closing``: everything, even with requests still queued (the lane stopped: none will be sent)."""
         self._flush = None
-        if self.waiting or not self.idle():  # (the next release schedules it again)
+        busy = not closing and (self.waiting or not self.idle())
+        if busy:  # (the next release schedules it again)
             return
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self.waiting or not self.idle() or (self.free == 0 and self.back == 0 and self.rate == 0 and not self.unused_tokens):
+            busy = not closing and (self.waiting or not self.idle())
+            if busy or (self.free == 0 and self.back == 0 and self.rate == 0 and not self.unused_tokens):
                 return
             free, rate = self.free, self.rate
             self.free = self.rate = 0
@@ -713,8 +732,8 @@ class Gate:
         self.waiting = 0
         self.free += self.busy  # the window has stopped: nothing is in flight any more
         self.busy = 0
-        if self.free or self.back:
-            await self.flush()
+        if self.free or self.back or self.rate or self.unused_tokens:
+            await self.flush(closing=True)
 
     # -- keeping leases while requests are slow ------------------------------------------------
     def _keep_alive(self) -> None:

@@ -567,3 +567,54 @@ def test_a_slot_its_requester_does_not_take_back_wakes_a_waiting_request():
 
     asyncio.run(asyncio.wait_for(go(), 10))
     assert book.in_use("t") == 0
+
+
+def test_a_request_waiting_for_a_slot_when_the_run_stops_is_not_sent():
+    """A run that stops (Ctrl-C, SIGTERM, another shard's error) sends nothing more; the requests in
+    flight finish. A request that had been taken off the lane's queue and was waiting in the gate
+    for a slot used to be sent when a slot came back, after the stop."""
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:  # benchmarks/ is not an installed package
+        sys.path.insert(0, root)
+    from benchmarks.fake_endpoint import EndpointThread
+    from distillflow.engine.client import ChatRequest, OpenAICompatibleClient
+    from distillflow.engine.lanes import Lane
+    from distillflow.engine.ledger import Ledger
+    from distillflow.spec.models import TeacherSpec
+
+    book = PermitBook({"t": Limits(concurrency=1)})  # one slot: the other requesters wait in the gate
+
+    with EndpointThread(max_concurrency=64, latency=(0.3, 0.3)) as ep:
+        teacher = TeacherSpec(name="t", provider="openai", model="fake-teacher", base_url=ep.base_url, concurrency=4)
+        client = OpenAICompatibleClient(ep.base_url, "fake-teacher", api_key="sk-test", concurrency=4, max_retries=0)
+        run = SimpleNamespace(ledger=Ledger(), stop_event=threading.Event(),
+                              cache=SimpleNamespace(put=lambda res: None),
+                              reporter=SimpleNamespace(advance=lambda *a, **k: None))
+
+        async def go():
+            gate = Gate(book.aexchange, "w", "t", book.teachers["t"].limits, linger_s=0.01)
+            lane = Lane(teacher, client, run, gate=gate)
+            gate.idle = lane.queue.empty
+            requests = [ChatRequest(f"k{i}", [{"role": "user", "content": f"q {i}"}], {"max_tokens": 8})
+                        for i in range(6)]
+            asking = asyncio.ensure_future(lane.ask("step", requests))
+            deadline = time.monotonic() + 10
+            while not (ep.stats["requests"] >= 1 and gate.waiting >= 3):  # one sent, three waiting
+                assert time.monotonic() < deadline, (ep.stats["requests"], gate.waiting)
+                await asyncio.sleep(0.01)
+            run.stop_event.set()
+            results, failures = await asking
+            await lane.close()
+            return results, failures
+
+        results, failures = asyncio.run(asyncio.wait_for(go(), 20))
+        sent = ep.stats["requests"]
+    assert sent == 1, sent  # the one in flight, nothing after the stop
+    assert len(results) == 1 and not failures
+    assert book.in_use("t") == 0
