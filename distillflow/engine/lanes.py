@@ -51,7 +51,7 @@ class _Feed:
                         # the budget is spent across the cluster, or the teacher's circuit breaker opened
                         # here or in another worker (then the request fails with the outage: undispatched)
                         lane.undispatched(req)
-                        if not gate.tripped:
+                        if not gate.tripped and not gate.abandoned:
                             lane.run.ledger.budget_hit = True
                         lane._stop()
                         raise StopAsyncIteration
@@ -114,6 +114,8 @@ class Lane:
             self.stopped = True
             if not self.streams:  # (called from a worker thread there; nobody waits on the queue)
                 return
+            if self.gate is not None:  # requests waiting for a slot give up now
+                self.gate.abandon()
             for _ in range(max(1, getattr(self.client, "concurrency", 1))):
                 self.queue.put_nowait(None)  # wake every waiting worker
 

@@ -385,6 +385,7 @@ class Gate:
         self.retrying = 0  # retries of requests in flight waiting for a rate token (retake)
         self.idle: Callable[[], bool] = lambda: True  # no request queued behind the waiting ones
         self.stopped = False  # the budget is spent: nothing more is sent
+        self.abandoned = False  # the lane stopped (the run stops): no request waits here any more
         self.trip_call = trip
         self.breaker = None  # the client's CircuitBreaker (opened here when the teacher tripped elsewhere)
         self._trip_info: dict | None = None  # {"worker", "reason", "error"}, as the owner records a trip
@@ -455,13 +456,19 @@ class Gate:
         self._trip_task = loop.create_task(self.trip_call(reason=reason, error=error))
         self._trip_task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
+    def abandon(self) -> None:
+        """The lane stopped (the run stops, or its budget is spent): requests waiting for a slot give
+        up at once (:meth:`acquire` returns False) instead of waiting for one they would not use."""
+        self.abandoned = True
+        self._wake(None)
+
     def try_acquire(self, tokens: float = 0.0) -> bool:
         """:meth:`acquire` when it would not wait (a slot, and a rate token, held here and free):
         taken, True; else False, and the request awaits :meth:`acquire`. Called first for every
         request, it spares the common case a coroutine."""
         if tokens > self.tokens_each:
             self.tokens_each = tokens
-        if self.stopped or self.tripped or not self._ready():
+        if self.stopped or self.tripped or self.abandoned or not self._ready():
             return False
         self.free -= 1
         self.busy += 1
@@ -481,7 +488,7 @@ class Gate:
         self.waiting += 1
         try:
             while True:
-                if self.stopped or self.tripped:
+                if self.stopped or self.tripped or self.abandoned:
                     return False
                 if self._ready():
                     self.free -= 1
@@ -587,7 +594,7 @@ class Gate:
         holds none waits at the owner until a slot comes back."""
         loop = asyncio.get_running_loop()
         async with self._lock:
-            if self.stopped or self.tripped or self._ready() or not self.waiting:
+            if self.stopped or self.tripped or self.abandoned or self._ready() or not self.waiting:
                 return
             n = max(1, min(self.limits.concurrency, max(hint, self.waiting)))
             want = max(0, n - self.free)

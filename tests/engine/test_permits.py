@@ -590,7 +590,7 @@ def test_a_request_waiting_for_a_slot_when_the_run_stops_is_not_sent():
 
     book = PermitBook({"t": Limits(concurrency=1)})  # one slot: the other requesters wait in the gate
 
-    with EndpointThread(max_concurrency=64, latency=(0.3, 0.3)) as ep:
+    with EndpointThread(max_concurrency=64, latency=(1.0, 1.0)) as ep:  # (time to see three waiting)
         teacher = TeacherSpec(name="t", provider="openai", model="fake-teacher", base_url=ep.base_url, concurrency=4)
         client = OpenAICompatibleClient(ep.base_url, "fake-teacher", api_key="sk-test", concurrency=4, max_retries=0)
         run = SimpleNamespace(ledger=Ledger(), stop_event=threading.Event(),
@@ -617,4 +617,43 @@ def test_a_request_waiting_for_a_slot_when_the_run_stops_is_not_sent():
         sent = ep.stats["requests"]
     assert sent == 1, sent  # the one in flight, nothing after the stop
     assert len(results) == 1 and not failures
+    assert book.in_use("t") == 0
+
+
+def test_requests_waiting_in_the_gate_give_up_at_once_when_their_lane_stops():
+    """A lane that stops (the run stops, its budget is spent) sends nothing more: the requests
+    waiting in its gate give up at once instead of waiting for a slot they would give straight back
+    (here the gate's retry wait, 30 s; at a fair share, the watch's timeout)."""
+    import threading
+    from types import SimpleNamespace
+
+    from distillflow.engine.client import OpenAICompatibleClient
+    from distillflow.engine.lanes import Lane
+    from distillflow.engine.ledger import Ledger
+    from distillflow.spec.models import TeacherSpec
+
+    book = PermitBook({"t": Limits(concurrency=1)}, ttl_s=60.0)
+    teacher = TeacherSpec(name="t", provider="openai", model="m", base_url="http://127.0.0.1:9/v1", concurrency=4)
+    run = SimpleNamespace(ledger=Ledger(), stop_event=threading.Event())
+
+    async def go():
+        gate = Gate(book.aexchange, "w", "t", book.teachers["t"].limits, ttl_s=60.0)
+        gate.retry_s = 30.0
+        lane = Lane(teacher, OpenAICompatibleClient(teacher.base_url, "m", api_key="sk-test", concurrency=4), run,
+                    gate=gate)
+        assert await gate.acquire(1)  # the only slot
+        waiting = [asyncio.ensure_future(gate.acquire(1)) for _ in range(3)]
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if gate._refused and gate.waiting == 3:
+                break
+        assert gate._refused and gate.waiting == 3
+        run.stop_event.set()
+        assert lane.should_stop()  # what a requester checks after its answer: the lane stops
+        assert await asyncio.wait_for(asyncio.gather(*waiting), 1) == [False, False, False]
+        assert not gate.try_acquire() and not await gate.acquire(1)
+        gate.release()
+        await gate.close()
+
+    asyncio.run(asyncio.wait_for(go(), 10))
     assert book.in_use("t") == 0
