@@ -393,6 +393,8 @@ class Gate:
         self.calls = 0
         self._lock: asyncio.Lock | None = None
         self._flush: asyncio.TimerHandle | None = None
+        self._released = 0  # releases so far; the flush waits until none came for linger_s
+        self._flush_mark = 0
         self._renewer: asyncio.Task | None = None
         self._asking: asyncio.Task | None = None  # the call asking the owner for more, if any
         self._waiters: collections.deque = collections.deque()  # futures of requests waiting here
@@ -617,6 +619,7 @@ class Gate:
         """The request a slot carried is done (answered, or failed for good); ``used_tokens``: its
         actual TPM tokens (what it leased beyond them goes back)."""
         self.busy = max(0, self.busy - 1)
+        self._released += 1
         if used_tokens is not None and self.limits.tpm:
             self.unused_tokens += self.tokens_each - used_tokens
         if self.budget:  # a slot carries one request: back with its cost, at the next call
@@ -694,7 +697,19 @@ class Gate:
         except RuntimeError:
             return
         if self._flush is None:
-            self._flush = loop.call_later(self.linger_s, lambda: loop.create_task(self.flush()))
+            self._flush_mark = self._released
+            self._flush = loop.call_later(self.linger_s, self._flush_due)
+
+    def _flush_due(self) -> None:
+        """Slots linger ``linger_s`` after the last release, not after the first one that found no
+        request waiting: a lane's queue runs dry for a moment between shards, and a flush then gave
+        every slot back to ask for them again a few milliseconds later (two calls to the owner)."""
+        loop = asyncio.get_running_loop()
+        if self._released != self._flush_mark:  # released since: linger again
+            self._flush_mark = self._released
+            self._flush = loop.call_later(self.linger_s, self._flush_due)
+            return
+        loop.create_task(self.flush())
 
     async def flush(self, closing: bool = False) -> None:
         """Give back what no waiting request needs (free slots, used slots with their cost, rate tokens);

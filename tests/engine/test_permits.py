@@ -657,3 +657,36 @@ def test_requests_waiting_in_the_gate_give_up_at_once_when_their_lane_stops():
 
     asyncio.run(asyncio.wait_for(go(), 10))
     assert book.in_use("t") == 0
+
+
+def test_slots_linger_after_the_last_answer_not_the_first():
+    """A worker's requests come in bursts (its shards), with short gaps when its lane's queue is
+    empty and nothing is in flight. Slots stay ``linger_s`` after the last answer: the gate used to
+    give every slot back ``linger_s`` after the first answer that found no request waiting, in
+    whatever gap that fell, and ask for them again at the next burst (two calls to the owner)."""
+    book = PermitBook({"t": Limits(concurrency=4)})
+    state: dict = {"in_flight": 0, "max": 0}
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        gate = Gate(book.aexchange, "w", "t", book.teachers["t"].limits, linger_s=0.25)
+        queue: list = []
+        gate.idle = lambda: not queue
+        t0 = loop.time()
+        while loop.time() - t0 < 1.3:  # bursts over five lingers, each gap (30 ms) far shorter than one
+            queue.extend(range(4))
+            await asyncio.gather(*(_send(gate, queue, state, lambda: 0.005) for _ in range(4)))
+            await asyncio.sleep(0.03)
+        calls = gate.calls
+        held = gate.held
+        for _ in range(200):  # then idle: everything goes back after the linger
+            await asyncio.sleep(0.01)
+            if gate.held == 0:
+                break
+        gone = gate.held == 0
+        await gate.close()
+        return calls, held, gone
+
+    calls, held, gone = asyncio.run(asyncio.wait_for(go(), 20))
+    assert calls == 1 and held == 4, (calls, held)  # one lease for all the bursts
+    assert gone and book.in_use("t") == 0
