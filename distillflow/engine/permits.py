@@ -472,12 +472,16 @@ class Gate:
             self.tokens_each = tokens
         if self.stopped or self.tripped or self.abandoned or not self._ready():
             return False
+        self._take()
+        return True
+
+    def _take(self) -> None:
+        """A request takes a free slot (and a rate token)."""
         self.free -= 1
         self.busy += 1
         if self.rate_limited:
             self.rate -= 1
         self._keep_alive()
-        return True
 
     async def acquire(self, hint: int = 1, est: float = 0.0, tokens: float = 0.0) -> bool:
         """Wait for a slot (and a rate token); False once the budget is spent. ``est``: the largest
@@ -493,11 +497,7 @@ class Gate:
                 if self.stopped or self.tripped or self.abandoned:
                     return False
                 if self._ready():
-                    self.free -= 1
-                    self.busy += 1
-                    if self.rate_limited:
-                        self.rate -= 1
-                    self._keep_alive()
+                    self._take()
                     return True
                 # one call to the owner at a time; meanwhile a slot our own requests give back
                 # (release) serves a waiting request at once
