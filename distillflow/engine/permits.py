@@ -458,6 +458,12 @@ class Gate:
         self._trip_task = loop.create_task(self.trip_call(reason=reason, error=error))
         self._trip_task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
+    @property
+    def _shut(self) -> bool:
+        """No new request gets a slot here: the budget is spent, the teacher tripped, or the lane
+        stopped (a retry of a request in flight still gets its rate token: :meth:`retake`)."""
+        return self.stopped or self.tripped or self.abandoned
+
     def abandon(self) -> None:
         """The lane stopped (the run stops, or its budget is spent): requests waiting for a slot give
         up at once (:meth:`acquire` returns False) instead of waiting for one they would not use."""
@@ -470,7 +476,7 @@ class Gate:
         request, it spares the common case a coroutine."""
         if tokens > self.tokens_each:
             self.tokens_each = tokens
-        if self.stopped or self.tripped or self.abandoned or not self._ready():
+        if self._shut or not self._ready():
             return False
         self._take()
         return True
@@ -494,7 +500,7 @@ class Gate:
         self.waiting += 1
         try:
             while True:
-                if self.stopped or self.tripped or self.abandoned:
+                if self._shut:
                     return False
                 if self._ready():
                     self._take()
@@ -596,7 +602,7 @@ class Gate:
         holds none waits at the owner until a slot comes back."""
         loop = asyncio.get_running_loop()
         async with self._lock:
-            if self.stopped or self.tripped or self.abandoned or self._ready() or not self.waiting:
+            if self._shut or self._ready() or not self.waiting:
                 return
             n = max(1, min(self.limits.concurrency, max(hint, self.waiting)))
             want = max(0, n - self.free)
