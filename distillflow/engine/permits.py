@@ -378,6 +378,11 @@ class Gate:
         self.free = 0  # slots held, not carrying a request
         self.busy = 0  # slots carrying a request
         self.rate = 0  # rate tokens held
+        # TPM tokens the owner deducted for the rate tokens held, and for the requests in flight: each
+        # lease at the estimate sent with it (``tokens_each`` grows with longer prompts), so what goes
+        # back is what was taken less what was used (averaged over tokens leased at several estimates)
+        self.reserved = 0.0
+        self.reserved_busy = 0.0
         self.back = 0  # slots to give back at the next call (used ones, with a budget)
         self.cost = 0.0  # actual cost of the requests those slots carried
         self.unused_tokens = 0.0  # TPM tokens leased above what the answers used
@@ -482,12 +487,25 @@ class Gate:
         return True
 
     def _take(self) -> None:
-        """A request takes a free slot (and a rate token)."""
+        """A request takes a free slot (and a rate token, with what was reserved for it)."""
         self.free -= 1
         self.busy += 1
         if self.rate_limited:
-            self.rate -= 1
+            self.reserved_busy += self._take_rate()
         self._keep_alive()
+
+    def _take_rate(self) -> float:
+        """One rate token out of those held; returns the TPM tokens reserved for it."""
+        each = self.reserved / self.rate if self.rate > 0 else 0.0
+        self.rate -= 1
+        self.reserved -= each
+        return each
+
+    def _busy_share(self) -> float:
+        """A request in flight ends (released or not sent): its share of their reserved TPM tokens."""
+        each = self.reserved_busy / self.busy if self.busy > 0 and self.rate_limited else 0.0
+        self.reserved_busy -= each
+        return each
 
     async def acquire(self, hint: int = 1, est: float = 0.0, tokens: float = 0.0) -> bool:
         """Wait for a slot (and a rate token); False once the budget is spent. ``est``: the largest
@@ -543,7 +561,7 @@ class Gate:
         try:
             while True:
                 if self.rate > 0:
-                    self.rate -= 1
+                    self._take_rate()  # (spent on the attempt that failed: nothing of it comes back)
                     self._keep_alive()
                     return True
                 if self.stopped or self.tripped:
@@ -552,8 +570,10 @@ class Gate:
                 async with self._lock:  # one call to the owner at a time (acquire's _ask too)
                     if self.rate > 0 or self.stopped:
                         continue
-                    got = await self._exchange(want_rate=max(1, self.retrying), tokens_each=self.tokens_each)
+                    each = self.tokens_each
+                    got = await self._exchange(want_rate=max(1, self.retrying), tokens_each=each)
                     self.rate += got["rate"]
+                    self.reserved += got["rate"] * each
                     if not got["rate"]:
                         wait = max(0.001, got["wait"])
                 if wait:
@@ -607,9 +627,11 @@ class Gate:
             n = max(1, min(self.limits.concurrency, max(hint, self.waiting)))
             want = max(0, n - self.free)
             want_rate = max(0, n - self.rate) if self.rate_limited else 0
-            got = await self._exchange(est=est, want=want, want_rate=want_rate, tokens_each=self.tokens_each)
+            each = self.tokens_each
+            got = await self._exchange(est=est, want=want, want_rate=want_rate, tokens_each=each)
             self.free += got["slots"]
             self.rate += got["rate"]
+            self.reserved += got["rate"] * each
             if self.stopped:
                 return
             if got["slots"] == 0 and self.free == 0:
@@ -623,11 +645,12 @@ class Gate:
 
     def release(self, cost: float = 0.0, used_tokens: float | None = None) -> None:
         """The request a slot carried is done (answered, or failed for good); ``used_tokens``: its
-        actual TPM tokens (what it leased beyond them goes back)."""
+        actual TPM tokens (what was reserved for it beyond them goes back)."""
+        reserved = self._busy_share()
         self.busy = max(0, self.busy - 1)
         self._released += 1
         if used_tokens is not None and self.limits.tpm:
-            self.unused_tokens += self.tokens_each - used_tokens
+            self.unused_tokens += reserved - used_tokens
         if self.budget:  # a slot carries one request: back with its cost, at the next call
             self.back += 1
             self.cost += cost
@@ -639,9 +662,11 @@ class Gate:
     def unacquire(self) -> None:
         """A request took a slot (and a rate token) and is not sent after all (the run stopped while
         it waited for them): both come back unused."""
+        reserved = self._busy_share()
         self.busy = max(0, self.busy - 1)
         if self.rate_limited:
             self.rate += 1
+            self.reserved += reserved
         self._slot_back()
         if self.waiting == 0:
             self._schedule_flush()
@@ -730,11 +755,12 @@ class Gate:
             busy = not closing and (self.waiting or not self.idle())
             if busy or (self.free == 0 and self.back == 0 and self.rate == 0 and not self.unused_tokens):
                 return
-            free, rate = self.free, self.rate
+            free, rate, reserved = self.free, self.rate, self.reserved
             self.free = self.rate = 0
+            self.reserved = 0.0
             if self.held == 0:  # everything goes back: an old refusal says nothing about the next ask
                 self._refused, self._retry_at = False, 0.0
-            await self._exchange(give_back=free, unused_tokens=rate * self.tokens_each, unused_rate=rate, idle=True)
+            await self._exchange(give_back=free, unused_tokens=reserved, unused_rate=rate, idle=True)
 
     async def close(self) -> None:
         if self._trip_task is not None:  # (the owner hears of the trip before this worker leaves)
@@ -760,6 +786,7 @@ class Gate:
         self.waiting = 0
         self.free += self.busy  # the window has stopped: nothing is in flight any more
         self.busy = 0
+        self.reserved_busy = 0.0  # (requests never released: what was reserved for them stays spent)
         if self.free or self.back or self.rate or self.unused_tokens:
             await self.flush(closing=True)
 

@@ -690,3 +690,41 @@ def test_slots_linger_after_the_last_answer_not_the_first():
     calls, held, gone = asyncio.run(asyncio.wait_for(go(), 20))
     assert calls == 1 and held == 4, (calls, held)  # one lease for all the bursts
     assert gone and book.in_use("t") == 0
+
+
+def test_tpm_tokens_come_back_as_reserved_when_a_larger_request_raises_the_estimate():
+    """The owner deducts ``rate x tokens_each`` for each lease, at the estimate the gate sent then. A
+    longer prompt later raises the gate's estimate; the requests that hold tokens leased at the old
+    one must give back what was reserved for them less what they used, not the new estimate less it
+    (that returned tokens nobody had taken, and the cluster's TPM limit could be overrun by them)."""
+    book = PermitBook({"t": Limits(concurrency=10, tpm=600_000)})  # 10,000 tokens a second: never short
+    net = {"tpm": 0.0}  # what the book's TPM bucket gave out, less what came back
+    exchange = book.exchange
+
+    def counting(worker, teacher, **kw):
+        got = exchange(worker, teacher, **kw)
+        net["tpm"] += got["rate"] * kw.get("tokens_each", 0.0) - kw.get("unused_tokens", 0.0)
+        return got
+
+    book.exchange = counting
+
+    async def go():
+        async def call(**kw):
+            return await book.aexchange(**kw)
+
+        gate = Gate(call, "w", "t", book.teachers["t"].limits, linger_s=0.01)
+        used = []
+        assert await gate.acquire(hint=4, tokens=10)  # leases 4 rate tokens at 10 tokens each
+        for _ in range(3):
+            assert gate.try_acquire(10)
+        assert await gate.acquire(hint=2, tokens=100)  # a long prompt: leased at 100 each
+        for tokens in (10, 10, 10, 10, 100):  # each used what it was estimated at
+            gate.release(used_tokens=tokens)
+            used.append(tokens)
+        await gate.close()
+        return gate, sum(used)
+
+    gate, used = asyncio.run(asyncio.wait_for(go(), 10))
+    assert gate.rate == 0 and book.in_use("t") == 0
+    # before: 4 x (100 - 10) = 360 tokens came back that had never been taken (net -220)
+    assert net["tpm"] == pytest.approx(used)
