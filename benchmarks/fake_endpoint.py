@@ -55,7 +55,7 @@ _CFG = web.AppKey("cfg", dict)
 def _new_stats() -> dict:
     return {"requests": 0, "completions": 0, "in_flight": 0, "max_in_flight": 0,
             "busy_s": 0.0, "first_start": None, "last_end": None, "attempts": {}, "service_s": 0.0, "repeats": 0,
-            "faults": {}, "sent": {}, "rejected": 0, "starts": [], "down": False, "refused_down": 0}
+            "faults": {}, "sent": {}, "rejected": 0, "starts": [], "usage": [], "down": False, "refused_down": 0}
 
 
 class SharedGauge:
@@ -162,6 +162,8 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
                                 for i, w in enumerate(words)]
                 }
             stats["completions"] += 1
+            if reject_above is not None:  # (with starts: when each answered request began, and its tokens)
+                stats["usage"].append((t0, reply["usage"]["total_tokens"]))
             if stats["completions"] == down_after:  # (once: a test may bring it back)
                 stats["down"] = True
             if content in seen:  # the same prompt answered again: paid twice

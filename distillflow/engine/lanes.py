@@ -46,8 +46,8 @@ class _Feed:
             gate = lane.gate
             if gate is not None:  # limits shared with other processes (engine/permits.py)
                 tokens = estimate_tokens(req.messages, req.params) if gate.limits.tpm else 0
-                if not gate.try_acquire(tokens):
-                    if not await gate.acquire(lane.queue.qsize() + 1, lane.est, tokens):
+                if not gate.try_acquire(tokens, req.key):
+                    if not await gate.acquire(lane.queue.qsize() + 1, lane.est, tokens, req.key):
                         # the budget is spent across the cluster, or the teacher's circuit breaker opened
                         # here or in another worker (then the request fails with the outage: undispatched)
                         lane.undispatched(req)
@@ -56,7 +56,7 @@ class _Feed:
                         lane._stop()
                         raise StopAsyncIteration
                     if lane.should_stop():  # the run stopped while this request waited for a slot
-                        gate.unacquire()
+                        gate.unacquire(req.key)
                         lane.undispatched(req)
                         raise StopAsyncIteration
             lane.dispatched += 1
@@ -139,7 +139,7 @@ class Lane:
         run = self.run
         if self.gate is not None:
             self.gate.release(0.0 if res.error else cost_of(self.teacher, res.input_tokens, res.output_tokens),
-                              None if res.error else res.input_tokens + res.output_tokens)
+                              None if res.error else res.input_tokens + res.output_tokens, res.key)
         entry = self.pending.pop(res.key, None)
         step_id, name = (entry[1], entry[2]) if entry else (None, self.teacher.name)
         try:

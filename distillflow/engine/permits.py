@@ -378,11 +378,13 @@ class Gate:
         self.free = 0  # slots held, not carrying a request
         self.busy = 0  # slots carrying a request
         self.rate = 0  # rate tokens held
-        # TPM tokens the owner deducted for the rate tokens held, and for the requests in flight: each
-        # lease at the estimate sent with it (``tokens_each`` grows with longer prompts), so what goes
-        # back is what was taken less what was used (averaged over tokens leased at several estimates)
-        self.reserved = 0.0
-        self.reserved_busy = 0.0
+        # The TPM tokens the owner deducted: for the rate tokens held, per lease ([count, tokens each]:
+        # at the estimate sent with it; ``tokens_each`` grows with longer prompts), and for each request
+        # in flight (by its key; averaged over those taken without one). What goes back is what was
+        # reserved less what was used.
+        self._leases: collections.deque = collections.deque()
+        self._in_flight: dict[str, float] = {}
+        self._anon, self._anon_tokens = 0, 0.0
         self.back = 0  # slots to give back at the next call (used ones, with a budget)
         self.cost = 0.0  # actual cost of the requests those slots carried
         self.unused_tokens = 0.0  # TPM tokens leased above what the answers used
@@ -475,41 +477,67 @@ class Gate:
         self.abandoned = True
         self._wake(None)
 
-    def try_acquire(self, tokens: float = 0.0) -> bool:
+    def try_acquire(self, tokens: float = 0.0, key: str | None = None) -> bool:
         """:meth:`acquire` when it would not wait (a slot, and a rate token, held here and free):
         taken, True; else False, and the request awaits :meth:`acquire`. Called first for every
-        request, it spares the common case a coroutine."""
+        request, it spares the common case a coroutine. ``key``: the request's (see :meth:`release`)."""
         if tokens > self.tokens_each:
             self.tokens_each = tokens
         if self._shut or not self._ready():
             return False
-        self._take()
+        self._take(key)
         return True
 
-    def _take(self) -> None:
-        """A request takes a free slot (and a rate token, with what was reserved for it)."""
+    def _take(self, key: str | None) -> None:
+        """A request takes a free slot (and a rate token, with the TPM tokens reserved for it)."""
         self.free -= 1
         self.busy += 1
         if self.rate_limited:
-            self.reserved_busy += self._take_rate()
+            tokens = self._take_rate()
+            if key is None:
+                self._anon += 1
+                self._anon_tokens += tokens
+            else:
+                self._in_flight[key] = tokens
         self._keep_alive()
 
     def _take_rate(self) -> float:
-        """One rate token out of those held; returns the TPM tokens reserved for it."""
-        each = self.reserved / self.rate if self.rate > 0 else 0.0
+        """One rate token out of those held, the oldest lease's first; returns the TPM tokens reserved for it."""
         self.rate -= 1
-        self.reserved -= each
-        return each
+        if not self._leases:
+            return 0.0
+        lease = self._leases[0]
+        lease[0] -= 1
+        if lease[0] <= 0:
+            self._leases.popleft()
+        return lease[1]
 
-    def _busy_share(self) -> float:
-        """A request in flight ends (released or not sent): its share of their reserved TPM tokens."""
-        each = self.reserved_busy / self.busy if self.busy > 0 and self.rate_limited else 0.0
-        self.reserved_busy -= each
-        return each
+    def _lease(self, rate: int, each: float) -> None:
+        """``rate`` rate tokens granted, ``each`` TPM tokens deducted for every one."""
+        if rate > 0:
+            self.rate += rate
+            self._leases.append([rate, each])
 
-    async def acquire(self, hint: int = 1, est: float = 0.0, tokens: float = 0.0) -> bool:
+    @property
+    def reserved(self) -> float:
+        """TPM tokens the owner deducted for the rate tokens held here."""
+        return sum(n * each for n, each in self._leases)
+
+    def _ended(self, key: str | None) -> float:
+        """A request in flight ends (released, or not sent): the TPM tokens reserved for it."""
+        if key is not None and key in self._in_flight:
+            return self._in_flight.pop(key)
+        if self._anon > 0:
+            each = self._anon_tokens / self._anon
+            self._anon -= 1
+            self._anon_tokens -= each
+            return each
+        return 0.0
+
+    async def acquire(self, hint: int = 1, est: float = 0.0, tokens: float = 0.0, key: str | None = None) -> bool:
         """Wait for a slot (and a rate token); False once the budget is spent. ``est``: the largest
-        estimated cost of one request; ``tokens``: this request's estimated TPM tokens."""
+        estimated cost of one request; ``tokens``: this request's estimated TPM tokens; ``key``: its
+        key (see :meth:`release`)."""
         if tokens > self.tokens_each:
             self.tokens_each = tokens
         if self._lock is None:
@@ -521,7 +549,7 @@ class Gate:
                 if self._shut:
                     return False
                 if self._ready():
-                    self._take()
+                    self._take(key)
                     return True
                 # one call to the owner at a time; meanwhile a slot our own requests give back
                 # (release) serves a waiting request at once
@@ -572,8 +600,7 @@ class Gate:
                         continue
                     each = self.tokens_each
                     got = await self._exchange(want_rate=max(1, self.retrying), tokens_each=each)
-                    self.rate += got["rate"]
-                    self.reserved += got["rate"] * each
+                    self._lease(got["rate"], each)
                     if not got["rate"]:
                         wait = max(0.001, got["wait"])
                 if wait:
@@ -630,8 +657,7 @@ class Gate:
             each = self.tokens_each
             got = await self._exchange(est=est, want=want, want_rate=want_rate, tokens_each=each)
             self.free += got["slots"]
-            self.rate += got["rate"]
-            self.reserved += got["rate"] * each
+            self._lease(got["rate"], each)
             if self.stopped:
                 return
             if got["slots"] == 0 and self.free == 0:
@@ -643,10 +669,12 @@ class Gate:
             elif self.rate_limited and self.rate == 0:
                 await asyncio.sleep(max(0.001, got["wait"]))
 
-    def release(self, cost: float = 0.0, used_tokens: float | None = None) -> None:
+    def release(self, cost: float = 0.0, used_tokens: float | None = None, key: str | None = None) -> None:
         """The request a slot carried is done (answered, or failed for good); ``used_tokens``: its
-        actual TPM tokens (what was reserved for it beyond them goes back)."""
-        reserved = self._busy_share()
+        actual TPM tokens (what was reserved for it beyond them goes back; below them, the owner takes
+        the rest). ``key``: the request's, as given to :meth:`acquire`: the TPM tokens reserved for
+        that request (without keys, the average of those in flight)."""
+        reserved = self._ended(key)
         self.busy = max(0, self.busy - 1)
         self._released += 1
         if used_tokens is not None and self.limits.tpm:
@@ -659,14 +687,14 @@ class Gate:
         if self.waiting == 0:
             self._schedule_flush()
 
-    def unacquire(self) -> None:
+    def unacquire(self, key: str | None = None) -> None:
         """A request took a slot (and a rate token) and is not sent after all (the run stopped while
         it waited for them): both come back unused."""
-        reserved = self._busy_share()
+        reserved = self._ended(key) if self.rate_limited else 0.0
         self.busy = max(0, self.busy - 1)
         if self.rate_limited:
             self.rate += 1
-            self.reserved += reserved
+            self._leases.appendleft([1, reserved])
         self._slot_back()
         if self.waiting == 0:
             self._schedule_flush()
@@ -757,7 +785,7 @@ class Gate:
                 return
             free, rate, reserved = self.free, self.rate, self.reserved
             self.free = self.rate = 0
-            self.reserved = 0.0
+            self._leases.clear()
             if self.held == 0:  # everything goes back: an old refusal says nothing about the next ask
                 self._refused, self._retry_at = False, 0.0
             await self._exchange(give_back=free, unused_tokens=reserved, unused_rate=rate, idle=True)
@@ -786,7 +814,8 @@ class Gate:
         self.waiting = 0
         self.free += self.busy  # the window has stopped: nothing is in flight any more
         self.busy = 0
-        self.reserved_busy = 0.0  # (requests never released: what was reserved for them stays spent)
+        self._in_flight.clear()  # (requests never released: what was reserved for them stays spent)
+        self._anon, self._anon_tokens = 0, 0.0
         if self.free or self.back or self.rate or self.unused_tokens:
             await self.flush(closing=True)
 

@@ -708,23 +708,30 @@ def test_tpm_tokens_come_back_as_reserved_when_a_larger_request_raises_the_estim
 
     book.exchange = counting
 
-    async def go():
+    async def go(keyed: bool):
         async def call(**kw):
             return await book.aexchange(**kw)
 
         gate = Gate(call, "w", "t", book.teachers["t"].limits, linger_s=0.01)
-        used = []
-        assert await gate.acquire(hint=4, tokens=10)  # leases 4 rate tokens at 10 tokens each
-        for _ in range(3):
-            assert gate.try_acquire(10)
-        assert await gate.acquire(hint=2, tokens=100)  # a long prompt: leased at 100 each
-        for tokens in (10, 10, 10, 10, 100):  # each used what it was estimated at
-            gate.release(used_tokens=tokens)
-            used.append(tokens)
+        keys = [f"k{i}" if keyed else None for i in range(5)]
+        assert await gate.acquire(hint=4, tokens=10, key=keys[0])  # leases 4 rate tokens at 10 tokens each
+        for k in keys[1:4]:
+            assert gate.try_acquire(10, k)
+        assert await gate.acquire(hint=2, tokens=100, key=keys[4])  # a long prompt: leased at 100 each
+        for k in keys[:4]:  # each short one used what it was estimated at
+            gate.release(used_tokens=10, key=k)
+        owed_back = gate.unused_tokens  # (sent with the next call to the owner)
+        gate.release(used_tokens=100, key=keys[4])
         await gate.close()
-        return gate, sum(used)
+        return gate, owed_back
 
-    gate, used = asyncio.run(asyncio.wait_for(go(), 10))
-    assert gate.rate == 0 and book.in_use("t") == 0
-    # before: 4 x (100 - 10) = 360 tokens came back that had never been taken (net -220)
-    assert net["tpm"] == pytest.approx(used)
+    for keyed in (True, False):
+        net["tpm"] = 0.0
+        gate, owed_back = asyncio.run(asyncio.wait_for(go(keyed), 10))
+        assert gate.rate == 0 and book.in_use("t") == 0
+        # before: 4 x (100 - 10) = 360 tokens came back that had never been taken (net -220)
+        assert net["tpm"] == pytest.approx(4 * 10 + 100), keyed
+        if keyed:  # by key, each request gives back exactly what was reserved for it less what it used
+            assert owed_back == 0
+        else:  # (without keys, the average of those in flight: (40 + 100) / 5 - 10 each, made good by the last)
+            assert owed_back == pytest.approx(4 * (28 - 10))

@@ -119,6 +119,29 @@ def scenario_retries(tmp: Path, address: str) -> dict:
                 "span_s": starts[-1] - starts[0]}
 
 
+def scenario_tpm(tmp: Path, address: str) -> dict:
+    """One teacher at 36,000 TPM (600 tokens a second, a one-second bucket) and 8 in flight for both
+    nodes' workers; two shards of 32 prompts, one per worker, each ending with 4 long prompts (~340
+    tokens against ~14), which its window reaches only after the short ones: each worker's estimate
+    grows while it holds tokens leased at the short one. Records each answered request's start and
+    actual tokens at the endpoint."""
+    import distillflow
+
+    long = "tell me more about it " * 55  # ~1,200 characters
+    rows_ = "".join(f'\n    - {{question: "q{i}: {long if i % 32 >= 28 else ""}what is {i}+{i}?", answer: "{2 * i}"}}'
+                    for i in range(64))
+    with EndpointThread(latency=(0.01, 0.02), reject_above=8) as ep:
+        (tmp / "tpm").mkdir(parents=True, exist_ok=True)
+        p = tmp / "tpm" / "pipeline.yaml"
+        p.write_text(pipeline_yaml(ep.base_url, "  - kind: generate\n", rows=rows_,
+                                   extra="execution: {shard_size: 32, shards_in_flight: 2}\n",
+                                   teacher_extra="    concurrency: 8\n    tpm: 36000"))
+        r = distillflow.run(str(p), out=tmp / "tpm" / "run", progress=False, backend="ray", address=address)
+        return {"curated": r.manifest["curated"], "requests": ep.stats["requests"],
+                "rejected_by_endpoint": ep.stats["rejected"], "usage": sorted(ep.stats["usage"]),
+                "workers": json.loads((tmp / "tpm" / "run" / "cache" / "ray-workers.json").read_text())}
+
+
 def scenario_shares(tmp: Path, address: str) -> dict:
     """Both nodes' workers generate at once for one teacher limited to 4 in flight, each always
     with requests queued: neither may keep every slot while the other waits (fair shares)."""
@@ -807,7 +830,7 @@ def scenario_client(tmp: Path, address: str) -> dict:
             "copies_workers": read(copies_out, "cache/ray-workers.json", parse=True)}
 
 
-SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
+SCENARIOS = {"limits": scenario_limits, "retries": scenario_retries, "tpm": scenario_tpm, "shares": scenario_shares, "same_as_local": scenario_same_as_local,
              "kill_worker": scenario_kill_worker, "kill_driver": scenario_kill_driver, "outage": scenario_outage,
              "retry_downstream": scenario_retry_downstream, "batch_judge": scenario_batch_judge, "stop": scenario_stop,
              "token": scenario_token, "blind_node": scenario_blind_node, "copies": scenario_copies, "client": scenario_client, "cli": scenario_cli}

@@ -91,6 +91,26 @@ def test_retries_are_charged_to_the_global_rpm(cluster_results):
     assert r["max_per_1s"] <= 25, r
 
 
+def test_tpm_holds_across_workers_on_the_tokens_actually_used(cluster_results):
+    r = _scenario(cluster_results, "tpm")
+    assert r["curated"] == 64 and r["requests"] == 64 and r["rejected_by_endpoint"] == 0
+    assert len(r["workers"]["nodes"]) == 2
+    starts = [t for t, _ in r["usage"]]
+    used, span = sum(n for _, n in r["usage"]), starts[-1] - starts[0]
+    rate = cap = 600.0  # 36,000 TPM: 600 tokens a second, a bucket of one second's worth
+    # the hub deducts each request's estimate when it grants it and takes back the difference once the
+    # answer is in, so the tokens used by all requests are at most the bucket plus the refill over the
+    # grants' span, plus what those still in flight at the last grant gave back after it (8 short
+    # ones over-estimated by ~27 each) and arrivals a little after their grants (0.5 s of refill).
+    # Before, tokens came back at the gate's latest estimate, not the one they were leased at: once a
+    # long prompt raised it, each short request in flight gave back ~300 tokens never taken, and each
+    # long one that took a token leased at the short estimate was charged ~300 too few. The 3,526
+    # tokens went through in 1.25 s and 2.76 s (two runs), 750-1,650 past this bound; now ~6 s.
+    assert used <= cap + rate * span + 8 * 27 + 0.5 * rate, (used, span)
+    # and the limit paced the run, which it could only do across both workers
+    assert used > 3000 and span >= 3.0, (used, span)
+
+
 def test_workers_share_a_teachers_slots_fairly(cluster_results):
     r = _scenario(cluster_results, "shares")
     assert len(r["workers"]["nodes"]) == 2 and r["curated"] == 96
