@@ -87,6 +87,10 @@ class LocalRayCluster:
         # ~/.ray/auth_token (which any plain ray.init() on the machine writes), and the plain
         # ray.init(address=...) of connect() would then be refused.
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+        # the head's Ray Client server waits 30 s for the process it starts per client driver; on a
+        # loaded 2-core machine one such start failed a test run (ray://: "Initialization failure from
+        # server"), with a second cluster running beside it
+        env.setdefault("RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S", "120")
         # the nodes' workers import distillflow (and test modules) from this checkout
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         for k, v in self.extra_env.items():

@@ -483,7 +483,7 @@ class Gate:
         request, it spares the common case a coroutine. ``key``: the request's (see :meth:`release`)."""
         if tokens > self.tokens_each:
             self.tokens_each = tokens
-        if self._shut or not self._ready():
+        if self._shut or not self._ready(tokens):
             return False
         self._take(key)
         return True
@@ -548,7 +548,7 @@ class Gate:
             while True:
                 if self._shut:
                     return False
-                if self._ready():
+                if self._ready(tokens):
                     self._take(key)
                     return True
                 # one call to the owner at a time; meanwhile a slot our own requests give back
@@ -622,8 +622,33 @@ class Gate:
             if not fut.done():  # (cancelled): _wake skips it
                 fut.cancel()
 
-    def _ready(self) -> bool:
-        return self.free > 0 and (not self.rate_limited or self.rate > 0)
+    def _ready(self, tokens: float = 0.0) -> bool:
+        """A free slot and, with RPM/TPM limits, a rate token; with TPM, one leased at an estimate of
+        ``tokens`` at least (leases are taken in order: the oldest's), so that no request is sent on
+        fewer reserved tokens than it is estimated at."""
+        if self.free <= 0:
+            return False
+        if not self.rate_limited:
+            return True
+        return self.rate > 0 and (not self.limits.tpm or not self._leases or self._leases[0][1] >= tokens)
+
+    def _drop_stale(self) -> tuple[int, float]:
+        """With TPM: the rate tokens held that were leased at a smaller estimate than the gate's now
+        (a longer prompt raised it), out of the queue: (how many, their reserved TPM tokens), to give
+        back with the call that leases new ones at the new estimate."""
+        if not self.limits.tpm:
+            return 0, 0.0
+        n, tokens = 0, 0.0
+        keep: collections.deque = collections.deque()
+        for lease in self._leases:
+            if lease[1] < self.tokens_each:
+                n += lease[0]
+                tokens += lease[0] * lease[1]
+            else:
+                keep.append(lease)
+        self._leases = keep
+        self.rate -= n
+        return n, tokens
 
     def _at_cap(self) -> bool:
         """Asking is futile (a running watch will say when it is not): holding a full fair share
@@ -649,13 +674,15 @@ class Gate:
         holds none waits at the owner until a slot comes back."""
         loop = asyncio.get_running_loop()
         async with self._lock:
-            if self._shut or self._ready() or not self.waiting:
+            if self._shut or self._ready(self.tokens_each) or not self.waiting:
                 return
             n = max(1, min(self.limits.concurrency, max(hint, self.waiting)))
             want = max(0, n - self.free)
+            stale, stale_tokens = self._drop_stale()
             want_rate = max(0, n - self.rate) if self.rate_limited else 0
             each = self.tokens_each
-            got = await self._exchange(est=est, want=want, want_rate=want_rate, tokens_each=each)
+            got = await self._exchange(est=est, want=want, want_rate=want_rate, tokens_each=each,
+                                       unused_rate=stale, unused_tokens=stale_tokens)
             self.free += got["slots"]
             self._lease(got["rate"], each)
             if self.stopped:

@@ -135,9 +135,25 @@ def connect(address: str | None):
 
     # (Ray's AuthenticationError is none of the others: raised at once with RAY_AUTH_MODE=token and no token)
     failures = (ConnectionError, RuntimeError, ValueError, *_ray_auth_error(ray))
-    try:
+
+    def join_client():
+        """join(); through Ray Client (ray://), once more where the head's client server could not start
+        a session for this driver: it starts a process per driver, which a busy head can fail to bring
+        up in time (its own wait is 30 s), and the next one usually comes up."""
         try:
             join()
+        except failures as e:
+            reason = _client_init_failure(e)
+            if reason is None or not str(address or "").startswith("ray://"):
+                raise
+            print(f"distillflow: the Ray Client server at {address} could not start a session for this driver "
+                  f"({reason}): trying once more", file=sys.stderr, flush=True)
+            ray.shutdown()
+            join()
+
+    try:
+        try:
+            join_client()
         except failures as e:
             if address in (None, "auto") or not _auth_failure(e) or not _token_mode_on():
                 raise  # (None and "auto": Ray itself sends the token a local cluster may need)
@@ -160,12 +176,30 @@ def connect(address: str | None):
                 "~/.ray/auth_token) to ~/.ray/auth_token on this machine, or set RAY_AUTH_TOKEN (or "
                 f"RAY_AUTH_TOKEN_PATH) in the environment{hint}."
             ) from None
+        reason = _client_init_failure(e)
+        if reason is not None:
+            raise ConfigurationError(
+                f"cannot connect to the Ray cluster at {where}: its Ray Client server could not start a session for "
+                f"this driver, twice ({reason}). The head node's logs say why (ray_client_server*.err in the "
+                "session's logs folder, /tmp/ray/session_latest/logs by default); on a busy head, run the same "
+                "command again, or join with HOST:PORT (6379) from a machine of the cluster."
+            ) from None
         raise ConfigurationError(
             f"cannot connect to the Ray cluster at {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
             "Start one with `ray start --head` (and `ray start --address=HEAD_IP:6379` on each other node), "
             "or fix execution.address / --address."
         ) from None
     return ray, True
+
+
+def _client_init_failure(exc: BaseException) -> str | None:
+    """Where Ray Client's server refused to start a session (``Initialization failure from server:``
+    followed by its traceback): the traceback's last line, the reason; else None."""
+    text = str(exc)
+    if not text.startswith("Initialization failure from server"):
+        return None
+    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+    return lines[-1] if lines else "no reason given"
 
 
 def _host_key(host: str) -> str:

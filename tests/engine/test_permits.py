@@ -735,3 +735,41 @@ def test_tpm_tokens_come_back_as_reserved_when_a_larger_request_raises_the_estim
             assert owed_back == 0
         else:  # (without keys, the average of those in flight: (40 + 100) / 5 - 10 each, made good by the last)
             assert owed_back == pytest.approx(4 * (28 - 10))
+
+
+def test_a_request_is_not_sent_on_a_token_leased_at_a_smaller_tpm_estimate():
+    """Rate tokens held from a lease at a short prompt's estimate do not carry a longer one: they go
+    back with the call that leases tokens at the new estimate (a long request on a short lease was
+    charged the difference only after its answer, at the worker's next call to the owner: later
+    grants meanwhile could take the cluster past its TPM limit)."""
+    book = PermitBook({"t": Limits(concurrency=10, tpm=600_000)})
+    net = {"tpm": 0.0}
+    exchange = book.exchange
+
+    def counting(worker, teacher, **kw):
+        got = exchange(worker, teacher, **kw)
+        net["tpm"] += got["rate"] * kw.get("tokens_each", 0.0) - kw.get("unused_tokens", 0.0)
+        return got
+
+    book.exchange = counting
+
+    async def go():
+        async def call(**kw):
+            return await book.aexchange(**kw)
+
+        gate = Gate(call, "w", "t", book.teachers["t"].limits, linger_s=0.01)
+        assert await gate.acquire(hint=4, tokens=10, key="s0")  # 4 rate tokens leased at 10 each
+        assert gate.try_acquire(10, "s1")
+        assert gate.rate == 2 and net["tpm"] == 40
+        assert not gate.try_acquire(100, "long")  # the two held were leased at 10
+        assert await gate.acquire(hint=1, tokens=100, key="long")
+        reserved = gate._in_flight["long"]
+        assert gate.rate == 0  # the two short-leased tokens went back with the call that leased its own
+        for key, used in (("s0", 10), ("s1", 10), ("long", 100)):
+            gate.release(used_tokens=used, key=key)
+        await gate.close()
+        return reserved
+
+    reserved = asyncio.run(asyncio.wait_for(go(), 10))
+    assert reserved == 100  # before: 10, the short lease's
+    assert net["tpm"] == pytest.approx(10 + 10 + 100)

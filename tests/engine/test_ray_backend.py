@@ -892,3 +892,51 @@ def test_an_explicit_address_other_than_the_connected_cluster_is_said(monkeypatc
         err = capsys.readouterr().err
         assert f"connected to the Ray cluster at 127.0.0.1:6379 already; the run goes there, not to {other}" in err
         assert "ray.shutdown()" in err
+
+
+def test_connect_through_ray_client_tries_once_more_where_the_server_could_not_start_a_session(monkeypatch, capsys):
+    """ray.init stubbed: the head's client server failing to start a driver's session cannot be made to
+    happen on demand here (it does on a busy head: one cluster test run failed that way while another
+    cluster ran beside it). The path through a real client server is tested in
+    tests/integration/test_ray_cluster.py."""
+    import ray
+
+    from distillflow.engine import ray_executor as rx
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    shutdowns: list = []
+    monkeypatch.setattr(ray, "shutdown", lambda: shutdowns.append(1))
+    refusal = ConnectionAbortedError(
+        "Initialization failure from server:\nTraceback (most recent call last):\n  File \"proxier.py\", line 780\n"
+        "RuntimeError: Proxy failed to Connect to backend! Check `ray_client_server.err`\n")
+    outcomes: list = []
+    calls: list = []
+
+    def init(**kw):
+        calls.append(kw["address"])
+        out = outcomes.pop(0)
+        if out is not None:
+            raise out
+
+    monkeypatch.setattr(ray, "init", init)
+    outcomes[:] = [refusal, None]  # refused once, then joined
+    assert rx.connect("ray://10.0.0.1:10001") == (ray, True)
+    assert calls == ["ray://10.0.0.1:10001"] * 2 and shutdowns
+    err = capsys.readouterr().err
+    assert "could not start a session for this driver (RuntimeError: Proxy failed to Connect to backend!" in err
+    assert "trying once more" in err
+    # refused twice: the message gives the server's reason and where its logs are, not an empty first line
+    calls.clear()
+    outcomes[:] = [refusal, refusal]
+    with pytest.raises(ConfigurationError, match=r"could not start a session for this driver, twice "
+                                                  r"\(RuntimeError: Proxy failed.*ray_client_server\*\.err"):
+        rx.connect("ray://10.0.0.1:10001")
+    assert len(calls) == 2
+    # not through Ray Client, or not this failure: no second try
+    for address, error in (("10.0.0.1:6379", refusal), ("ray://10.0.0.1:10001", ConnectionError("refused"))):
+        calls.clear()
+        outcomes[:] = [error]
+        monkeypatch.setattr(rx, "_check_reachable", lambda address: None)
+        with pytest.raises(ConfigurationError):
+            rx.connect(address)
+        assert len(calls) == 1, address
