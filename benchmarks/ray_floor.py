@@ -86,13 +86,8 @@ def _per_call(ray, cluster, submit, n: int, idle_rate: float) -> float:
 
 
 def measure(args) -> None:
-    import shutil
-
-    tmp = Path(tempfile.mkdtemp(prefix="ray-floor-"))
-    try:
-        _measure(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="ray-floor-", ignore_cleanup_errors=True) as tmp:
+        _measure(args, Path(tmp))
 
 
 def _measure(args, tmp: Path) -> None:

@@ -692,13 +692,9 @@ def test_slots_linger_after_the_last_answer_not_the_first():
     assert gone and book.in_use("t") == 0
 
 
-def test_tpm_tokens_come_back_as_reserved_when_a_larger_request_raises_the_estimate():
-    """The owner deducts ``rate x tokens_each`` for each lease, at the estimate the gate sent then. A
-    longer prompt later raises the gate's estimate; the requests that hold tokens leased at the old
-    one must give back what was reserved for them less what they used, not the new estimate less it
-    (that returned tokens nobody had taken, and the cluster's TPM limit could be overrun by them)."""
-    book = PermitBook({"t": Limits(concurrency=10, tpm=600_000)})  # 10,000 tokens a second: never short
-    net = {"tpm": 0.0}  # what the book's TPM bucket gave out, less what came back
+def _count_tpm(book: PermitBook) -> dict:
+    """{"tpm": what the book's TPM bucket gave out, less what came back}, kept up to date."""
+    net = {"tpm": 0.0}
     exchange = book.exchange
 
     def counting(worker, teacher, **kw):
@@ -707,6 +703,16 @@ def test_tpm_tokens_come_back_as_reserved_when_a_larger_request_raises_the_estim
         return got
 
     book.exchange = counting
+    return net
+
+
+def test_tpm_tokens_come_back_as_reserved_when_a_larger_request_raises_the_estimate():
+    """The owner deducts ``rate x tokens_each`` for each lease, at the estimate the gate sent then. A
+    longer prompt later raises the gate's estimate; the requests that hold tokens leased at the old
+    one must give back what was reserved for them less what they used, not the new estimate less it
+    (that returned tokens nobody had taken, and the cluster's TPM limit could be overrun by them)."""
+    book = PermitBook({"t": Limits(concurrency=10, tpm=600_000)})  # 10,000 tokens a second: never short
+    net = _count_tpm(book)  # what the book's TPM bucket gave out, less what came back
 
     async def go(keyed: bool):
         async def call(**kw):
@@ -743,15 +749,7 @@ def test_a_request_is_not_sent_on_a_token_leased_at_a_smaller_tpm_estimate():
     charged the difference only after its answer, at the worker's next call to the owner: later
     grants meanwhile could take the cluster past its TPM limit)."""
     book = PermitBook({"t": Limits(concurrency=10, tpm=600_000)})
-    net = {"tpm": 0.0}
-    exchange = book.exchange
-
-    def counting(worker, teacher, **kw):
-        got = exchange(worker, teacher, **kw)
-        net["tpm"] += got["rate"] * kw.get("tokens_each", 0.0) - kw.get("unused_tokens", 0.0)
-        return got
-
-    book.exchange = counting
+    net = _count_tpm(book)
 
     async def go():
         async def call(**kw):

@@ -414,6 +414,17 @@ def _refusal(cls):
         return err
 
 
+def _stub_init(monkeypatch, ray, outcomes: list, calls: list) -> None:
+    """ray.init stubbed: each call records its address and raises the next of ``outcomes`` (None: joins)."""
+    def init(**kw):
+        calls.append(kw["address"])
+        out = outcomes.pop(0)
+        if out is not None:
+            raise out
+
+    monkeypatch.setattr(ray, "init", init)
+
+
 def test_connect_joins_again_with_the_token_only_after_a_refusal_for_want_of_one(monkeypatch, capsys):
     """ray.init stubbed (a cluster with token authentication cannot start here without one; the real
     refusal and retry are tested on a cluster in tests/integration/test_ray_cluster.py)."""
@@ -440,14 +451,7 @@ def test_connect_joins_again_with_the_token_only_after_a_refusal_for_want_of_one
 
     # refused, then joined with the token: one retry, said on stderr
     outcomes = [_refusal(AuthenticationError), None]
-
-    def init(**kw):
-        calls.append(kw["address"])
-        out = outcomes.pop(0)
-        if out is not None:
-            raise out
-
-    monkeypatch.setattr(ray, "init", init)
+    _stub_init(monkeypatch, ray, outcomes, calls)
     assert rx.connect("127.0.0.1:6399") == (ray, True)
     assert calls == ["127.0.0.1:6399"] * 2
     assert "requires its authentication token: joining again" in capsys.readouterr().err
@@ -911,14 +915,7 @@ def test_connect_through_ray_client_tries_once_more_where_the_server_could_not_s
         "RuntimeError: Proxy failed to Connect to backend! Check `ray_client_server.err`\n")
     outcomes: list = []
     calls: list = []
-
-    def init(**kw):
-        calls.append(kw["address"])
-        out = outcomes.pop(0)
-        if out is not None:
-            raise out
-
-    monkeypatch.setattr(ray, "init", init)
+    _stub_init(monkeypatch, ray, outcomes, calls)
     outcomes[:] = [refusal, None]  # refused once, then joined
     assert rx.connect("ray://10.0.0.1:10001") == (ray, True)
     assert calls == ["ray://10.0.0.1:10001"] * 2 and shutdowns

@@ -33,9 +33,11 @@ def rows(n: int, tag: str = "") -> str:
     return "".join(f'\n    - {{question: "{tag}question {i}: what is {i}+{i}?", answer: "{2 * i}"}}' for i in range(n))
 
 
-def write(d: Path, base_url: str, n: int, steps: str, execution: str, teacher_extra: str = "", extra: str = "") -> Path:
+def write(d: Path, base_url: str, n: int, steps: str, execution: str, teacher_extra: str = "", extra: str = "",
+          rows_text: str | None = None) -> Path:
+    """``d``/pipeline.yaml: ``n`` arithmetic prompts (or the YAML rows ``rows_text``) through ``steps``."""
     d.mkdir(parents=True, exist_ok=True)
-    text = pipeline_yaml(base_url, steps, rows=rows(n, d.name), extra=f"execution: {execution}\n{extra}",
+    text = pipeline_yaml(base_url, steps, rows=rows_text or rows(n, d.name), extra=f"execution: {execution}\n{extra}",
                          teacher_extra=teacher_extra)
     p = d / "pipeline.yaml"
     p.write_text(text)
@@ -106,11 +108,8 @@ def scenario_retries(tmp: Path, address: str) -> dict:
 
     with EndpointThread(latency=(0.01, 0.02), reject_above=8) as ep:
         rows_ = "".join(f"""\n    - {{question: '@@{{"status": 503, "times": 2}} q{i}', answer: "{i}"}}""" for i in range(36))
-        (tmp / "retries").mkdir(parents=True, exist_ok=True)
-        p = tmp / "retries" / "pipeline.yaml"
-        p.write_text(pipeline_yaml(ep.base_url, "  - kind: generate\n", rows=rows_,
-                                   extra="execution: {shard_size: 4, shards_in_flight: 6}\n",
-                                   teacher_extra="    concurrency: 8\n    rpm: 600"))
+        p = write(tmp / "retries", ep.base_url, 0, "  - kind: generate\n", "{shard_size: 4, shards_in_flight: 6}",
+                  teacher_extra="    concurrency: 8\n    rpm: 600", rows_text=rows_)
         r = distillflow.run(str(p), out=tmp / "retries" / "run", progress=False, backend="ray", address=address)
         starts = sorted(ep.stats["starts"])
         return {"curated": r.manifest["curated"], "requests": ep.stats["requests"],
@@ -131,11 +130,8 @@ def scenario_tpm(tmp: Path, address: str) -> dict:
     rows_ = "".join(f'\n    - {{question: "q{i}: {long if i % 32 >= 28 else ""}what is {i}+{i}?", answer: "{2 * i}"}}'
                     for i in range(64))
     with EndpointThread(latency=(0.01, 0.02), reject_above=8) as ep:
-        (tmp / "tpm").mkdir(parents=True, exist_ok=True)
-        p = tmp / "tpm" / "pipeline.yaml"
-        p.write_text(pipeline_yaml(ep.base_url, "  - kind: generate\n", rows=rows_,
-                                   extra="execution: {shard_size: 32, shards_in_flight: 2}\n",
-                                   teacher_extra="    concurrency: 8\n    tpm: 36000"))
+        p = write(tmp / "tpm", ep.base_url, 0, "  - kind: generate\n", "{shard_size: 32, shards_in_flight: 2}",
+                  teacher_extra="    concurrency: 8\n    tpm: 36000", rows_text=rows_)
         r = distillflow.run(str(p), out=tmp / "tpm" / "run", progress=False, backend="ray", address=address)
         return {"curated": r.manifest["curated"], "requests": ep.stats["requests"],
                 "rejected_by_endpoint": ep.stats["rejected"], "usage": sorted(ep.stats["usage"]),
