@@ -3,6 +3,7 @@ it is run by hand, its figures are in docs/benchmarks.md)."""
 
 import ast
 import inspect
+import textwrap
 
 from benchmarks.ray_floor import DRIVER_CALLS, _noop_task, floor_cpu
 from distillflow.engine import ray_executor
@@ -10,7 +11,7 @@ from distillflow.engine import ray_executor
 
 def _reply_keys_read_by_driver() -> set[str]:
     """The keys RayExecutor._shard reads from a shard task's reply (``res[...]``, ``res.get(...)``)."""
-    tree = ast.parse(inspect.getsource(ray_executor.RayExecutor._shard).lstrip().replace("\n    ", "\n"))
+    tree = ast.parse(textwrap.dedent(inspect.getsource(ray_executor.RayExecutor._shard)))
     keys = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "res":
