@@ -159,8 +159,8 @@ def _measure(args, tmp: Path) -> None:
     print(f"a shard task that does nothing: {1000 * task_cpu:.2f} ms of CPU; a call to an actor that does "
           f"nothing: {1000 * call_cpu:.2f} ms")
     print(f"per run of {n} prompts (medians of {reps}): local {loc:.3f} CPU-s; ray2 {ray2:.3f} ({ray2 / loc:.2f}x); "
-          f"Ray's floor {floor:.3f} = idle {median(idle_rate * x['secs'] for x in runs):.3f} + tasks "
-          f"{median(x['tasks'] * task_cpu for x in runs):.3f} + hub calls {median(x['calls'] * call_cpu for x in runs):.3f}")
+          f"Ray's floor {floor:.3f} = "
+          + " + ".join(f"{part} {median(f[part] for f in floors):.3f}" for part in ("idle", "tasks", "hub calls")))
     print(f"Ray's floor is {floor / loc:.2f}x of the local run's CPU: of ray2's extra ({ray2 - loc:.3f} CPU-s), "
           f"{floor:.3f} is the floor and {ray2 - loc - floor:.3f} the rest")
     print(f"local_cpu={loc:.3f} ray2_cpu={ray2:.3f} floor={floor:.3f} floor_ratio={floor / loc:.3f}")
