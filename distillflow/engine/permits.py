@@ -701,7 +701,7 @@ class Gate:
         actual TPM tokens (what was reserved for it beyond them goes back; below them, the owner takes
         the rest). ``key``: the request's, as given to :meth:`acquire`: the TPM tokens reserved for
         that request (without keys, the average of those in flight)."""
-        reserved = self._ended(key)
+        reserved = self._ended(key) if self.rate_limited else 0.0
         self.busy = max(0, self.busy - 1)
         self._released += 1
         if used_tokens is not None and self.limits.tpm:
