@@ -14,7 +14,8 @@ followed by a JSON object, e.g. ``@@{"status": 429, "times": 2, "retry_after": "
 ``@@{"truncate": true, "times": 1}`` (a 200 whose body stops half-way).
 
 Fault mode (``fault_rate=0.2``, the benchmark ``benchmarks/faults.py``): each attempt fails
-with that probability, in one of :data:`FAULTS` chosen at random (seeded by ``fault_seed``):
+with that probability, in one of :data:`FAULTS` chosen at random (seeded by ``fault_seed``, per
+prompt and attempt number, so a rerun fails the same attempts whatever order they arrive in):
 429 with Retry-After, 500, 503, a hang of ``hang_s`` (past the client's timeout), a dropped
 connection, a truncated body, an HTML page with status 200, a 200 without ``choices``, a 200
 with empty ``choices``. Successful answers then carry a random tag, and ``GET /answers`` returns
@@ -47,6 +48,18 @@ from aiohttp import web
 __all__ = ["FAULTS", "EndpointThread", "SharedGauge", "endpoint_process", "make_app"]
 
 FAULTS = ("429", "500", "503", "hang", "drop", "truncate", "html", "no_choices", "empty_choices")
+
+
+def _fault_for(seed: int, content: str, tries: dict, rate: float) -> str | None:
+    """Fault mode: the fault of this attempt at ``content`` (None: it succeeds). Drawn from the seed,
+    the content and how many attempts at it came before, not from the order in which concurrent
+    requests happen to arrive: a rerun with the same seed fails the same attempts the same way."""
+    n = tries.get(content, 0)
+    tries[content] = n + 1
+    draw = random.Random(f"{seed}:{n}:{content}")  # (a str seed is hashed with SHA-512: the same in every process)
+    if draw.random() >= rate:
+        return None
+    return FAULTS[draw.randrange(len(FAULTS))]
 
 _STATS = web.AppKey("stats", dict)
 _CFG = web.AppKey("cfg", dict)
@@ -98,7 +111,8 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
     stats = app[_STATS]
     seen: set = set()  # contents answered (200) at least once
     uniform, perf = random.uniform, time.perf_counter
-    rng = random.Random(fault_seed)
+    rng = random.Random(fault_seed)  # the answers' tags
+    tries: dict[str, int] = {}  # attempts so far, by content (fault mode)
 
     async def chat(request: web.Request) -> web.Response:
         t0 = perf()
@@ -127,10 +141,11 @@ def make_app(max_concurrency: int = 64, latency: tuple[float, float] = (0.2, 0.3
                 scripted = await _scripted(content, stats, request)
                 if scripted is not None:
                     return scripted
-            if fault_rate and rng.random() < fault_rate:
-                kind = FAULTS[rng.randrange(len(FAULTS))]
-                stats["faults"][kind] = stats["faults"].get(kind, 0) + 1
-                return await _fault(kind, request, hang_s, retry_after)
+            if fault_rate:
+                kind = _fault_for(fault_seed, content, tries, fault_rate)
+                if kind is not None:
+                    stats["faults"][kind] = stats["faults"].get(kind, 0) + 1
+                    return await _fault(kind, request, hang_s, retry_after)
             async with gate:
                 s0 = perf()
                 if hi > 0:
