@@ -107,6 +107,35 @@ def did_you_mean(word: str, choices) -> str | None:
     return f"did you mean '{match[0]}'?" if match else None
 
 
+def require_run_dir(run_dir, *, marker: str | None = None, config: bool = False):
+    """``run_dir`` as a Path when it is a directory written by `distillflow run` (holding ``marker``,
+    when given); else a UsageError (exit 2) saying what the path is instead: missing, a file (a
+    pipeline file is named as one), or a directory without ``marker``. ``config``: the command
+    takes ``--config PIPELINE.yaml``, and the messages say so. One wording for every command."""
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    if run_dir.is_dir():
+        if marker is not None and not (run_dir / marker).exists():
+            raise not_a_run_dir(run_dir, f"no {marker}", config=config)
+        return run_dir
+    if run_dir.exists():
+        if run_dir.suffix.lower() not in (".yaml", ".yml"):
+            raise UsageError(f"{run_dir} is a file, not a distillflow run directory: pass the directory that "
+                             "`distillflow run PIPELINE.yaml --out RUN_DIR` wrote")
+        fix = f"run it first (`distillflow run {run_dir} --out RUN_DIR`) and pass RUN_DIR"
+        if config:
+            fix += f", or pass RUN_DIR with --config {run_dir} to use this pipeline's settings"
+        raise UsageError(f"{run_dir} is a pipeline file, not a distillflow run directory: {fix}")
+    raise not_a_run_dir(run_dir, "not found")
+
+
+def not_a_run_dir(run_dir, why: str, *, config: bool = False) -> UsageError:
+    """The error for a directory that `distillflow run` did not write (``why``: what it lacks)."""
+    return UsageError(f"{run_dir} is not a distillflow run directory ({why}): run `distillflow run PIPELINE.yaml "
+                      f"--out {run_dir}` first" + (", or pass --config PIPELINE.yaml" if config else ""))
+
+
 # A full disk, a quota, a read-only filesystem, a file-size limit: the place, not the program, is wrong.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
@@ -123,3 +152,20 @@ def is_write_error(exc: OSError, out_dir=None) -> bool:
         return Path(str(exc.filename)).resolve().is_relative_to(Path(out_dir).resolve())
     except (OSError, ValueError):
         return False
+
+
+def make_parent(path) -> None:
+    """Create the folder ``path`` is written in, as `run --out` and `report -o` do; a UsageError
+    (exit 2) when a file stands where a folder must be or the folder cannot be made. A full disk
+    or a read-only filesystem is left to the CLI's own message for it (exit 1)."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno in DISK_ERRNOS:
+            raise
+        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else (e.strerror or str(e))
+        raise UsageError(f"cannot write {path}: {why} — choose another path") from None

@@ -1,4 +1,4 @@
-"""Render a pipeline graph to SVG/PNG with graphviz's `dot`, when it is installed."""
+"""Render a pipeline graph to SVG/PNG/PDF with graphviz's `dot`, when it is installed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from distillflow.errors import MissingDependencyError
+from distillflow.errors import ConfigurationError, MissingDependencyError, UsageError, make_parent
 
 
 def to_dot(graph) -> str:
@@ -25,9 +25,39 @@ def to_dot(graph) -> str:
     return "\n".join(lines)
 
 
+MERMAID = (".mmd", ".md", "")  # mermaid text (no extension: mermaid too)
+RENDERED = (".svg", ".png", ".pdf")  # drawn by graphviz's `dot`
+
+
+def output_format(output: Path) -> str:
+    """``"mermaid"`` or the `dot` format (svg, png, pdf) for ``output``'s extension, in any case;
+    a UsageError naming the accepted extensions for any other."""
+    suffix = Path(output).suffix.lower()
+    if suffix in MERMAID:
+        return "mermaid"
+    if suffix in RENDERED:
+        return suffix[1:]
+    raise UsageError(f"cannot write a graph as '{Path(output).suffix}' ({output}): use .mmd or .md (mermaid text), "
+                     ".svg, .png or .pdf (drawn with graphviz)")
+
+
 def render(graph, output: Path) -> None:
-    dot = shutil.which("dot")
-    if dot is None:
-        raise MissingDependencyError("rendering SVG/PNG needs graphviz: apt-get install graphviz (or write .mmd for mermaid)")
-    fmt = output.suffix.lstrip(".")
-    subprocess.run([dot, f"-T{fmt}", "-o", str(output)], input=to_dot(graph), text=True, check=True)
+    """Write ``graph`` to ``output``: mermaid text (.mmd, .md) or drawn by `dot` (.svg, .png, .pdf).
+    A missing parent folder is created, as `run --out` and `report -o` do."""
+    output = Path(output)
+    fmt = output_format(output)
+    dot = None if fmt == "mermaid" else shutil.which("dot")
+    if fmt != "mermaid" and dot is None:
+        raise MissingDependencyError("rendering SVG/PNG/PDF needs graphviz: apt-get install graphviz "
+                                     "(or write .mmd for mermaid)")
+    if output.is_dir():
+        raise UsageError(f"{output} is a directory — pass a file path such as {output / 'dag.svg'}")
+    make_parent(output)
+    if fmt == "mermaid":
+        output.write_text(graph.mermaid() + "\n", encoding="utf-8")
+        return
+    done = subprocess.run([dot, f"-T{fmt}", "-o", str(output)], input=to_dot(graph), text=True, capture_output=True)
+    if done.returncode != 0:
+        said = " ".join(done.stderr.split()) or "no message"
+        raise ConfigurationError(f"graphviz `dot -T{fmt}` could not write {output} (exit {done.returncode}): {said} "
+                                 "— check that path, or write .mmd for mermaid text")

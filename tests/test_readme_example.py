@@ -80,3 +80,26 @@ class _Stop(Exception):
     @classmethod
     def throw(cls):
         raise cls()
+
+
+def _section_block(heading: str, lang: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    return section.split(f"```{lang}\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_judge_pipeline_in_python_is_the_yaml_above_it(monkeypatch, capsys):
+    """"The same pipeline in Python" builds the (abridged) openai_judge.yaml shown above it: the same
+    spec, dedup, rate limits, prices, terms, system prompt and held-out prompts included."""
+    yaml_text = _section_block("### A pipeline with judges, in YAML", "yaml")
+    want = validate_data(yaml.safe_load(yaml_text), source="README openai_judge.yaml", base_dir=ROOT / "pipelines")
+    monkeypatch.setattr(df.Pipeline, "run", lambda self, **kw: _Stop.throw())
+    monkeypatch.chdir(ROOT / "pipelines")  # where its prompts file lies
+    namespace: dict = {}
+    try:
+        exec(compile(_section_block("### The same pipeline in Python", "python"), "README.md (judge python)", "exec"),
+             namespace)
+    except _Stop:
+        pass
+    assert namespace["pipe"].spec.model_dump() == want.model_dump()
+    assert [s.kind for s in want.steps][-1] == "dedup"

@@ -116,33 +116,34 @@ def run(
 @handle_errors
 def graph(
     pipeline: Path = typer.Argument(..., help="Pipeline YAML"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write .mmd, .svg or .png (svg/png need graphviz `dot`)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write .mmd, .svg, .png or .pdf (svg/png/pdf need graphviz `dot`)"),
 ):
     """Print the pipeline DAG as mermaid text (or render it with graphviz)."""
     from distillflow.api import load
-    from distillflow.graphviz import render
+    from distillflow.graphviz import output_format, render
 
+    if output is not None:
+        output_format(output)  # an extension it cannot write is refused before the pipeline is read
     g = load(pipeline).graph
-    if output is None or output.suffix in (".mmd", ".md", ""):
-        text = g.mermaid()
-        if output is None:
-            console.print(text, highlight=False, markup=False)
-        else:
-            output.write_text(text + "\n")
+    if output is None:
+        console.print(g.mermaid(), highlight=False, markup=False)
         return
     render(g, output)
-    console.print(f"wrote {output}")
+    console.print(f"wrote {output}", highlight=False)
 
 
 @app.command()
 @handle_errors
 def init(path: Path = typer.Argument(Path("pipeline.yaml"), help="Where to write the starter"), force: bool = typer.Option(False, "--force")):
     """Write a commented starter pipeline YAML."""
-    from distillflow.errors import UsageError
+    from distillflow.errors import UsageError, make_parent
 
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory — pass a file path such as {path / 'pipeline.yaml'}")
     if path.exists() and not force:
         raise UsageError(f"{path} exists — choose another path or pass --force")
     text = (Path(__file__).resolve().parent.parent / "templates" / "starter.yaml").read_text()
+    make_parent(path)  # a missing folder is created, as `run --out` and `report -o` do
     path.write_text(text)
     console.print(f"wrote {path} — edit it, then `distillflow validate {path}`")
 

@@ -21,10 +21,12 @@ def command(run_dir: Path = typer.Argument(..., help="Run directory (from `disti
 
     from distillflow.engine.batch import BatchStore, store_path
     from distillflow.engine.runner import outage_note
-    from distillflow.errors import UsageError
+    from distillflow.errors import not_a_run_dir, require_run_dir
 
-    if not run_dir.is_dir():
-        raise UsageError(f"{run_dir} is not a directory — pass the run directory that `distillflow run` wrote")
+    require_run_dir(run_dir)
+    # a run makes cache/ as it starts; pipeline.yaml and manifest.json come once it has curated
+    if not any((run_dir / name).exists() for name in ("cache", "pipeline.yaml", "manifest.json")):
+        raise not_a_run_dir(run_dir, "no cache/, pipeline.yaml or manifest.json")
     note = outage_note(run_dir)
     if note:
         console.print(note, highlight=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from distillflow.engine.outputs import read_json, read_jsonl
-from distillflow.errors import ConfigurationError, UsageError, did_you_mean
+from distillflow.errors import ConfigurationError, UsageError, did_you_mean, require_run_dir
 from distillflow.evaluate.contamination import decontamination_status, scored_sets
 
 __all__ = ["evaluate_run", "retention", "plan_metrics", "RESULTS_VERSION"]
@@ -41,19 +41,38 @@ def retention(student: float | None, teacher: float | None) -> float | None:
 def _load(run_dir: Path, config: Path | None):
     from distillflow.spec.loader import load_spec
 
-    if not run_dir.is_dir():
-        raise UsageError(f"run directory {run_dir} does not exist: run `distillflow run PIPELINE.yaml --out {run_dir}` first")
+    require_run_dir(run_dir, marker=None if config else "pipeline.yaml", config=True)
     path = Path(config) if config else run_dir / "pipeline.yaml"
     if not path.is_file():
-        if config:
-            raise UsageError(f"pipeline file {path} not found: check the --config path")
-        raise UsageError(f"{run_dir} is not a distillflow run directory (no pipeline.yaml): "
-                         f"run `distillflow run PIPELINE.yaml --out {run_dir}` first, or pass --config PIPELINE.yaml")
+        raise UsageError(f"pipeline file {path} not found: check the --config path")
     from distillflow.engine.providers import resolve_local_models
 
     spec, base = load_spec(path), path.resolve().parent
     spec = resolve_local_models(spec, base)  # local teacher directories are relative to the YAML, as in `run`
     return spec, base
+
+
+# The options of `distillflow eval` that override a field of the pipeline's eval: section.
+_OPTIONS = {"metrics": "--metric", "backend": "--backend", "teacher": "--teacher", "max_prompts": "--max-prompts",
+            "sample_temperature": "--sample-temperature"}
+
+
+def _option_error(err, overrides: dict) -> str:
+    """One line per invalid value, naming the option (or the eval: key), the value and the allowed ones."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        field = str(loc[0]) if loc else ""
+        name = _OPTIONS.get(field, f"eval.{field}") if field in overrides else f"eval.{field}"
+        if e["type"] == "literal_error":
+            expected = (e.get("ctx") or {}).get("expected", "")
+            allowed = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+            hint = did_you_mean(e.get("input"), allowed)
+            lines.append(f"{name}: unknown value '{e.get('input')}'" + (f" — {hint}" if hint else "")
+                         + f" (allowed: {', '.join(allowed)})")
+        else:
+            lines.append(f"{name}: {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})")
+    return "invalid evaluation option " + "; ".join(lines)
 
 
 def _step(spec, kind: str, step_id: str | None, field: str):
@@ -201,6 +220,8 @@ def evaluate_run(
     Arguments override the pipeline's ``eval:`` section. Returns the results dict that is also
     written to ``RUN_DIR/eval/results.json``.
     """
+    from pydantic import ValidationError
+
     from distillflow.engine.session import TeacherSession
     from distillflow.evaluate.answer import ask_teacher, materialize_model
     from distillflow.spec.train import EvalSpec
@@ -212,8 +233,8 @@ def evaluate_run(
                                     "metrics": metrics, "sample_temperature": sample_temperature}.items() if v is not None}
     try:
         es = EvalSpec.model_validate({**(spec.eval.model_dump(exclude_unset=True) if spec.eval else {}), **overrides})
-    except ValueError as err:
-        raise UsageError(f"invalid evaluation option: {err}") from None
+    except ValidationError as err:
+        raise UsageError(_option_error(err, overrides)) from None
 
     heldout_path = run_dir / "data" / "heldout.jsonl"
     rows = read_jsonl(heldout_path)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distillflow.engine.outputs import read_json, read_jsonl
-from distillflow.errors import UsageError
+from distillflow.errors import not_a_run_dir, require_run_dir
 
 __all__ = ["RunData", "collect", "find_trainer_state", "find_training_examples"]
 
@@ -84,11 +84,10 @@ def _agreement(review_dir: Path) -> dict | None:
 
 
 def collect(run_dir: str | Path) -> RunData:
-    run_dir = Path(run_dir)
+    run_dir = require_run_dir(run_dir)
     manifest = read_json(run_dir / "manifest.json")
     if manifest is None:
-        raise UsageError(f"{run_dir} is not a distillflow run directory (no readable manifest.json): "
-                         f"run `distillflow run PIPELINE.yaml --out {run_dir}` first")
+        raise not_a_run_dir(run_dir, "no readable manifest.json")
     data = RunData(run_dir=run_dir, manifest=manifest)
     pipeline = run_dir / "pipeline.yaml"
     if pipeline.is_file():

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distillflow.engine.outputs import read_jsonl
-from distillflow.errors import ConfigurationError
+from distillflow.errors import ConfigurationError, require_run_dir
 from distillflow.review.connect import api_error, connect, dataset_url, find_dataset, find_workspace
 from distillflow.review.schema import JudgeInfo, ReviewPlan, check_compatible, dataset_name, has_vector_field
 from distillflow.spec.review import ReviewSpec
@@ -48,11 +48,7 @@ def load_run(run_dir: Path):
     """The run's spec and review settings; a clear error when RUN_DIR is not a run directory."""
     from distillflow.spec.loader import load_spec
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "pipeline.yaml").exists():
-        raise ConfigurationError(
-            f"{run_dir} is not a run directory (no pipeline.yaml) — pass the --out directory of `distillflow run`"
-        )
+    run_dir = require_run_dir(run_dir, marker="pipeline.yaml")  # a bad path: exit 2, as in train, eval, report
     if not (run_dir / "data" / "curated.jsonl").exists():
         raise ConfigurationError(
             f"{run_dir}/data/curated.jsonl is missing — run `distillflow run PIPELINE.yaml --out {run_dir}` first"

@@ -105,7 +105,9 @@ class TrainSpec(_Spec):
         "launcher's. Tiny models on CPU train fastest with 1."
     )
     preprocess: bool = Field(True, description="Run `axolotl preprocess` (tokenise once) before training.")
-    main_process_ip: str | None = Field(None, description="Address of node 0 (multi-node).")
+    main_process_ip: str | None = Field(
+        None, description="Address of node 0 (multi-node); `distillflow train --main-process-ip` gives or overrides it."
+    )
     main_process_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port on node 0 (multi-node).")
     machine_rank: int = Field(0, ge=0, description="This node's rank; `distillflow train --machine-rank` overrides it.")
     gpu_memory_gb: float | None = Field(
@@ -137,8 +139,6 @@ class TrainSpec(_Spec):
             problems.append("QLoRA needs a CUDA GPU (bitsandbytes 4-bit) — set gpus_per_node >= 1, or use adapter: lora on CPU")
         if self.gpus_per_node == 0 and self.nodes > 1:
             problems.append("CPU training (gpus_per_node: 0) runs on one node — set nodes: 1")
-        if self.nodes > 1 and not self.main_process_ip:
-            problems.append("multi-node training needs main_process_ip (the address of node 0)")
         if self.machine_rank >= self.nodes:
             problems.append(f"machine_rank {self.machine_rank} must be below nodes ({self.nodes})")
         if self.launcher == "python" and self.gpus_per_node * self.nodes > 1:
@@ -146,6 +146,17 @@ class TrainSpec(_Spec):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def rendezvous_problem(self) -> str | None:
+        """Why a multi-node run cannot start yet (no address for node 0), or None.
+
+        Checked when training is prepared, not when the YAML is loaded: the address may come from
+        ``distillflow train --main-process-ip`` (``main_process_ip=`` in Python) instead of the YAML.
+        """
+        if self.nodes > 1 and not self.main_process_ip:
+            return (f"multi-node training ({self.nodes} nodes) needs the address of node 0 — set main_process_ip "
+                    "in the train: section, or pass --main-process-ip (main_process_ip= from Python)")
+        return None
 
     def world_size(self) -> int:
         """Training processes in total (1 on CPU)."""

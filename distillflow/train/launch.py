@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from distillflow.errors import UsageError
 from distillflow.train.render import effective_precision
 
 # Without these every axolotl command finishes and then retries a telemetry upload for ~10 minutes.
@@ -57,9 +58,12 @@ def build_commands(train, config_path: Path, *, python: str, run_id: str) -> lis
     """``[preprocess, train]`` (or ``[train]`` with ``train.preprocess: false``) for this node.
 
     >>> from distillflow.spec.train import TrainSpec
-    >>> [c.argv[-3:] for c in build_commands(TrainSpec(base_model="m", gpus_per_node=0), Path("a.yaml"), python="py", run_id="r")]
+    >>> [c.argv[-2:] for c in build_commands(TrainSpec(base_model="m", gpus_per_node=0), Path("a.yaml"), python="py", run_id="r")]
     [['axolotl.cli.preprocess', 'a.yaml'], ['axolotl.cli.train', 'a.yaml']]
     """
+    problem = train.rendezvous_problem()
+    if problem:  # prepare() says so with the YAML line; a TrainSpec built in Python gets here unchecked
+        raise UsageError(problem)
     cfg = str(config_path)
     env = dict(BASE_ENV)
     cmds = []

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillflow.errors import ConfigurationError, Problem, SpecError, UsageError
+from distillflow.errors import ConfigurationError, Problem, SpecError, UsageError, not_a_run_dir, require_run_dir
 from distillflow.train.export import ExportStats, export_dataset
 from distillflow.train.launch import Command, build_commands
 from distillflow.train.memory import (
@@ -91,7 +91,9 @@ def load_run_spec(run_dir: Path, config: Path | None):
 
     path = Path(config) if config else Path(run_dir) / "pipeline.yaml"
     if not path.is_file():
-        raise UsageError(f"{path} not found — pass a run directory made by `distillflow run`, or --config PIPELINE.yaml")
+        if config is None:
+            raise not_a_run_dir(run_dir, "no pipeline.yaml", config=True)
+        raise UsageError(f"pipeline file {path} not found: check the --config path")
     doc = load_document(path)
     if doc.spec.train is None:
         raise SpecError([Problem("train", "the pipeline has no train: section",
@@ -192,11 +194,14 @@ def prepare(run_dir: str | Path, *, config: str | Path | None = None, accept_ter
     >>> plan.config_path                                   # runs/qa/train/axolotl.yaml
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"run directory {run_dir} not found — run `distillflow run PIPELINE.yaml --out {run_dir}` first")
+    require_run_dir(run_dir, config=True)
     doc = load_run_spec(run_dir, Path(config) if config else None)
     spec, base_dir = doc.spec, doc.base_dir
     train = _with_overrides(spec.train, machine_rank=machine_rank, main_process_ip=main_process_ip)
+    problem = train.rendezvous_problem()  # after the overrides: --main-process-ip may give what the YAML lacks
+    if problem:
+        line = doc.lines.get(("train", "nodes"), doc.lines.get(("train",)))
+        raise SpecError([Problem("train.nodes", problem, line)], doc.source)
     warnings = check_terms(spec, accept_terms)
     python = resolve_python(train, base_dir)
     train_dir = run_dir / "train"

@@ -32,7 +32,8 @@ def test_status_lists_live_and_collected_batches(tmp_path):
 
 
 def test_status_of_a_run_without_batches_and_of_a_missing_dir(tmp_path):
+    (tmp_path / "cache").mkdir()  # a run makes cache/ as it starts
     r = runner.invoke(app, ["status", str(tmp_path)])
     assert r.exit_code == 0 and "no provider batches" in r.output
     r = runner.invoke(app, ["status", str(tmp_path / "nope")])
-    assert r.exit_code == 2 and "is not a directory" in r.output
+    assert r.exit_code == 2 and "is not a distillflow run directory (not found)" in r.output

@@ -84,8 +84,8 @@ def test_cli_push_unreachable_exits_1_without_traceback(tmp_path, monkeypatch):
 
 def test_cli_push_not_a_run_dir(tmp_path):
     result = CliRunner().invoke(app, ["review", "push", str(tmp_path)])
-    assert result.exit_code == 1
-    assert "is not a run directory" in result.output + getattr(result, "stderr", "")
+    assert result.exit_code == 2  # a bad path, as for train, eval and report
+    assert "is not a distillflow run directory" in result.output + getattr(result, "stderr", "")
 
 
 def test_cli_pull_offline_without_saved_responses(tmp_path):

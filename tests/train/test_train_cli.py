@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -164,3 +165,42 @@ def test_relative_output_dir_stays_inside_the_run(make_run):
     cfg = yaml.safe_load((run / "train" / "axolotl.yaml").read_text())
     assert cfg["output_dir"] == str((run / "student-v1").resolve())
     assert "is not a local directory: Axolotl will fetch it from the Hugging Face Hub" in r.output
+
+
+def _two_node_config(tmp_path, pipeline_dict, **train):
+    """A pipeline YAML whose train: section asks for two nodes of 8 GPUs; its `nodes:` line number."""
+    path = tmp_path / "two_nodes.yaml"
+    path.write_text(yaml.safe_dump(pipeline_dict({"base_model": HUB, "adapter": "lora", "gpus_per_node": 8,
+                                                  "nodes": 2, **train}), sort_keys=False))
+    return path, path.read_text().splitlines().index("  nodes: 2") + 1
+
+
+def test_main_process_ip_flag_satisfies_multi_node_without_yaml_key(make_run, tmp_path, pipeline_dict, monkeypatch):
+    import distillflow.train.plan as plan
+
+    monkeypatch.setattr(plan, "gpus_found", lambda: 2)
+    run = make_run({"base_model": HUB, "gpus_per_node": 0})
+    config, _ = _two_node_config(tmp_path, pipeline_dict)  # no main_process_ip: node 0's address is given per node
+    r = _invoke(run, "--config", config, "--dry-run", "--machine-rank", "1", "--main-process-ip", "10.0.0.1")
+    assert r.exit_code == 0, r.output
+    assert "--num_machines 2 --multi_gpu --machine_rank 1 --main_process_ip 10.0.0.1" in r.output
+    # the Python API, the same way
+    from distillflow.train.run import train
+
+    result = train(run, config=config, dry_run=True, machine_rank=1, main_process_ip="10.0.0.2")
+    assert result.plan.train.main_process_ip == "10.0.0.2" and "--main_process_ip 10.0.0.2" in result.plan.commands[-1].shell()
+
+
+def test_multi_node_without_any_main_process_ip_is_refused_at_the_nodes_line(make_run, tmp_path, pipeline_dict):
+    from distillflow.errors import SpecError
+    from distillflow.train.plan import prepare
+
+    run = make_run({"base_model": HUB, "gpus_per_node": 0})
+    config, line = _two_node_config(tmp_path, pipeline_dict)
+    r = _invoke(run, "--config", config, "--dry-run", "--machine-rank", "1")
+    assert r.exit_code == 2, r.output
+    assert f"train.nodes (line {line}): multi-node training" in r.output
+    assert "main_process_ip" in r.output and "--main-process-ip" in r.output and "Traceback" not in r.output
+    assert not (run / "train" / "axolotl.yaml").exists()  # refused before anything was rendered
+    with pytest.raises(SpecError, match="--main-process-ip"):
+        prepare(run, config=config, machine_rank=1)

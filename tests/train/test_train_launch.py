@@ -50,6 +50,17 @@ def test_eight_gpus_two_nodes_accelerate():
                     "--mixed_precision", "fp16", "--dynamo_backend", "no", "-m", "axolotl.cli.train", str(CFG)]
 
 
+def test_two_nodes_without_node_0_address_load_but_give_no_commands():
+    from distillflow.errors import UsageError
+
+    # valid as YAML (`distillflow train --main-process-ip` may give the address) but not launchable without it
+    train = TrainSpec(base_model="m", gpus_per_node=8, nodes=2)
+    assert "--main-process-ip" in train.rendezvous_problem()
+    with pytest.raises(UsageError, match="set main_process_ip in the train: section, or pass --main-process-ip"):
+        build_commands(train, CFG, python=PY, run_id="r")
+    assert TrainSpec(base_model="m", gpus_per_node=8, nodes=2, main_process_ip="10.0.0.1").rendezvous_problem() is None
+
+
 def test_torchrun_one_and_two_nodes():
     assert _train(launcher="torchrun", gpus_per_node=8) == [
         PY, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "8", "--standalone",
