@@ -51,12 +51,26 @@ def preflight(pipeline: Path = typer.Argument(..., help="Pipeline YAML")):
     from distillflow.api import load
     from distillflow.engine.providers import preflight_teacher
 
-    spec = load(pipeline).spec  # local model paths resolved against the YAML's folder
+    from rich.markup import escape
+
+    from distillflow.engine.validate import preflight_steps
+    from distillflow.errors import ConfigurationError, SpecError
+
+    plan = load(pipeline)
+    spec = plan.spec  # local model paths resolved against the YAML's folder
     failed = 0
     for t in spec.teachers:
         ok, detail = preflight_teacher(t)
         failed += not ok
         console.print(f"{'[green]ok[/]  ' if ok else '[red]FAIL[/]'} teacher {t.name}: {detail}", highlight=False)
+    try:  # step code the run would load (a `module:function` verifier)
+        for step_id, note in preflight_steps(plan):
+            console.print(f"[green]ok[/]   step {step_id}: {note}", highlight=False)
+    except (ConfigurationError, SpecError) as e:
+        failed += 1
+        lines = [str(p) for p in e.problems] if isinstance(e, SpecError) else str(e).splitlines()
+        for line in lines:
+            console.print(f"[red]FAIL[/] {escape(line)}", highlight=False)
     if failed:
         raise typer.Exit(1)
 

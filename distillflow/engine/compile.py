@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
-from distillflow.engine.validate import describe_step_factory, source_columns
+from distillflow.engine.validate import describe_step_factory, source_columns, step_problems
 from distillflow.errors import Problem, SpecError
 from distillflow.graph import build_graph
 from distillflow.plan import Plan
@@ -30,13 +30,14 @@ def compile_spec(spec, base_dir: Path | None = None, lines: dict | None = None, 
             problems.extend(e.problems)
             return set(), set()
 
+    checked = step_problems(spec, objects, lines)  # each kind's own static checks (judge rubric, verifier)
     try:
         graph = build_graph(spec, source=source, describe=describe, extra_source_columns=source_columns(spec, base),
                             lines=lines)
     except SpecError as e:
-        raise SpecError(problems + e.problems, source) from None
-    if problems:
-        raise SpecError(problems, source)
+        raise SpecError(problems + sorted(e.problems + checked, key=lambda p: p.line or 0), source) from None
+    if problems or checked:
+        raise SpecError(problems + checked, source)
     from distillflow.engine.providers import resolve_local_models
 
     resolved = resolve_local_models(spec, base)

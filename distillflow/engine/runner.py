@@ -532,6 +532,9 @@ def run_plan(plan, out_dir=None, reporter=None, fresh: bool = False, retry_error
     problems = missing_env(spec, plan.teachers_used())
     if problems:
         raise ConfigurationError("\n".join(problems))
+    from distillflow.engine.validate import preflight_steps
+
+    preflight_steps(plan)  # e.g. a `module:function` verifier imports: before any answer is paid for
     if spec.execution.backend == "ray":  # before any work: the fix is an install
         from distillflow.engine.ray_executor import import_ray
 

@@ -132,6 +132,15 @@ class StepKind:
     - ``manifest(step)`` -> (section, entry): recorded as ``manifest[section][step.id]`` (e.g. which
       eval sets a decontaminate step covered, read by `distillflow eval` and the report).
     - ``doc``: one line for generated references (default: the spec model's docstring).
+    - ``check(step, obj)`` -> [(field path under the step, message), ...]: static checks of the
+      step's own settings beyond the schema (a judge's rubric against its scale, a verifier's name
+      and parameters), run when the plan is compiled, so `distillflow validate` reports them with
+      their YAML path and line. ``obj`` is the Python object the front door attached to the step
+      (or None). Static: it imports no user code and does no I/O.
+    - ``preflight(step, obj)`` -> a short note or None: whether the step can run here (e.g. import
+      a verifier named ``module:function``), called by `distillflow preflight` and at the start of
+      a run, before any request. Raises ConfigurationError (cannot run here) or UsageError (the
+      step's settings do not fit what it loaded).
     A kind whose ``columns`` returns None has columns only known at compile time (``describe``).
     """
 
@@ -148,6 +157,8 @@ class StepKind:
     field: str | None = None
     manifest: Callable[[Any], tuple[str, dict]] | None = None
     doc: str | None = None
+    check: Callable[[Any, Any], list[tuple[tuple, str]]] | None = None
+    preflight: Callable[[Any, Any], str | None] | None = None
 
     def scope_of(self, step) -> Scope:
         return self.scope(step) if callable(self.scope) else self.scope

@@ -458,6 +458,21 @@ async def _run(ctx, step: JudgeStep, rows: list[dict], state=None):
             [quarantine_row(rows[i], step.id, failures[req.key]) for i, req in enumerate(requests) if failed[i]])
 
 
+def _check(step, obj=None) -> list[tuple[tuple, str]]:
+    """Static checks run at compile time: the rubric (and its scale) the run would resolve."""
+    if step.backend != "rubric":  # distilabel back-ends check their own settings when they load
+        return []
+    try:
+        resolve_rubric(step.rubric)
+    except UsageError as e:
+        return [(("rubric",), str(e))]
+    try:
+        resolve_rubric(step.rubric, tuple(step.scale))
+    except UsageError as e:
+        return [(("scale",), f"{e} — use scale: [1, 5], or write your own rubric text for this scale")]
+    return []
+
+
 def _columns(step):
     needs = {"prompt", "response"} | ({step.reference} if step.reference else set())
     sid = step.id
@@ -465,4 +480,4 @@ def _columns(step):
 
 
 KIND = StepKind("judge", JudgeStep, _run, columns=_columns, scope="row", builder="Judge",
-                teachers=lambda step, spec: [step.teacher])
+                teachers=lambda step, spec: [step.teacher], check=_check)

@@ -60,10 +60,16 @@ def register_verifier(name: str) -> Callable[[Verifier], Verifier]:
     return decorator
 
 
-def _import_attr(path: str) -> Verifier:
+def _split_path(path: str) -> tuple[str, str]:
+    """``'package.module:function'`` -> (module, function); UsageError for any other shape. No import."""
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise UsageError(f"verifier '{path}' must look like 'package.module:function'")
+    return module_name, attr
+
+
+def _import_attr(path: str) -> Verifier:
+    module_name, attr = _split_path(path)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -377,14 +383,65 @@ class VerifyStep(StepBase):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-def _prepare(ctx, step: VerifyStep):
-    fn = ctx.objects.get(step.id) or resolve_verifier(step.check)
+def _step_params(fn: Verifier, step: VerifyStep) -> dict:
+    """The parameters the step passes to ``fn``: its ``params``, and ``reference`` where ``fn`` takes it."""
     params = dict(step.params)
-    sig = inspect.signature(fn).parameters
+    try:
+        sig = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return params
     if step.reference and ("reference_column" in sig or any(p.kind == p.VAR_KEYWORD for p in sig.values())):
         params["reference_column"] = step.reference
+    return params
+
+
+def _prepare(ctx, step: VerifyStep):
+    fn = ctx.objects.get(step.id) or resolve_verifier(step.check)
+    params = _step_params(fn, step)
     check_params(fn, params, step.check if isinstance(step.check, str) else None)
     return fn, params
+
+
+def _check(step: VerifyStep, obj=None) -> list[tuple[tuple, str]]:
+    """Static checks run at compile time (`distillflow validate`): the verifier's name and, for a
+    built-in or registered one, its parameters. A ``module:function`` verifier is only checked for
+    its shape here: importing it runs user code, which :func:`_preflight` does (preflight, run start)."""
+    fn = obj
+    if fn is None:
+        if ":" in step.check:
+            try:
+                _split_path(step.check)
+            except UsageError as e:
+                return [(("check",), str(e))]
+            return []
+        try:
+            fn = resolve_verifier(step.check)
+        except UsageError as e:
+            return [(("check",), str(e))]
+    params = _step_params(fn, step)
+    try:
+        check_params(fn, params, step.check)
+        if getattr(fn, "__module__", None) == __name__:
+            # A built-in checks its parameters' values (extract, mode, pattern) before it looks at
+            # the response, raising UsageError; one call on an empty response reports them now.
+            try:
+                fn("", {}, **params)
+            except UsageError:
+                raise
+            except Exception:  # not a parameter problem: the run decides per row
+                pass
+    except UsageError as e:
+        return [(("params",), str(e))]
+    return []
+
+
+def _preflight(step: VerifyStep, obj=None) -> str | None:
+    """Import a ``module:function`` verifier and check its parameters; before any request is sent."""
+    if obj is not None or ":" not in step.check:
+        return None  # checked statically by _check
+    fn = resolve_verifier(step.check)
+    check_params(fn, _step_params(fn, step), step.check)
+    return f"verifier {step.check} imports"
 
 
 def _run(ctx, step: VerifyStep, rows: list[dict], state):
@@ -393,6 +450,6 @@ def _run(ctx, step: VerifyStep, rows: list[dict], state):
 
 
 KIND = StepKind(
-    "verify", VerifyStep, _run, prepare=_prepare, scope="row", builder="Verify",
+    "verify", VerifyStep, _run, prepare=_prepare, scope="row", builder="Verify", check=_check, preflight=_preflight,
     columns=lambda step: ({"response"} | ({step.reference} if step.reference else set()), {f"{step.id}_pass", f"{step.id}_detail"}),
 )

@@ -445,3 +445,16 @@ def test_a_lost_commit_recomputed_with_new_answers_takes_the_later_steps_commits
     restore()
     res = df.run(df.load(path), out=tmp_path / "run", progress=False)  # filter's old commit went with verify's
     assert (res.manifest["curated"], res.manifest["quarantined"]) == (3, 0)
+
+
+def test_a_verifier_module_that_cannot_be_imported_stops_the_run_before_any_request(endpoint, write_yaml, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the cwd fallback finds no such module either
+    steps = "  - kind: generate\n  - {kind: verify, id: mine, check: 'no_such_module_xyz:fn'}\n"
+    p = write_yaml(pipeline_yaml(endpoint.base_url, steps))
+    before = _requests(endpoint)
+    res = CliRunner().invoke(app, ["run", str(p), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert _requests(endpoint) == before  # no teacher answer was paid for a run that could not finish
+    assert res.exit_code == 1, res.output
+    assert "step 'mine': cannot import module 'no_such_module_xyz'" in res.output + str(res.stderr or "")
+    assert not (tmp_path / "run" / "cache" / "requests.sqlite").exists()
