@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from distillflow.steps.screen import CATEGORIES, RULES, screen_text  # noqa: E402
+from distillflow.steps.screen import RULES, category_label, screen_text  # noqa: E402
 from tests.steps.screen_cases import CASES  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main() -> None:
         pos = CASES[name][0]
         tp = sum(bool(screen_text(t, [rule])) for t in pos)
         where = f" (answer {', '.join(str(i + 1) for i in fp)})" if fp else ""
-        print(f"| `{name}` | {CATEGORIES[rule.category]} | {len(fp)}/{len(answers)} = {100 * len(fp) / len(answers):.1f}%{where} "
+        print(f"| `{name}` | {category_label(rule.category)} | {len(fp)}/{len(answers)} = {100 * len(fp) / len(answers):.1f}%{where} "
               f"| {tp}/{len(pos)} |")
     print(f"answers={len(answers)} any_rule_fired={any_hit} fpr_all_rules={100 * any_hit / len(answers):.1f}%")
 

@@ -11,6 +11,8 @@ Push with `distillflow review push RUN_DIR`, apply decisions with `distillflow r
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -19,7 +21,9 @@ class ReviewSpec(BaseModel):
 
     dataset: str | None = Field(None, description="Argilla dataset name (default: the pipeline name).")
     workspace: str = Field("distillflow", description="Argilla workspace.")
-    mode: str = Field("optional", pattern="^(optional|required)$", description="optional | required")
+    mode: Literal["optional", "required"] = Field(
+        "optional", description="optional: unreviewed records train; required: only accepted ones."
+    )
     sample: int | None = Field(None, ge=1, description="Push a stratified sample of this size (default: all).")
     score_column: str | None = Field(
         None, description="Judge score column used for suggestions and strata (default: the first judge's <id>_score)."

@@ -1,7 +1,7 @@
 """distilabel stays open: any public distilabel Step/Task by name (YAML) or as an object (Python).
 
 Tasks get a `DistillflowLLM` — a distilabel LLM whose requests go through our cache, budget and
-sliding-window client — so `EvolInstruct`, `UltraFeedback`, `Magpie`... resume and are billed like
+sliding-window client — so `EvolInstruct`, `UltraFeedback`, `TextGeneration`... resume and are billed like
 our own steps.
 
     - kind: distilabel

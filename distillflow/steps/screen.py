@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from distillflow.errors import did_you_mean
 from distillflow.steps.base import StepBase, StepKind
 from distillflow.steps.curate import _keep
 
 __all__ = ["ScreenStep", "Rule", "RULES", "CATEGORIES", "compile_rules", "screen_rows", "screen_text",
-           "luhn_ok", "iban_ok", "describe", "KIND"]
+           "luhn_ok", "iban_ok", "describe", "category_label", "KIND"]
 
 Rows = list[dict]
 
@@ -225,14 +225,37 @@ RULES: dict[str, Rule] = {
 }
 
 
+def category_label(category: str) -> str:
+    """A category as tables show it: the name YAML takes, then the display name when it differs.
+
+    >>> category_label("injection")
+    '`injection` (prompt injection)'
+    """
+    shown = CATEGORIES[category]
+    return f"`{category}`" + (f" ({shown})" if shown != category else "")
+
+
 def describe() -> str:
     """The rule table (name, category, what it matches), as printed in the README."""
     rows = ["| rule | category | matches |", "| --- | --- | --- |"]
-    rows += [f"| `{r.name}` | {CATEGORIES[r.category]} | {r.description} |" for r in RULES.values()]
+    rows += [f"| `{r.name}` | {category_label(r.category)} | {r.description} |" for r in RULES.values()]
     return "\n".join(rows)
 
 
 # --------------------------------------------------------------------------- spec
+
+def _known_name(name: str) -> str:
+    # Checked per item (not per list) so that every unknown name is its own problem, each with
+    # its did-you-mean and location, and `validate` reports them all at once.
+    known = [*RULES, *(c for c in CATEGORIES if c != "custom")]
+    if name not in known:
+        hint = did_you_mean(name, known)
+        raise ValueError(f"unknown screen rule or category '{name}'" + (f" — {hint}" if hint else f" (known: {', '.join(known)})"))
+    return name
+
+
+_RuleName = Annotated[str, AfterValidator(_known_name)]
+
 
 class ScreenStep(StepBase):
     """Check answers for secrets, personal data, injections, dangerous code and teacher identity."""
@@ -242,22 +265,10 @@ class ScreenStep(StepBase):
     action: Literal["reject", "flag"] = Field(
         "reject", description="reject: the row goes to `rejected` naming the rules; flag: kept, rules listed in `<id>_flags`."
     )
-    rules: list[str] | None = Field(None, description="Only these rules or categories (default: all).")
-    disable: list[str] = Field(default_factory=list, description="Rules or categories switched off, e.g. [phone, dangerous].")
+    rules: list[_RuleName] | None = Field(None, description="Only these rules or categories (default: all).")
+    disable: list[_RuleName] = Field(default_factory=list, description="Rules or categories switched off, e.g. [phone, dangerous].")
     patterns: dict[str, str] = Field(default_factory=dict, description="Your own rules: {name: regex} (category custom).")
     ignore_case: bool = Field(False, description="Match your `patterns` case-insensitively.")
-
-    @field_validator("rules", "disable")
-    @classmethod
-    def _known(cls, names):
-        if names is None:
-            return names
-        known = [*RULES, *(c for c in CATEGORIES if c != "custom")]
-        for n in names:
-            if n not in known:
-                hint = did_you_mean(n, known)
-                raise ValueError(f"unknown screen rule or category '{n}'" + (f" — {hint}" if hint else f" (known: {', '.join(known)})"))
-        return names
 
     @field_validator("patterns")
     @classmethod

@@ -122,3 +122,48 @@ def test_readme_example_runs_and_prints_what_it_says():
         "decontaminate: prompt overlaps eval set 'gsm8k' item 12 (shares the 13-word run "
         "'natalia sold clips to 48 of her friends in april and then she')",
     ]
+
+
+def test_every_unknown_name_is_reported_with_its_hint():
+    # `validate` promises every problem at once: two typos are two problems, each with its did-you-mean.
+    with pytest.raises(ValidationError) as info:
+        ScreenStep(kind="screen", disable=["dangerus", "secretz"], rules=["emial"])
+    messages = [e["msg"] for e in info.value.errors()]
+    assert len(messages) == 3, messages
+    assert any("'dangerus' — did you mean 'dangerous'?" in m for m in messages)
+    assert any("'secretz' — did you mean 'secrets'?" in m for m in messages)
+    assert any("'emial' — did you mean 'email'?" in m for m in messages)
+
+    from distillflow.errors import SpecError
+    from distillflow.spec.loader import load_spec
+
+    text = """name: s
+source: {kind: inline, rows: [{prompt: hi}]}
+teachers: [{name: t, provider: openai, base_url: "http://127.0.0.1:9/v1", model: m}]
+steps:
+  - kind: generate
+  - kind: screen
+    disable: [dangerus, secretz]
+"""
+    with pytest.raises(SpecError) as spec_info:
+        load_spec(text)
+    problems = {p.path: str(p) for p in spec_info.value.problems}
+    assert set(problems) == {"steps[1].disable[0]", "steps[1].disable[1]"}, problems
+    assert "did you mean 'dangerous'?" in problems["steps[1].disable[0]"]
+    assert "did you mean 'secrets'?" in problems["steps[1].disable[1]"]
+
+
+def test_readme_screen_table_names_categories_as_yaml_takes_them():
+    # The category column must show what `disable:` / `rules:` accept (`injection`), not only the
+    # display name ("prompt injection"), which YAML rejects.
+    from tests.support import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("| rule | category | false positives on benign answers |")
+    rows = [line for line in text[start:].split("\n\n", 1)[0].splitlines()[2:]]
+    assert len(rows) == len(RULES)
+    for row in rows:
+        rule, category = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        name = rule.strip("`")
+        assert category.startswith(f"`{RULES[name].category}`"), row
+        ScreenStep(kind="screen", disable=[RULES[name].category])  # the name shown is accepted
