@@ -224,6 +224,12 @@ class Lane:
         futures = await self.submit(step_id, requests, label)
         if futures:
             await asyncio.wait(list(futures.values()))
+        breaker = getattr(self.client, "breaker", None)
+        if breaker is not None and breaker.is_open:
+            # the teacher looks down: the run stops here, with these requests' failures asked again
+            # by the next run, not kept as quarantined records. (The breaker may open on the last
+            # answers, when no request is left to send: the window then ends with nobody to tell.)
+            raise breaker.error()
         results, failures = {}, {}
         for key, fut in futures.items():
             res = fut.result()  # raises the outage, if there was one

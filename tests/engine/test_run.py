@@ -129,6 +129,23 @@ def test_a_sustained_outage_stops_the_run_with_the_resume_hint(endpoint, write_y
     assert (tmp_path / "run" / "cache" / "outage.json").is_file()  # what the same command reads to resume
 
 
+def test_an_outage_seen_only_once_every_request_is_answered_still_stops_the_run(endpoint, write_yaml, tmp_path):
+    """All requests in flight at once (fewer than the window), all failing: the breaker opens on the
+    last answers, when nothing is left to send. Before, the lane kept that to itself and the run
+    ended complete, exit 0, every record quarantined as a teacher error (which a rerun does not ask
+    again without --retry-errors)."""
+    rows = "".join(f"""\n    - {{question: '@@{{"status": 500, "message": "down"}} all {i}', answer: "x"}}""" for i in range(12))
+    text = pipeline_yaml(endpoint.base_url, "  - kind: generate\n", rows=rows).replace(
+        "    price:", "    max_retries: 0\n    concurrency: 64\n    outage: {failures_in_a_row: 5}\n    price:")
+    path = write_yaml(text)
+    with pytest.raises(TeacherError) as info:
+        df.run(df.load(path), out=tmp_path / "run", progress=False)
+    assert type(info.value).__name__ == "TeacherOutageError" and info.value.exit_code == 1
+    assert "looks down" in str(info.value)
+    assert not (tmp_path / "run" / "data" / "curated.jsonl").exists()
+    assert (tmp_path / "run" / "cache" / "outage.json").is_file()
+
+
 OUTAGE_STEPS = """  - kind: generate
   - kind: verify
     check: contains
