@@ -120,6 +120,29 @@ def test_distilabel_unknown_step_and_bad_param(endpoint, write_yaml):
         df.load(write_yaml(pipeline_yaml(endpoint.base_url, steps)))
 
 
+def test_distilabel_problems_name_their_yaml_line_on_one_line(endpoint, write_yaml):
+    """A distilabel class's own refusal (Magpie needs an LLM with its chat-template mixin) and a
+    misspelled parameter: each with the step's YAML line, on one line (before: no line, and
+    distilabel's multi-line text with "Value error, " and a path ending in "params.")."""
+    from distillflow.errors import SpecError
+
+    steps = ("  - kind: generate\n"
+             "  - {id: mg, kind: distilabel, step: Magpie, teacher: teacher, params: {n_turns: 1}}\n"
+             "  - id: ev\n    kind: distilabel\n    step: EvolInstruct\n    teacher: teacher\n"
+             "    params:\n      num_evolutions: 1\n      num_evolutionz: 2\n")
+    path = write_yaml(pipeline_yaml(endpoint.base_url, steps))
+    with pytest.raises(SpecError) as info:
+        df.load(path)
+    text = path.read_text().splitlines()
+    by_path = {p.path: p for p in info.value.problems}
+    magpie = by_path["steps[mg].params"]
+    assert "MagpieChatTemplateMixin" in magpie.message and "\n" not in magpie.message
+    assert not magpie.message.startswith("Value error")
+    assert "Magpie" in text[magpie.line - 1]
+    typo = by_path["steps[ev].params.num_evolutionz"]
+    assert typo.hint == "did you mean 'num_evolutions'?" and "num_evolutionz" in text[typo.line - 1]
+
+
 def test_distilabel_object_in_python_pipeline(endpoint, tmp_path):
     from distilabel.steps.tasks import TextGeneration
 

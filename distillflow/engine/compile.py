@@ -23,11 +23,13 @@ def compile_spec(spec, base_dir: Path | None = None, lines: dict | None = None, 
     problems: list[Problem] = []
     inner = describe_step_factory(objects)
 
+    index = {step.id: i for i, step in enumerate(spec.steps)}
+
     def describe(step):
         try:
             return inner(step)
-        except SpecError as e:
-            problems.extend(e.problems)
+        except SpecError as e:  # (paths name the step by id: steps[<id>].params.x) with the YAML line
+            problems.extend(_at_line(p, step.id, index.get(step.id), lines) for p in e.problems)
             return set(), set()
 
     checked = step_problems(spec, objects, lines)  # each kind's own static checks (judge rubric, verifier)
@@ -43,3 +45,18 @@ def compile_spec(spec, base_dir: Path | None = None, lines: dict | None = None, 
     resolved = resolve_local_models(spec, base)
     # the graph's nodes point at the resolved spec's steps (same objects: steps are not copied)
     return Plan(resolved, graph, base, MappingProxyType(objects), MappingProxyType(dict(lines or {})), source)
+
+
+def _at_line(problem: Problem, step_id: str, i: int | None, lines: dict | None) -> Problem:
+    """A step's problem named by its id (``steps[<id>].params.n_turns``) with the YAML line of the
+    deepest part of that path the file has (the step's own line at least)."""
+    import re
+
+    from distillflow.spec.loader import _line_for
+
+    prefix = f"steps[{step_id}]"
+    if problem.line is not None or i is None or not lines or not problem.path.startswith(prefix):
+        return problem
+    rest = tuple(int(x) if x.isdigit() else x for x in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\d+", problem.path[len(prefix):]))
+    return Problem(problem.path, problem.message, _line_for(("steps", i, *rest), lines), problem.hint)
+

@@ -137,7 +137,9 @@ def instantiate(step, ctx=None, path: str = "step"):
             key = ".".join(str(p) for p in err["loc"])
             fields = list(getattr(cls, "model_fields", {}))
             hint = did_you_mean(key, fields) if err["type"] == "extra_forbidden" else None
-            problems.append(Problem(f"{path}.params.{key}", err["msg"], None, hint))
+            # one line: distilabel's validators add "Value error, " and a paragraph with a gallery URL
+            msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+            problems.append(Problem(f"{path}.params" + (f".{key}" if key else ""), msg, None, hint))
         raise SpecError(problems) from None
     except TypeError as e:
         raise SpecError([Problem(f"{path}.params", str(e), None)]) from None
