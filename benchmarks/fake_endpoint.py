@@ -15,7 +15,9 @@ followed by a JSON object, e.g. ``@@{"status": 429, "times": 2, "retry_after": "
 
 Fault mode (``fault_rate=0.2``, the benchmark ``benchmarks/faults.py``): each attempt fails
 with that probability, in one of :data:`FAULTS` chosen at random (seeded by ``fault_seed``, per
-prompt and attempt number, so a rerun fails the same attempts whatever order they arrive in):
+prompt and attempt number, so a rerun fails the same attempts whatever order they arrive in; the
+attempts are counted per process, so with ``--processes N`` a retry served by another process draws
+that process's first attempt again):
 429 with Retry-After, 500, 503, a hang of ``hang_s`` (past the client's timeout), a dropped
 connection, a truncated body, an HTML page with status 200, a 200 without ``choices``, a 200
 with empty ``choices``. Successful answers then carry a random tag, and ``GET /answers`` returns

@@ -26,7 +26,7 @@ def to_dot(graph) -> str:
 
 
 MERMAID = (".mmd", ".md", "")  # mermaid text (no extension: mermaid too)
-RENDERED = (".svg", ".png", ".pdf")  # drawn by graphviz's `dot`
+RENDERED = (".svg", ".png", ".pdf", ".jpg", ".jpeg", ".gif", ".dot", ".gv", ".json")  # `dot -T<ext>` writes each
 
 
 def output_format(output: Path) -> str:
@@ -38,7 +38,7 @@ def output_format(output: Path) -> str:
     if suffix in RENDERED:
         return suffix[1:]
     raise UsageError(f"cannot write a graph as '{Path(output).suffix}' ({output}): use .mmd or .md (mermaid text), "
-                     ".svg, .png or .pdf (drawn with graphviz)")
+                     ".svg, .png, .pdf, .jpg, .gif (drawn with graphviz), .dot/.gv (graphviz source) or .json")
 
 
 def render(graph, output: Path) -> None:

@@ -223,7 +223,7 @@ def route(replicas: ReplicaSet, attempt: Callable[..., Awaitable], targets: Sequ
                 elif wait > 0:
                     raise TransientError(
                         f"all {n} replicas are resting after failures (last error: {replicas.last_error()})",
-                        retry_after=wait, resting=True,
+                        retry_after=wait,
                     )
                 ticket = replicas.pick()
             try:

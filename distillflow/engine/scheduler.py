@@ -40,14 +40,10 @@ class TransientError(Exception):
     replica routing can tell a down server (None, 5xx) from a busy one (429).
     """
 
-    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None,
-                 resting: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
-        # retry_after is when the first of a teacher's replicas ends its rest (engine/replicas.py),
-        # not a server's Retry-After: a hint, waited for at most as long as the retry policy's backoff
-        self.resting = resting
 
 
 class PermanentError(Exception):
@@ -175,15 +171,8 @@ class RetryPolicy:
         self.base_s = base_s
         self.max_s = max_s
 
-    def delay(self, attempt: int, retry_after: float | None = None, resting: bool = False) -> float:
-        """Seconds to sleep before retry number ``attempt`` (0-based). ``resting``: ``retry_after``
-        is when a resting replica may be probed again, waited for at most this attempt's backoff
-        cap (``min(max, base * 2**attempt)``), so that every replica down costs a request about
-        what one endpoint down does: the rests grow to ``rest_max_s`` (60 s) within a few failed
-        probes, and waiting each one out took up to six minutes per request before it counted as
-        failed (and longer before the circuit breaker could open)."""
-        if retry_after is not None and resting:
-            return min(retry_after, min(self.max_s, self.base_s * (2**attempt))) + random.uniform(0, 0.05)
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to sleep before retry number ``attempt`` (0-based)."""
         if retry_after is not None:
             # Honored even above max_s: coming back earlier only earns another 429.
             return min(retry_after, 600.0) + random.uniform(0, 0.1 * retry_after + 0.05)
@@ -353,7 +342,7 @@ async def run_window(
                         if breaker is not None:
                             breaker.record(False, str(exc))
                         break
-                    await sleep(retry.delay(tries, exc.retry_after, exc.resting))
+                    await sleep(retry.delay(tries, exc.retry_after))
                     if breaker is not None and breaker.is_open:  # opened meanwhile: no more attempts
                         result = make_error(req, f"{exc} (gave up after {tries + 1} attempts: the teacher looks down)",
                                             perf() - t0)

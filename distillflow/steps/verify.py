@@ -68,10 +68,25 @@ def _split_path(path: str) -> tuple[str, str]:
     return module_name, attr
 
 
+def _import_module(module_name: str, path: str):
+    """``importlib.import_module``; a module that is found but fails while importing (a syntax
+    error, an import inside it that fails) is the user's code to fix, named without a traceback."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        raise
+    except Exception as err:
+        where = ""
+        if isinstance(err, SyntaxError) and err.filename:
+            where = f" ({err.filename}, line {err.lineno})"
+        raise ConfigurationError(f"module '{module_name}' for verifier '{path}' failed to import{where}: "
+                                 f"{type(err).__name__}: {err}") from err
+
+
 def _import_attr(path: str) -> Verifier:
     module_name, attr = _split_path(path)
     try:
-        module = importlib.import_module(module_name)
+        module = _import_module(module_name, path)
     except ModuleNotFoundError as err:
         # `distillflow run` starts from the console script, so the project directory is not on
         # sys.path; users expect `my_checks:fn` next to their pipeline to work.
@@ -80,7 +95,7 @@ def _import_attr(path: str) -> Verifier:
             raise ConfigurationError(f"cannot import module '{module_name}' for verifier '{path}': {err}") from err
         sys.path.insert(0, cwd)
         try:
-            module = importlib.import_module(module_name)
+            module = _import_module(module_name, path)
         except ModuleNotFoundError as err2:
             raise ConfigurationError(
                 f"cannot import module '{module_name}' for verifier '{path}': {err2} "

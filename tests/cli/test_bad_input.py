@@ -32,7 +32,7 @@ def pipeline(write_yaml):
 # ---------------------------------------------------------------- graph -o
 
 
-@pytest.mark.parametrize("name", ["dag.txt", "dag.dot", "dag.jpg"])
+@pytest.mark.parametrize("name", ["dag.txt", "dag.html", "dag.bmpx"])
 def test_graph_refuses_an_extension_it_cannot_write(pipeline, tmp_path, name):
     out = _cli("graph", pipeline, "-o", tmp_path / name, code=2)
     assert f"cannot write a graph as '{name[3:]}'" in out
@@ -49,6 +49,16 @@ def test_graph_accepts_extensions_in_any_case_and_pdf(pipeline, tmp_path):
     assert (tmp_path / "dag.pdf").read_bytes().startswith(b"%PDF")
     _cli("graph", pipeline, "-o", tmp_path / "DAG.MMD", code=0)
     assert "flowchart LR" in (tmp_path / "DAG.MMD").read_text()
+
+
+def test_graph_writes_graphviz_source_and_the_other_formats_dot_draws(pipeline, tmp_path):
+    need_binary("dot", "apt-get install -y graphviz")
+    _cli("graph", pipeline, "-o", tmp_path / "dag.dot", code=0)
+    assert (tmp_path / "dag.dot").read_text().startswith("digraph")
+    _cli("graph", pipeline, "-o", tmp_path / "dag.jpg", code=0)
+    assert (tmp_path / "dag.jpg").read_bytes()[:2] == b"\xff\xd8"
+    _cli("graph", pipeline, "-o", tmp_path / "dag.json", code=0)
+    assert '"directed": true' in (tmp_path / "dag.json").read_text()
 
 
 def test_graph_creates_a_missing_output_folder_as_run_and_report_do(pipeline, tmp_path):

@@ -268,29 +268,3 @@ def test_route_waits_for_a_probe_then_uses_the_recovered_replica():
     assert calls == [("probe", A), ("next", A)]
     assert [row["state"] for row in rs.stats()] == ["healthy", "resting"]
 
-
-def test_a_rest_is_waited_for_at_most_the_retry_policys_backoff():
-    """Every replica resting: the hint (the first rest's end) is waited for at most this attempt's
-    backoff cap, so all replicas down cost a request what one endpoint down does. Before, each of
-    a request's 6 retries waited out a rest that had grown to 60 s: up to six minutes."""
-    from distillflow.engine.scheduler import RetryPolicy
-
-    policy = RetryPolicy(max_retries=6, base_s=0.5, max_s=60.0)
-    caps = [0.5 * 2 ** a for a in range(6)]
-    for attempt, cap in enumerate(caps):
-        assert cap <= policy.delay(attempt, 60.0, resting=True) <= cap + 0.05
-        assert policy.delay(attempt, 0.2, resting=True) <= 0.25  # a rest ending sooner is waited for, no more
-    assert sum(policy.delay(a, 60.0, resting=True) for a in range(6)) < 32.0
-    assert policy.delay(0, 60.0) >= 60.0  # a server's Retry-After is still honoured in full
-
-
-def test_all_replicas_resting_marks_its_wait_as_a_rest():
-    replicas = ReplicaSet(["http://a/v1"], rest_base_s=5.0, clock=lambda: 100.0)
-    replicas.mark_failed(replicas.pick(), "HTTP 503")
-
-    async def never(req, *target):
-        raise AssertionError("nothing is sent while every replica rests")
-
-    with pytest.raises(TransientError) as info:
-        asyncio.run(route(replicas, never, [()])(object()))
-    assert info.value.resting and info.value.retry_after == pytest.approx(5.0)

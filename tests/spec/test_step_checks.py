@@ -114,6 +114,21 @@ def test_preflight_imports_a_module_function_verifier_and_names_the_step(tmp_pat
     assert "FAIL steps[1] (line 13): step 'mine': cannot import module 'no_such_module_xyz'" in out
 
 
+def test_a_verifier_module_that_fails_while_importing_is_named_without_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken_checks_xyz.py").write_text("def fn(response, row):\n    return (True\n")  # a syntax error
+    (tmp_path / "bad_import_xyz.py").write_text("from os import no_such_name_xyz\n\ndef fn(response, row):\n    return True\n")
+    p = tmp_path / "p.yaml"
+    p.write_text(HEAD + "  - {kind: verify, id: a, check: 'broken_checks_xyz:fn'}\n"
+                        "  - {kind: verify, id: b, check: 'bad_import_xyz:fn'}\n")
+    res = CliRunner().invoke(app, ["preflight", str(p)])
+    out = res.output + str(res.stderr or "")
+    assert res.exit_code == 1 and "Traceback" not in out
+    assert "module 'broken_checks_xyz' for verifier 'broken_checks_xyz:fn' failed to import" in out
+    assert "broken_checks_xyz.py, line 2" in out and "SyntaxError" in out
+    assert "module 'bad_import_xyz' for verifier 'bad_import_xyz:fn' failed to import" in out and "ImportError" in out
+
+
 def _python_pipeline(step):
     teacher = df.Teacher("t", provider="openai", base_url="http://127.0.0.1:9/v1", model="m")
     return df.Pipeline("py", df.Source.inline([{"prompt": "a", "answer": "1"}]) >> df.Generate(teacher) >> step(teacher))
