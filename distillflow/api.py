@@ -75,7 +75,7 @@ def with_execution(plan, backend: str | None = None, address: str | None = None)
     """``plan`` with its ``execution.backend`` / ``address`` replaced (None keeps the pipeline's)."""
     import dataclasses
 
-    from distillflow.errors import UsageError
+    from distillflow.errors import UsageError, error_text
     from distillflow.spec.models import ExecutionSpec, address_problem
 
     if backend is None and address is None:
@@ -103,7 +103,7 @@ def with_execution(plan, backend: str | None = None, address: str | None = None)
         execution = ExecutionSpec.model_validate(fields)
     except ValueError as e:  # pydantic's ValidationError (the checks above name the fix first)
         first = e.errors()[0] if hasattr(e, "errors") else {"msg": str(e)}
-        msg = str(first["msg"]).removeprefix("Value error, ")
+        msg = error_text(first)
         raise UsageError(f"backend={backend!r}, address={address!r}: {msg}") from None
     return dataclasses.replace(plan, spec=plan.spec.model_copy(update={"execution": execution}))
 

@@ -107,6 +107,17 @@ def did_you_mean(word: str, choices) -> str | None:
     return f"did you mean '{match[0]}'?" if match else None
 
 
+def error_text(err: dict) -> str:
+    """A pydantic error's message without the "Value error, " that a validator's ValueError gets."""
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def literal_choices(err: dict) -> list[str]:
+    """The allowed values of a pydantic ``literal_error`` (its ``expected``: "'a', 'b' or 'c'")."""
+    expected = (err.get("ctx") or {}).get("expected", "")
+    return [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+
+
 def require_run_dir(run_dir, *, marker: str | None = None, config: bool = False):
     """``run_dir`` as a Path when it is a directory written by `distillflow run` (holding ``marker``,
     when given); else a UsageError (exit 2) saying what the path is instead: missing, a file (a
@@ -128,6 +139,19 @@ def require_run_dir(run_dir, *, marker: str | None = None, config: bool = False)
             fix += f", or pass RUN_DIR with --config {run_dir} to use this pipeline's settings"
         raise UsageError(f"{run_dir} is a pipeline file, not a distillflow run directory: {fix}")
     raise not_a_run_dir(run_dir, "not found")
+
+
+def run_pipeline_file(run_dir, config=None):
+    """The pipeline file of a command that takes RUN_DIR and ``--config PIPELINE.yaml``: ``config``
+    when given, else the ``pipeline.yaml`` `distillflow run` wrote there (checked by
+    :func:`require_run_dir`); a UsageError (exit 2) when it is missing."""
+    from pathlib import Path
+
+    run_dir = require_run_dir(run_dir, marker=None if config else "pipeline.yaml", config=True)
+    path = Path(config) if config else run_dir / "pipeline.yaml"
+    if not path.is_file():
+        raise UsageError(f"pipeline file {path} not found: check the --config path")
+    return path
 
 
 def not_a_run_dir(run_dir, why: str, *, config: bool = False) -> UsageError:

@@ -50,13 +50,11 @@ def compile_spec(spec, base_dir: Path | None = None, lines: dict | None = None, 
 def _at_line(problem: Problem, step_id: str, i: int | None, lines: dict | None) -> Problem:
     """A step's problem named by its id (``steps[<id>].params.n_turns``) with the YAML line of the
     deepest part of that path the file has (the step's own line at least)."""
-    import re
-
-    from distillflow.spec.loader import _line_for
+    from distillflow.spec.loader import _line_for, parse_path
 
     prefix = f"steps[{step_id}]"
     if problem.line is not None or i is None or not lines or not problem.path.startswith(prefix):
         return problem
-    rest = tuple(int(x) if x.isdigit() else x for x in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\d+", problem.path[len(prefix):]))
+    rest = parse_path(problem.path[len(prefix):])
     return Problem(problem.path, problem.message, _line_for(("steps", i, *rest), lines), problem.hint)
 

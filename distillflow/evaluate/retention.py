@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from distillflow.engine.outputs import read_json, read_jsonl
-from distillflow.errors import ConfigurationError, UsageError, did_you_mean, require_run_dir
+from distillflow.errors import ConfigurationError, UsageError, did_you_mean, error_text, literal_choices, run_pipeline_file
 from distillflow.evaluate.contamination import decontamination_status, scored_sets
 
 __all__ = ["evaluate_run", "retention", "plan_metrics", "RESULTS_VERSION"]
@@ -41,10 +41,7 @@ def retention(student: float | None, teacher: float | None) -> float | None:
 def _load(run_dir: Path, config: Path | None):
     from distillflow.spec.loader import load_spec
 
-    require_run_dir(run_dir, marker=None if config else "pipeline.yaml", config=True)
-    path = Path(config) if config else run_dir / "pipeline.yaml"
-    if not path.is_file():
-        raise UsageError(f"pipeline file {path} not found: check the --config path")
+    path = run_pipeline_file(run_dir, config)
     from distillflow.engine.providers import resolve_local_models
 
     spec, base = load_spec(path), path.resolve().parent
@@ -65,13 +62,12 @@ def _option_error(err, overrides: dict) -> str:
         field = str(loc[0]) if loc else ""
         name = _OPTIONS.get(field, f"eval.{field}") if field in overrides else f"eval.{field}"
         if e["type"] == "literal_error":
-            expected = (e.get("ctx") or {}).get("expected", "")
-            allowed = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+            allowed = literal_choices(e)
             hint = did_you_mean(e.get("input"), allowed)
             lines.append(f"{name}: unknown value '{e.get('input')}'" + (f" — {hint}" if hint else "")
                          + f" (allowed: {', '.join(allowed)})")
         else:
-            lines.append(f"{name}: {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})")
+            lines.append(f"{name}: {error_text(e)} (got {e.get('input')!r})")
     return "invalid evaluation option " + "; ".join(lines)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from distillflow.errors import Problem, SpecError, did_you_mean
+from distillflow.errors import Problem, SpecError, did_you_mean, error_text, literal_choices
 from distillflow.spec.safe_yaml import check_text_size, compose, construct, read_text_file
 
 
@@ -135,15 +135,11 @@ def _problem_from_error(err: dict, data: Any, lines: dict) -> Problem:
         return Problem(path, "a step needs a 'kind' (e.g. kind: generate)", line)
     if etype == "literal_error":
         expected = (err.get("ctx") or {}).get("expected", "")
-        choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
-        hint = did_you_mean(err.get("input"), choices)
+        hint = did_you_mean(err.get("input"), literal_choices(err))
         return Problem(path, f"'{err.get('input')}' is not one of {expected}", line, hint)
     if etype == "missing":
         return Problem(path, f"required key '{loc[-1]}' is missing" if loc else "required key is missing", _line_for(loc[:-1], lines))
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    return Problem(path, msg, line, hint)
+    return Problem(path, error_text(err), line, hint)
 
 
 _PATH_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z_]+|\[\d+\])*): ")
@@ -160,9 +156,14 @@ def _located(problem: Problem, lines: dict) -> list[Problem]:
         if m is None:
             out.append(Problem("", text, problem.line, problem.hint))
             continue
-        loc = tuple(int(x) if x.isdigit() else x for x in re.findall(r"[a-z_]+|\d+", m.group(1)))
-        out.append(Problem(m.group(1), text[m.end():], _line_for(loc, lines), problem.hint))
+        out.append(Problem(m.group(1), text[m.end():], _line_for(parse_path(m.group(1)), lines), problem.hint))
     return out
+
+
+def parse_path(text: str) -> tuple:
+    """The location a printed path names, :func:`format_path` undone: ``steps[2].where`` ->
+    ``("steps", 2, "where")``."""
+    return tuple(int(x) if x.isdigit() else x for x in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\d+", text))
 
 
 def _line_for(loc: tuple, lines: dict) -> int | None:

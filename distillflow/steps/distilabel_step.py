@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from distillflow.errors import Problem, SpecError, TeacherError, did_you_mean
+from distillflow.errors import Problem, SpecError, TeacherError, did_you_mean, error_text
 from distillflow.steps.base import StepBase, StepKind, effective_params, prompt_id
 from distillflow.steps.generate import record_id
 
@@ -138,7 +138,7 @@ def instantiate(step, ctx=None, path: str = "step"):
             fields = list(getattr(cls, "model_fields", {}))
             hint = did_you_mean(key, fields) if err["type"] == "extra_forbidden" else None
             # one line: distilabel's validators add "Value error, " and a paragraph with a gallery URL
-            msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+            msg = " ".join(error_text(err).split())
             problems.append(Problem(f"{path}.params" + (f".{key}" if key else ""), msg, None, hint))
         raise SpecError(problems) from None
     except TypeError as e:

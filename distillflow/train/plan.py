@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillflow.errors import ConfigurationError, Problem, SpecError, UsageError, not_a_run_dir, require_run_dir
+from distillflow.errors import ConfigurationError, Problem, SpecError, UsageError, error_text, run_pipeline_file
 from distillflow.train.export import ExportStats, export_dataset
 from distillflow.train.launch import Command, build_commands
 from distillflow.train.memory import (
@@ -89,11 +89,7 @@ def load_run_spec(run_dir: Path, config: Path | None):
     """The run's pipeline (or ``--config``) as a Document: spec, YAML lines, base directory."""
     from distillflow.spec.loader import load_document
 
-    path = Path(config) if config else Path(run_dir) / "pipeline.yaml"
-    if not path.is_file():
-        if config is None:
-            raise not_a_run_dir(run_dir, "no pipeline.yaml", config=True)
-        raise UsageError(f"pipeline file {path} not found: check the --config path")
+    path = run_pipeline_file(run_dir, config)
     doc = load_document(path)
     if doc.spec.train is None:
         raise SpecError([Problem("train", "the pipeline has no train: section",
@@ -137,7 +133,7 @@ def _with_overrides(train, **updates):
     try:
         return type(train).model_validate({**train.model_dump(exclude_unset=True), **updates})
     except ValidationError as e:
-        raise UsageError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
+        raise UsageError("; ".join(error_text(err) for err in e.errors())) from None
 
 
 def preflight(train, cfg: dict, rows: int, base_model: str, deepspeed: dict | None = None) -> Preflight:
@@ -194,7 +190,6 @@ def prepare(run_dir: str | Path, *, config: str | Path | None = None, accept_ter
     >>> plan.config_path                                   # runs/qa/train/axolotl.yaml
     """
     run_dir = Path(run_dir)
-    require_run_dir(run_dir, config=True)
     doc = load_run_spec(run_dir, Path(config) if config else None)
     spec, base_dir = doc.spec, doc.base_dir
     train = _with_overrides(spec.train, machine_rank=machine_rank, main_process_ip=main_process_ip)
